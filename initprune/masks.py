@@ -1,0 +1,258 @@
+"""Masks: keep-largest top-k over a scope, the Mask type, and saving/loading it safely.
+
+Conventions (DESIGN.md §1): ``sparsity`` is the fraction of prunable weights removed, ``density = 1 −
+sparsity``; the weights with the largest scores are kept; ``k = round(density × n)`` weights are kept in each
+scope (the whole network for ``global``, each layer for ``layerwise`` and ``erk``), at least one per scope.
+Ties are broken deterministically: among equal scores the one with the lower flat index is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .errors import InitpruneError, LayerCollapseWarning, check_sparsity, unknown_choice
+
+SCOPES = ("global", "layerwise", "erk")
+_FORMAT = "initprune.mask"
+_VERSION = 1
+
+
+class Mask(Mapping[str, Tensor]):
+    """Boolean keep-masks for the prunable parameters of a model, keyed by ``named_parameters()`` names.
+
+    ``True`` means kept. A Mask is immutable; it behaves as a read-only mapping of name → bool tensor.
+    """
+
+    def __init__(self, masks: Mapping[str, Tensor]):
+        if not masks:
+            raise InitpruneError("a Mask needs at least one parameter")
+        self._masks = {name: m.detach().to(torch.bool) for name, m in masks.items()}
+
+    # Mapping interface
+    def __getitem__(self, name: str) -> Tensor:
+        return self._masks[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __repr__(self) -> str:
+        return f"Mask({len(self)} parameters, sparsity={self.sparsity:.4f})"
+
+    @property
+    def num_total(self) -> int:
+        """Number of prunable weights covered by the mask."""
+        return sum(m.numel() for m in self._masks.values())
+
+    @property
+    def num_kept(self) -> int:
+        """Number of weights kept."""
+        return int(sum(m.sum() for m in self._masks.values()))
+
+    @property
+    def density(self) -> float:
+        """Fraction of prunable weights kept."""
+        return self.num_kept / self.num_total
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of prunable weights removed."""
+        return 1.0 - self.density
+
+    def per_layer(self) -> dict[str, float]:
+        """Density (fraction kept) of every masked parameter."""
+        return {name: float(m.sum()) / m.numel() for name, m in self._masks.items()}
+
+    def collapsed(self) -> list[str]:
+        """Names of the prunable parameters left with no weight at all (layer collapse)."""
+        return [name for name, m in self._masks.items() if not bool(m.any())]
+
+    def to(self, device: torch.device | str) -> Mask:
+        """A copy of the mask on ``device``."""
+        return Mask({name: m.to(device) for name, m in self._masks.items()})
+
+    def _parameters_of(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        params = dict(model.named_parameters())
+        missing = [name for name in self._masks if name not in params]
+        if missing:
+            raise InitpruneError(
+                f"mask names {missing} are not parameters of {type(model).__name__}; "
+                f"its parameters are: {', '.join(params)}"
+            )
+        for name, m in self._masks.items():
+            if params[name].shape != m.shape:
+                raise InitpruneError(
+                    f"mask for {name!r} has shape {tuple(m.shape)} but the parameter has "
+                    f"{tuple(params[name].shape)}"
+                )
+        return {name: params[name] for name in self._masks}
+
+    @torch.no_grad()
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Zero the pruned weights of ``model`` in place and return it."""
+        for name, p in self._parameters_of(model).items():
+            p.mul_(self._masks[name].to(device=p.device, dtype=p.dtype))
+        return model
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the mask atomically in a pickle-free format (``torch.load(weights_only=True)`` reads it)."""
+        payload = {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "masks": {name: m.cpu() for name, m in self._masks.items()},
+        }
+        atomic_torch_save(payload, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Mask:
+        """Read a mask written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise InitpruneError(f"mask file {str(path)!r} does not exist")
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+            raise InitpruneError(f"{str(path)!r} is not an initprune mask file")
+        return cls(payload["masks"])
+
+
+def atomic_torch_save(obj: object, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_scores(scores: Mapping[str, Tensor]) -> None:
+    """Raise naming the parameter if any score is NaN or infinite, or if there are no scores."""
+    if not scores:
+        raise InitpruneError("no scores given: the scores dict is empty")
+    for name, s in scores.items():
+        if not torch.is_tensor(s):
+            raise InitpruneError(f"score for {name!r} is a {type(s).__name__}, not a tensor")
+        bad = ~torch.isfinite(s)
+        if bool(bad.any()):
+            count = int(bad.sum())
+            raise InitpruneError(
+                f"scores for parameter {name!r} contain {count} NaN or infinite value(s) of {s.numel()}"
+            )
+
+
+def top_k_mask(flat: Tensor, k: int) -> Tensor:
+    """Boolean mask keeping the ``k`` largest entries of the 1-D tensor ``flat``.
+
+    Among entries equal to the k-th largest value, the lowest indices are kept, so the result is
+    deterministic on every device. Runs in O(n) without a host-device synchronization.
+    """
+    n = flat.numel()
+    if k >= n:
+        return torch.ones_like(flat, dtype=torch.bool)
+    if k <= 0:
+        return torch.zeros_like(flat, dtype=torch.bool)
+    threshold = torch.kthvalue(flat, n - k + 1).values  # k-th largest
+    above = flat > threshold
+    ties = flat == threshold
+    needed = k - above.sum()
+    return above | (ties & (torch.cumsum(ties, 0) <= needed))
+
+
+def erk_densities(shapes: Mapping[str, torch.Size], density: float) -> dict[str, float]:
+    """Erdős–Rényi-Kernel allocation (Evci et al. 2020, RigL): per-layer densities averaging to ``density``.
+
+    Layer l gets density ε·(Σ dims)/(Π dims), with ε chosen so that the kept count is ``density`` of the
+    total; layers whose density would exceed 1 are kept dense and ε is solved again for the others.
+    """
+    numel = {name: math.prod(shape) for name, shape in shapes.items()}
+    raw = {name: sum(shape) / numel[name] for name, shape in shapes.items()}
+    target = density * sum(numel.values())
+    dense: set[str] = set()
+    while True:
+        sparse_names = [n for n in shapes if n not in dense]
+        budget = target - sum(numel[n] for n in dense)
+        denominator = sum(raw[n] * numel[n] for n in sparse_names)
+        eps = budget / denominator if denominator > 0 else 0.0
+        overflow = [n for n in sparse_names if eps * raw[n] > 1.0]
+        if not overflow:
+            break
+        dense.update(overflow)
+    return {n: 1.0 if n in dense else eps * raw[n] for n in shapes}
+
+
+def make_mask(
+    scores: Mapping[str, Tensor],
+    sparsity: float,
+    scope: str = "global",
+    *,
+    previous: Mapping[str, Tensor] | None = None,
+    warn: bool = True,
+) -> Mask:
+    """Keep the largest scores so that ``sparsity`` of the prunable weights are removed.
+
+    ``scope``: ``global`` (one threshold over all weights), ``layerwise`` (the same sparsity in every
+    layer) or ``erk`` (Erdős–Rényi-Kernel per-layer densities). ``previous``: a mask whose pruned weights
+    stay pruned (iterative pruning: masks only shrink). Warns with :class:`LayerCollapseWarning` when a
+    layer is left with no weight (unless ``warn=False``).
+    """
+    sparsity = check_sparsity(sparsity)
+    if scope not in SCOPES:
+        raise unknown_choice("scope", scope, SCOPES)
+    check_scores(scores)
+    density = 1.0 - sparsity
+    # float64 scores (SynFlow's) keep their precision; everything else is compared in float32.
+    dtype = torch.float64 if any(s.dtype == torch.float64 for s in scores.values()) else torch.float32
+    work = {name: s.detach().to(dtype) for name, s in scores.items()}
+    if previous is not None:
+        missing = set(work) - set(previous)
+        if missing:
+            raise InitpruneError(f"previous mask lacks parameters {sorted(missing)}")
+        work = {
+            name: s.masked_fill(~previous[name].to(device=s.device, dtype=torch.bool), -math.inf)
+            for name, s in work.items()
+        }
+
+    if scope == "global":
+        flat = torch.cat([s.reshape(-1) for s in work.values()])
+        keep = top_k_mask(flat, max(1, round(density * flat.numel())))
+        masks, offset = {}, 0
+        for name, s in work.items():
+            masks[name] = keep[offset : offset + s.numel()].view_as(s)
+            offset += s.numel()
+    else:
+        if scope == "layerwise":
+            densities = dict.fromkeys(work, density)
+        else:
+            densities = erk_densities({name: s.shape for name, s in work.items()}, density)
+        masks = {
+            name: top_k_mask(s.reshape(-1), max(1, round(densities[name] * s.numel()))).view_as(s)
+            for name, s in work.items()
+        }
+    if previous is not None:  # a weight pruned before must stay pruned even where k exceeds survivors
+        masks = {name: m & previous[name].to(device=m.device, dtype=torch.bool) for name, m in masks.items()}
+    mask = Mask(masks)
+    if warn:
+        collapsed = mask.collapsed()
+        if collapsed:
+            warnings.warn(
+                f"layer collapse at sparsity {sparsity:g} ({scope}): no weight left in {', '.join(collapsed)}",
+                LayerCollapseWarning,
+                stacklevel=2,
+            )
+    return mask

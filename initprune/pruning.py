@@ -1,0 +1,85 @@
+"""The pruning pipeline: BatchNorm warmup, scoring, masking, and iterative rounds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import InitpruneError, check_sparsity, unknown_choice
+from .masks import SCOPES, Mask, make_mask
+from .prunable import prunable_parameters
+from .scores import as_batches, get_criterion, score
+from .warmup import warmup_bn
+
+_ROUND_SEED_STRIDE = 1_000_003  # round t scores with seed + t·stride: fresh probes every round
+
+
+def round_densities(sparsity: float, rounds: int) -> list[float]:
+    """Exponential schedule on density: d_t = d^((t+1)/R), t = 0..R-1, ending at d = 1 − sparsity."""
+    density = 1.0 - sparsity
+    return [density ** ((t + 1) / rounds) for t in range(rounds)]
+
+
+def prune(
+    model: nn.Module,
+    criterion: str,
+    data: Iterable[Any] | None = None,
+    *,
+    sparsity: float,
+    rounds: int | None = None,
+    scope: str = "global",
+    warmup_batches: int | None = 0,
+    warmup_data: Iterable[Any] | None = None,
+    seed: int = 0,
+    input_shape: tuple[int, ...] | None = None,
+    include_classifier: bool = False,
+    exclude_first: bool = False,
+    **options: Any,
+) -> Mask:
+    """Warm up BatchNorm, score, mask and prune ``model`` in place; return the final :class:`Mask`.
+
+    ``rounds`` (default: the criterion's, 100 for SynFlow, else 1) iterates with density
+    d_t = d^((t+1)/R): each round scores the already-pruned model, pruned weights are zeroed between
+    rounds and stay pruned. ``warmup_batches`` batches of ``warmup_data`` (default: ``data``) update the
+    BatchNorm statistics first (0: no warmup, None: one pass). ``options`` go to the criterion.
+    """
+    sparsity = check_sparsity(sparsity)
+    if scope not in SCOPES:
+        raise unknown_choice("scope", scope, SCOPES)
+    crit = get_criterion(criterion)
+    crit.check_options(options)
+    rounds = crit.default_rounds if rounds is None else rounds
+    if not isinstance(rounds, int) or rounds < 1:
+        raise InitpruneError(f"rounds must be a positive integer, got {rounds!r}")
+    params = prunable_parameters(model, include_classifier=include_classifier, exclude_first=exclude_first)
+    device = next(iter(params.values())).device
+    if crit.needs_data and data is None:
+        raise InitpruneError(f"criterion {criterion!r} needs scoring data (data=None was given)")
+    batches = as_batches(data, device) if data is not None else None
+    if warmup_batches != 0:
+        source = warmup_data if warmup_data is not None else batches
+        if source is None:
+            raise InitpruneError("BatchNorm warmup needs data: pass data or warmup_data, or warmup_batches=0")
+        warmup_bn(model, source, batches=warmup_batches)
+
+    mask: Mask | None = None
+    densities = round_densities(sparsity, rounds)
+    for t, density in enumerate(densities):
+        scores = score(
+            model, criterion, batches, seed=seed + t * _ROUND_SEED_STRIDE, input_shape=input_shape,
+            prunable=params, **options,
+        )
+        last = t == rounds - 1
+        mask = make_mask(scores, 1.0 - density, scope, previous=mask, warn=last)
+        mask.apply(model)
+    assert mask is not None
+    return mask
+
+
+def masked_parameters(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> dict[str, nn.Parameter]:
+    """The parameters of ``model`` that ``mask`` covers, by name."""
+    named = dict(model.named_parameters())
+    return {name: named[name] for name in mask}

@@ -1,0 +1,62 @@
+"""BatchNorm warmup: running statistics from train-mode forward passes, before scoring."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import InitpruneError
+
+
+def batchnorm_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer that tracks running statistics."""
+    return [
+        m for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+
+
+@torch.no_grad()
+def warmup_bn(
+    model: nn.Module, data: Iterable[Any], batches: int | None = None, *, cumulative: bool = False
+) -> int:
+    """Update BatchNorm running statistics with train-mode forwards over ``batches`` batches of ``data``.
+
+    No gradient is computed and no weight changes; only BatchNorm buffers (running mean, running variance,
+    batch count) do. ``batches=None`` makes one pass over ``data``; ``batches=0`` does nothing.
+    ``cumulative=True`` replaces PyTorch's exponential momentum by a cumulative average over the warmup
+    batches (the statistics then are the mean over those batches, independent of their order). The
+    model's train/eval modes are restored afterwards. Returns the number of batches used.
+    """
+    if batches is not None and int(batches) < 0:
+        raise InitpruneError(f"warmup batches must be >= 0 or None (one pass), got {batches!r}")
+    norms = batchnorm_modules(model)
+    if batches == 0 or not norms:
+        return 0
+    device = next(model.parameters()).device
+    modes = {m: m.training for m in model.modules()}
+    momenta = {m: m.momentum for m in norms}
+    used = 0
+    try:
+        model.train()
+        if cumulative:
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None
+        for item in data:
+            if batches is not None and used >= batches:
+                break
+            x = item[0] if isinstance(item, (tuple, list)) else item
+            model(x.to(device, non_blocking=True))
+            used += 1
+    finally:
+        for m, training in modes.items():
+            m.training = training
+        for m, momentum in momenta.items():
+            m.momentum = momentum
+    if used == 0:
+        raise InitpruneError("warmup data is empty")
+    return used
