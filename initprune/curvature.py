@@ -78,7 +78,9 @@ def hessian_vector_product(
         loss = scaled_loss(model(x), y, temperature) / n
         grads = torch.autograd.grad(loss, [params[k] for k in names], create_graph=True, allow_unused=True)
         dot = sum(
-            (g * vector[k]).sum() for k, g in zip(names, grads, strict=True) if g is not None and g.requires_grad
+            (g * vector[k]).sum()
+            for k, g in zip(names, grads, strict=True)
+            if g is not None and g.requires_grad
         )
         if not torch.is_tensor(dot):
             continue  # the loss is linear in every parameter of this batch: H v = 0
@@ -123,7 +125,10 @@ def _conv_per_sample_grads(module: nn.Conv1d | nn.Conv2d, a: Tensor, dy: Tensor)
 
 
 def _per_sample_moments_hooks(
-    model: nn.Module, owners: Mapping[str, nn.Module], batches: Sequence[Batch], temperature: float,
+    model: nn.Module,
+    owners: Mapping[str, nn.Module],
+    batches: Sequence[Batch],
+    temperature: float,
     chunk_size: int | None,
 ) -> tuple[TensorDict, TensorDict]:
     sums = {name: torch.zeros_like(m.weight) for name, m in owners.items()}
@@ -167,9 +172,7 @@ def _per_sample_moments_hooks(
     return sums, squares
 
 
-def _functional_parts(
-    model: nn.Module, params: Mapping[str, Tensor]
-) -> tuple[TensorDict, TensorDict]:
+def _functional_parts(model: nn.Module, params: Mapping[str, Tensor]) -> tuple[TensorDict, TensorDict]:
     """(the tensors to differentiate, detached copies of everything else the model holds)."""
     probed = {name: p.detach() for name, p in params.items()}
     fixed = {n: t.detach() for n, t in model.named_parameters() if n not in params}
@@ -186,7 +189,10 @@ def _per_sample_loss_fn(model: nn.Module, fixed: TensorDict, temperature: float)
 
 
 def _per_sample_moments_vmap(
-    model: nn.Module, params: Mapping[str, Tensor], batches: Sequence[Batch], temperature: float,
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    batches: Sequence[Batch],
+    temperature: float,
     chunk_size: int | None,
 ) -> tuple[TensorDict, TensorDict]:
     probed, fixed = _functional_parts(model, params)
@@ -259,8 +265,12 @@ def _weight_owners(model: nn.Module, params: Mapping[str, Tensor]) -> dict[str, 
 
 
 def rademacher_probes(
-    shapes: Mapping[str, torch.Size], probes: int, count: int, generator: torch.Generator,
-    device: torch.device, dtype: torch.dtype,
+    shapes: Mapping[str, torch.Size],
+    probes: int,
+    count: int,
+    generator: torch.Generator,
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> TensorDict:
     """``count`` samples' independent Rademacher (±1) probes: name → (count, probes, *shape).
 
@@ -273,8 +283,10 @@ def rademacher_probes(
     ).to(dtype)
     flat = flat.mul_(2).sub_(1)
     parts = flat.split(sizes, dim=-1)
-    return {name: part.reshape(count, probes, *shape) for (name, shape), part in zip(shapes.items(), parts,
-                                                                                        strict=True)}
+    return {
+        name: part.reshape(count, probes, *shape)
+        for (name, shape), part in zip(shapes.items(), parts, strict=True)
+    }
 
 
 def hutchinson_diagonal(

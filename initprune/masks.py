@@ -251,7 +251,8 @@ def make_mask(
         collapsed = mask.collapsed()
         if collapsed:
             warnings.warn(
-                f"layer collapse at sparsity {sparsity:g} ({scope}): no weight left in {', '.join(collapsed)}",
+                f"layer collapse at sparsity {sparsity:g} ({scope}): "
+                f"no weight left in {', '.join(collapsed)}",
                 LayerCollapseWarning,
                 stacklevel=2,
             )

@@ -69,8 +69,13 @@ def prune(
     densities = round_densities(sparsity, rounds)
     for t, density in enumerate(densities):
         scores = score(
-            model, criterion, batches, seed=seed + t * _ROUND_SEED_STRIDE, input_shape=input_shape,
-            prunable=params, **options,
+            model,
+            criterion,
+            batches,
+            seed=seed + t * _ROUND_SEED_STRIDE,
+            input_shape=input_shape,
+            prunable=params,
+            **options,
         )
         last = t == rounds - 1
         mask = make_mask(scores, 1.0 - density, scope, previous=mask, warn=last)

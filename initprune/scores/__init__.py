@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -84,8 +84,10 @@ def score(
     """
     crit = get_criterion(criterion)
     crit.check_options(options)
-    params = dict(prunable) if prunable is not None else prunable_parameters(
-        model, include_classifier=include_classifier, exclude_first=exclude_first
+    params = (
+        dict(prunable)
+        if prunable is not None
+        else prunable_parameters(model, include_classifier=include_classifier, exclude_first=exclude_first)
     )
     if not params:
         raise InitpruneError("no prunable parameters given")
@@ -95,7 +97,9 @@ def score(
     batches = as_batches(data, device) if data is not None else None
     if input_shape is None and batches is not None:
         input_shape = tuple(batches[0][0].shape[1:])
-    ctx = ScoringContext(model, params, batches, int(seed), None if input_shape is None else tuple(input_shape))
+    ctx = ScoringContext(
+        model, params, batches, int(seed), None if input_shape is None else tuple(input_shape)
+    )
     with scoring_mode(model, params):
         scores = crit.fn(ctx, **options)
     return {name: scores[name].detach() for name in params}

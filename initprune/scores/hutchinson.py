@@ -18,14 +18,24 @@ def _diagonal(ctx: ScoringContext, probes: int, temperature: float, chunk_size: 
     if probe_scope == "all":
         probe_params = {n: p for n, p in ctx.model.named_parameters() if p.is_floating_point()}
     return hutchinson_diagonal(
-        ctx.model, ctx.params, ctx.batches, probes=int(probes), temperature=temperature,
-        generator=ctx.generator(), chunk_size=chunk_size, probe_params=probe_params,
+        ctx.model,
+        ctx.params,
+        ctx.batches,
+        probes=int(probes),
+        temperature=temperature,
+        generator=ctx.generator(),
+        chunk_size=chunk_size,
+        probe_params=probe_params,
     )
 
 
 @register("hutch_diag", "HD: Hutchinson Hessian diagonal, 10 probes per sample, logits/200", needs_data=True)
 def hutch_diag(
-    ctx: ScoringContext, *, probes: int = 10, temperature: float = 200.0, chunk_size: int | None = 16,
+    ctx: ScoringContext,
+    *,
+    probes: int = 10,
+    temperature: float = 200.0,
+    chunk_size: int | None = 16,
     probe_scope: str = "prunable",
 ) -> ScoreDict:
     """HD: ĥ = (1/(kN)) Σ_i Σ_j z_ij ⊙ (H_i z_ij), signed, k independent Rademacher probes per sample
@@ -37,7 +47,11 @@ def hutch_diag(
 
 @register("hutch_pruner", "HP: OBD with the Hutchinson diagonal, ½ θ² ⊙ ĥ (signed)", needs_data=True)
 def hutch_pruner(
-    ctx: ScoringContext, *, probes: int = 10, temperature: float = 200.0, chunk_size: int | None = 16,
+    ctx: ScoringContext,
+    *,
+    probes: int = 10,
+    temperature: float = 200.0,
+    chunk_size: int | None = 16,
     probe_scope: str = "prunable",
 ) -> ScoreDict:
     """HP: ½ θ² ⊙ ĥ (signed), Optimal Brain Damage with the Hutchinson Hessian diagonal ĥ
@@ -48,7 +62,11 @@ def hutch_pruner(
 
 @register("hutch_taylor", "HTS: second-order Taylor |θ ⊙ g + ½ θ² ⊙ ĥ|, logits/200", needs_data=True)
 def hutch_taylor(
-    ctx: ScoringContext, *, probes: int = 10, temperature: float = 200.0, chunk_size: int | None = 16,
+    ctx: ScoringContext,
+    *,
+    probes: int = 10,
+    temperature: float = 200.0,
+    chunk_size: int | None = 16,
     probe_scope: str = "prunable",
 ) -> ScoreDict:
     """HTS: |θ ⊙ g + ½ θ² ⊙ ĥ| with g = ∇L and the Hutchinson diagonal ĥ, both at the same temperature
