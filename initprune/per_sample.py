@@ -1,0 +1,192 @@
+"""Per-sample squared gradients in batched passes: the engine behind the empirical Fisher diagonal and
+every other "sum of squared per-sample Jacobian-vector products" curvature diagonal.
+
+For sample i with logits z_i = f(x_i; θ) and backward vectors v_ic at the logits (c = 1..m, given by an
+:data:`OutputVectors` function), the engine returns
+
+    S1 = Σ_i Σ_c J_iᵀ v_ic        and        S2 = Σ_i Σ_c (J_iᵀ v_ic)²,    J_i = ∂z_i/∂θ.
+
+With v_i = ∂ℓ_i/∂z_i (one vector) S2/N is the empirical Fisher diagonal and S1/N the batch gradient;
+with the m columns of a square root of ∂²ℓ_i/∂z_i², S2/N is the exact GGN diagonal; with sampled labels,
+the Monte-Carlo Fisher diagonal. Samples must not interact (BatchNorm in eval mode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, vjp, vmap
+
+from .samples import Batch, TensorDict, functional_parts, iter_chunks
+
+OutputVectors = Callable[[Tensor, Tensor], list[Tensor]]
+"""``(logits (B, C), targets (B,)) -> [v_1, ..., v_m]``, each (B, C): backward vectors at the logits."""
+
+METHODS = ("auto", "hooks", "vmap")
+
+
+def loss_gradient_vectors(temperature: float = 1.0) -> OutputVectors:
+    """The one vector v_i = ∂ℓ_i/∂z_i = (softmax(z_i/T) − onehot(y_i)) / T of ℓ_i = CE(z_i/T, y_i)."""
+
+    def vectors(logits: Tensor, targets: Tensor) -> list[Tensor]:
+        probs = torch.softmax(logits / temperature, dim=-1)
+        return [(probs - F.one_hot(targets, probs.shape[-1]).to(probs.dtype)) / temperature]
+
+    return vectors
+
+
+class _NeedsFallback(Exception):
+    """The hook route cannot handle this model (a hooked module was called twice, say)."""
+
+
+def _hook_supported(module: nn.Module) -> bool:
+    if type(module) is nn.Linear:
+        return True
+    if type(module) in (nn.Conv1d, nn.Conv2d):
+        return module.padding_mode == "zeros" and not isinstance(module.padding, str)
+    return False
+
+
+def weight_owners(model: nn.Module, params: Mapping[str, Tensor]) -> dict[str, nn.Module] | None:
+    """name → module whose ``weight`` it is, if every parameter is the weight of a hook-supported layer."""
+    owners = {}
+    for module_name, module in model.named_modules():
+        name = f"{module_name}.weight" if module_name else "weight"
+        if name in params and params[name] is getattr(module, "weight", None):
+            if not _hook_supported(module):
+                return None
+            owners[name] = module
+    return owners if len(owners) == len(params) else None
+
+
+def _conv_per_sample_grads(module: nn.Conv1d | nn.Conv2d, a: Tensor, dy: Tensor) -> Tensor:
+    """Per-sample weight gradients of a convolution from its input ``a`` and output gradient ``dy``.
+
+    ∂/∂W = dY_i · unfold(a_i)ᵀ per group: the convolution as a matrix product over its unfolded input
+    patches (Opacus, BackPACK).
+    """
+    kernel, stride, padding, dilation = module.kernel_size, module.stride, module.padding, module.dilation
+    if isinstance(module, nn.Conv1d):  # a 1-D convolution is a 2-D one of height 1
+        a, dy = a.unsqueeze(2), dy.unsqueeze(2)
+        kernel, stride, padding, dilation = (1, *kernel), (1, *stride), (0, *padding), (1, *dilation)
+    b, groups = a.shape[0], module.groups
+    patches = F.unfold(a, kernel, dilation=dilation, padding=padding, stride=stride)  # (B, Cin·k, L)
+    patches = patches.reshape(b, groups, -1, patches.shape[-1])
+    dy = dy.reshape(b, groups, dy.shape[1] // groups, -1)
+    return torch.einsum("bgol,bgil->bgoi", dy, patches).reshape(b, *module.weight.shape)
+
+
+def _accumulate(module: nn.Module, a: Tensor, dy: Tensor, s1: Tensor, s2: Tensor) -> None:
+    if isinstance(module, nn.Linear) and a.dim() == 2:
+        # Σ_i (dy_i a_iᵀ)² = (dy²)ᵀ(a²): no per-sample tensor is needed.
+        s1 += dy.t() @ a
+        s2 += dy.square().t() @ a.square()
+        return
+    if isinstance(module, nn.Linear):  # token inputs: ∂/∂W = Σ_t dy_it a_itᵀ
+        per_sample = torch.einsum("bto,bti->boi", dy.flatten(1, -2), a.flatten(1, -2))
+    else:
+        per_sample = _conv_per_sample_grads(module, a, dy)
+    s1 += per_sample.sum(0)
+    s2 += per_sample.square().sum(0)
+
+
+def _square_sums_hooks(
+    model: nn.Module,
+    owners: Mapping[str, nn.Module],
+    batches: Sequence[Batch],
+    vectors: OutputVectors,
+    chunk_size: int | None,
+) -> tuple[TensorDict, TensorDict]:
+    s1 = {name: torch.zeros_like(m.weight) for name, m in owners.items()}
+    s2 = {name: torch.zeros_like(m.weight) for name, m in owners.items()}
+    records: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def make_hook(name: str) -> Callable:
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+            if name in records:
+                raise _NeedsFallback(f"{name} is called more than once per forward")
+            records[name] = (inputs[0].detach(), output)
+
+        return hook
+
+    handles = [m.register_forward_hook(make_hook(name)) for name, m in owners.items()]
+    try:
+        for x, y in iter_chunks(batches, chunk_size):
+            records.clear()
+            logits = model(x)
+            columns = vectors(logits.detach(), y)
+            names = [n for n in owners if n in records and records[n][1].requires_grad]
+            outputs = [records[n][1] for n in names]
+            for c, v in enumerate(columns):
+                # Gradients at the layer outputs only: autograd skips the weight gradients entirely.
+                out_grads = torch.autograd.grad(
+                    logits, outputs, grad_outputs=v, retain_graph=c < len(columns) - 1, allow_unused=True
+                )
+                for name, dy in zip(names, out_grads, strict=True):
+                    if dy is not None:
+                        _accumulate(owners[name], records[name][0], dy, s1[name], s2[name])
+    finally:
+        for h in handles:
+            h.remove()
+        records.clear()
+    return s1, s2
+
+
+def _square_sums_vmap(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    batches: Sequence[Batch],
+    vectors: OutputVectors,
+    chunk_size: int | None,
+) -> tuple[TensorDict, TensorDict]:
+    probed, fixed = functional_parts(model, params)
+
+    def one_sample(x: Tensor, v: Tensor) -> tuple[TensorDict, TensorDict]:
+        _, pull = vjp(lambda p: functional_call(model, {**fixed, **p}, (x.unsqueeze(0),)), probed)
+        grads = vmap(pull)(v.unsqueeze(1))[0]  # J_iᵀ v_ic for every column c
+        return {k: g.sum(0) for k, g in grads.items()}, {k: g.square().sum(0) for k, g in grads.items()}
+
+    s1 = {name: torch.zeros_like(p) for name, p in probed.items()}
+    s2 = {name: torch.zeros_like(p) for name, p in probed.items()}
+    for x, y in iter_chunks(batches, chunk_size):
+        with torch.no_grad():
+            columns = torch.stack(vectors(model(x), y), dim=1)  # (B, m, C)
+        sums, squares = vmap(one_sample)(x, columns)
+        for name in s1:
+            s1[name] += sums[name].sum(0)
+            s2[name] += squares[name].sum(0)
+    return s1, s2
+
+
+def per_sample_square_sums(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    batches: Sequence[Batch],
+    vectors: OutputVectors,
+    *,
+    chunk_size: int | None = 64,
+    method: str = "auto",
+) -> tuple[TensorDict, TensorDict]:
+    """``(S1, S2)`` = (Σ_i Σ_c J_iᵀ v_ic, Σ_i Σ_c (J_iᵀ v_ic)²) over all samples (sums, not means).
+
+    ``method``: ``hooks`` computes per-sample weight gradients of Linear and Conv1d/2d layers from each
+    layer's saved input and output gradient, one batched backward per column that skips the weight
+    gradients (as Opacus and BackPACK do); ``vmap`` uses ``torch.func`` and works for any module;
+    ``auto`` takes ``hooks`` where every parameter is the weight of a supported layer (and falls back to
+    ``vmap`` when a layer is called twice in one forward). At most ``chunk_size`` samples per pass.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    owners = weight_owners(model, params)
+    if method == "hooks" and owners is None:
+        raise ValueError("the hooks method needs every parameter to be the weight of a Linear or Conv1d/2d")
+    if method != "vmap" and owners is not None:
+        try:
+            return _square_sums_hooks(model, owners, batches, vectors, chunk_size)
+        except _NeedsFallback:
+            if method == "hooks":
+                raise
+    return _square_sums_vmap(model, params, batches, vectors, chunk_size)
