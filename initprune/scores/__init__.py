@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..errors import InitpruneError
 from ..prunable import prunable_parameters
-from . import data_free, fisher, gradient, hutchinson  # noqa: F401  (registers the criteria)
+from . import data_free, fisher, gauss_newton, gradient, hutchinson  # noqa: F401  (registers the criteria)
 from .registry import Criterion, ScoreDict, ScoringContext, criteria, get_criterion, register
 
 __all__ = ["Criterion", "ScoreDict", "ScoringContext", "criteria", "get_criterion", "register", "score"]

@@ -1,0 +1,168 @@
+"""Exact Gauss-Newton and Monte-Carlo Fisher diagonals, built on the per-sample square-sum engine.
+
+For cross-entropy on tempered logits, ℓ_i = CE(z_i/T, y_i) with z_i = f(x_i; θ) and p_i = softmax(z_i/T),
+the curvature of the loss in the logits is
+
+    Λ_i = ∂²ℓ_i/∂z_i² = (diag(p_i) − p_i p_iᵀ) / T²,
+
+which does not depend on the label. Two diagonals follow from it without any Hessian-vector product:
+
+* the **generalized Gauss-Newton** (GGN) diagonal, diag((1/N) Σ_i J_iᵀ Λ_i J_i), computed exactly from the
+  C columns of a square root of Λ_i (C backward passes; Schraudolph 2002, Martens 2014; the "DiagGGN" of
+  BackPACK, Dangel et al. 2020);
+* the **true Fisher** diagonal, E_{ŷ ~ p_i}[(∇ CE(z_i/T, ŷ))²], estimated by Monte Carlo with labels
+  sampled from the model (BackPACK's "DiagGGNMC", Kunstner et al. 2019 on why it is not the empirical
+  Fisher). Since E_ŷ[(p − e_ŷ)(p − e_ŷ)ᵀ] = diag(p) − ppᵀ, the true Fisher of the tempered model equals the
+  GGN at every T, so this is an unbiased, cheaper estimate of the same diagonal.
+
+The Hessian of the mean loss splits as H = GGN + (1/N) Σ_i Σ_k (∂ℓ_i/∂z_ik) ∇²_θ z_ik. In a network that
+is piecewise linear in each single weight (ReLU, max-pool, eval-mode BatchNorm, residual sums, linear and
+convolution layers) every z_ik is linear in each weight along its own axis, so ∂²z_ik/∂θ_p² = 0 almost
+everywhere and **diag(H) = diag(GGN) exactly** (the off-diagonal blocks still differ). With GELU, tanh,
+LayerNorm or attention the second term's diagonal is not zero and the two differ.
+
+Both estimators use **mean reduction** over the N samples of all batches (with sum reduction they would be
+N times larger) and scale like **1/T²** with the temperature (through Λ_i, plus the change of p_i with T).
+Samples must not interact: call them with BatchNorm in eval mode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .per_sample import OutputVectors, per_sample_square_sums
+from .samples import Batch, TensorDict, num_samples
+
+__all__ = [
+    "ggn_diagonal",
+    "ggn_vectors",
+    "mc_fisher_diagonal",
+    "mc_fisher_vectors",
+    "sample_model_labels",
+]
+
+
+def _check_temperature(temperature: float) -> float:
+    value = float(temperature)
+    if not value > 0.0 or not math.isfinite(value):
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    return value
+
+
+def ggn_vectors(temperature: float = 1.0) -> OutputVectors:
+    """The C columns of S_i = (diag(√p_i) − p_i √p_iᵀ) / T, a square root of Λ_i: S_i S_iᵀ = Λ_i.
+
+    Column c is √p_ic (e_c − p_i) / T (S Sᵀ = (diag(p) − 2ppᵀ + ppᵀ Σ_c p_c)/T² = Λ since Σ_c p_c = 1).
+    """
+    temperature = _check_temperature(temperature)
+
+    def vectors(logits: Tensor, targets: Tensor) -> list[Tensor]:
+        probs = torch.softmax(logits / temperature, dim=-1)
+        eye = torch.eye(probs.shape[-1], dtype=probs.dtype, device=probs.device)
+        root = probs.sqrt()
+        return [root[:, c : c + 1] * (eye[c] - probs) / temperature for c in range(probs.shape[-1])]
+
+    return vectors
+
+
+def ggn_diagonal(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    batches: Sequence[Batch],
+    *,
+    temperature: float = 1.0,
+    chunk_size: int | None = 64,
+    method: str = "auto",
+) -> TensorDict:
+    """Exact diagonal of the generalized Gauss-Newton matrix of the mean loss.
+
+    G = (1/N) Σ_i J_iᵀ Λ_i J_i,   Λ_i = ∂²ℓ_i/∂z² = (diag(p_i) − p_i p_iᵀ)/T²,   p_i = softmax(z_i/T),
+
+    for ℓ_i = CE(z_i/T, y_i), J_i = ∂z_i/∂θ. With S_i S_iᵀ = Λ_i (:func:`ggn_vectors`),
+    diag(G) = (1/N) Σ_i Σ_c (J_iᵀ s_ic)², one sum of squared per-sample Jacobian-vector products per
+    column: C backward passes (about C + 1 batched gradients with the forward), no Hessian-vector product
+    and no randomness. Labels are not used (Λ_i does not depend on them).
+
+    For networks piecewise linear in each weight (ReLU, max-pool, eval-mode BatchNorm, residual sums),
+    diag(∇²L) = diag(G) exactly; the GGN is also the true Fisher of the tempered model at every T. Mean
+    reduction (sum reduction: N times larger); diag(G) ∝ 1/T² up to the change of p with T. ``method``
+    and ``chunk_size``: see :func:`initprune.per_sample.per_sample_square_sums`.
+    """
+    n = num_samples(batches)
+    _, squares = per_sample_square_sums(
+        model, params, batches, ggn_vectors(temperature), chunk_size=chunk_size, method=method
+    )
+    return {name: s / n for name, s in squares.items()}
+
+
+def sample_model_labels(probs: Tensor, samples: int, generator: torch.Generator) -> Tensor:
+    """ŷ_is ~ Categorical(probs_i), ``samples`` draws per row i: a (B, samples) integer tensor.
+
+    Inverse-CDF sampling from uniforms drawn row by row in a fixed order on the generator's device, so the
+    labels of sample i do not depend on how the samples are split into batches or chunks.
+    """
+    draws = [
+        torch.rand(samples, generator=generator, device=generator.device, dtype=torch.float64)
+        for _ in range(probs.shape[0])
+    ]
+    uniforms = (
+        torch.stack(draws).to(probs.device) if draws else probs.new_zeros((0, samples), dtype=torch.float64)
+    )
+    cdf = probs.detach().double().cumsum(-1)
+    labels = (uniforms.unsqueeze(-1) >= cdf.unsqueeze(1)).sum(-1)
+    return labels.clamp_(max=probs.shape[-1] - 1)
+
+
+def mc_fisher_vectors(temperature: float, samples: int, generator: torch.Generator) -> OutputVectors:
+    """m = ``samples`` columns (p_i − onehot(ŷ_is)) / (T √m), ŷ_is ~ Categorical(p_i), p_i = softmax(z_i/T).
+
+    The labels are sampled when the engine calls it, outside of any vmap, from ``generator``.
+    """
+    temperature = _check_temperature(temperature)
+    if int(samples) != samples or samples < 1:
+        raise ValueError(f"samples must be a positive integer, got {samples!r}")
+    scale = temperature * math.sqrt(samples)
+
+    def vectors(logits: Tensor, targets: Tensor) -> list[Tensor]:
+        probs = torch.softmax(logits / temperature, dim=-1)
+        labels = sample_model_labels(probs, int(samples), generator)
+        return [
+            (probs - F.one_hot(labels[:, s], probs.shape[-1]).to(probs.dtype)) / scale
+            for s in range(int(samples))
+        ]
+
+    return vectors
+
+
+def mc_fisher_diagonal(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    batches: Sequence[Batch],
+    *,
+    samples: int = 1,
+    temperature: float = 1.0,
+    generator: torch.Generator,
+    chunk_size: int | None = 64,
+    method: str = "auto",
+) -> TensorDict:
+    """Monte-Carlo estimate of the true Fisher diagonal with labels sampled from the model.
+
+    F̂ = (1/N) Σ_i (1/m) Σ_{s=1..m} g_is ⊙ g_is,   g_is = ∇_θ CE(z_i/T, ŷ_is) = J_iᵀ (p_i − e_ŷ_is)/T,
+    ŷ_is ~ Categorical(p_i = softmax(z_i/T)), m = ``samples`` independent draws per data point.
+
+    E[F̂] = (1/N) Σ_i Σ_c p_ic (J_iᵀ(p_i − e_c)/T)² = diag(GGN) (:func:`ggn_diagonal`), the true Fisher,
+    which in piecewise-linear networks is also diag(∇²L); unlike the empirical Fisher
+    (``per_sample_gradient_moments``) it does not use the data labels. Its variance falls like 1/m, and
+    it costs m backward passes (m = 1: the cost of the empirical Fisher). Mean reduction (sum reduction:
+    N times larger); ∝ 1/T² up to the change of p with T. The same ``generator`` state gives the same
+    labels, independently of how the samples are split into batches or chunks.
+    """
+    n = num_samples(batches)
+    vectors = mc_fisher_vectors(temperature, samples, generator)
+    _, squares = per_sample_square_sums(model, params, batches, vectors, chunk_size=chunk_size, method=method)
+    return {name: s / n for name, s in squares.items()}
