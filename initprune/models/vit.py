@@ -1,0 +1,199 @@
+"""Vision Transformers (Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021) for small images.
+
+Patch size 4 on 32×32 inputs by default (64 patches plus a class token), pre-norm blocks, GELU MLP, a learned
+positional embedding and a Linear head on the class token; ViT-Tiny/Small widths from Touvron et al.
+(DeiT, ICML 2021). Attention is written with explicit ``nn.Linear`` layers (``qkv`` and ``proj``) rather
+than ``nn.MultiheadAttention``, so every weight matrix is prunable by module type, and the head is the last
+Linear registered, so initprune keeps it dense as the classifier. No dropout.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import InitpruneError, unknown_choice
+from .registry import register_model
+
+ATTENTION_IMPLS = ("auto", "fused", "math")
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention: one ``qkv`` Linear, scaled dot-product attention, one ``proj`` Linear.
+
+    ``impl`` picks how softmax(q kᵀ / √d) v is computed: ``"fused"`` calls
+    ``F.scaled_dot_product_attention`` (fast, but its CPU and GPU kernels have no second derivative, so
+    Hessian-vector products through it fail); ``"math"`` writes it out with matmul and softmax (any order of
+    derivative, under ``torch.func`` too); ``"auto"`` uses the fused kernel in training mode or without
+    gradients and the math form in eval mode with gradients on, which is how initprune scores.
+    """
+
+    def __init__(self, dim: int, heads: int, impl: str = "auto") -> None:
+        super().__init__()
+        self.heads = heads
+        self.impl = impl
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        fused = self.impl == "fused" or (
+            self.impl == "auto" and (self.training or not torch.is_grad_enabled())
+        )
+        if fused:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            weights = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1)
+            out = weights @ v
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x)) with a GELU MLP."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, attention: str) -> None:
+        super().__init__()
+        hidden = round(dim * mlp_ratio)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, attention)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+class VisionTransformer(nn.Module):
+    """ViT with a Conv2d patch embedding, class token and learned positional embedding.
+
+    The positional embedding has one entry per patch of an ``image_size``×``image_size`` input; an input of
+    another size raises an error naming the ``image_size`` to build with.
+
+    Initialization (timm's): Linear weights, the class token and the positional embedding from a normal
+    with std 0.02 truncated at ±2 std, zero biases; the patch embedding is initialized like a Linear on the
+    flattened patch (same truncated normal); LayerNorm weight 1 and bias 0. The head is not zeroed, so
+    gradient-based scores see signal through it at initialization.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        image_size: int,
+        patch_size: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        mlp_ratio: float,
+        attention: str,
+    ) -> None:
+        super().__init__()
+        self.grid = image_size // patch_size
+        self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid * self.grid, dim))
+        self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio, attention) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.trunc_normal_(self.cls_token, std=0.02, a=-0.04, b=0.04)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02, a=-0.04, b=0.04)
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                nn.init.trunc_normal_(m.weight, std=0.02, a=-0.04, b=0.04)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.patch_embed(x)
+        if x.shape[-2:] != (self.grid, self.grid):
+            side = self.grid * self.patch_embed.stride[0]
+            raise InitpruneError(
+                f"this ViT was built for {side}×{side} inputs ({self.grid}×{self.grid} patches), got a "
+                f"{x.shape[-2]}×{x.shape[-1]} patch grid; pass image_size= to match the data"
+            )
+        x = x.flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        x = self.norm(self.blocks(x))
+        return self.head(x[:, 0])
+
+
+def _check_int(what: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InitpruneError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+def vit(
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    patch_size: int,
+    dim: int,
+    depth: int,
+    heads: int,
+    mlp_ratio: float,
+    attention: str,
+) -> VisionTransformer:
+    """Check the options and build a :class:`VisionTransformer`."""
+    for what, value in (("image_size", image_size), ("patch_size", patch_size), ("dim", dim)):
+        _check_int(what, value)
+    _check_int("depth", depth)
+    _check_int("heads", heads)
+    if image_size % patch_size:
+        raise InitpruneError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+    if dim % heads:
+        raise InitpruneError(f"dim {dim} is not a multiple of heads {heads}")
+    if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or mlp_ratio <= 0:
+        raise InitpruneError(f"mlp_ratio must be a positive number, got {mlp_ratio!r}")
+    if attention not in ATTENTION_IMPLS:
+        raise unknown_choice("attention implementation", attention, ATTENTION_IMPLS)
+    return VisionTransformer(
+        num_classes, in_channels, image_size, patch_size, dim, depth, heads, mlp_ratio, attention
+    )
+
+
+@register_model(
+    "vit_tiny", "ViT-Tiny (Dosovitskiy et al. 2021): dim 192, depth 12, 3 heads, patch 4 on 32×32"
+)
+def vit_tiny(
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    image_size: int = 32,
+    patch_size: int = 4,
+    dim: int = 192,
+    depth: int = 12,
+    heads: int = 3,
+    mlp_ratio: float = 4.0,
+    attention: str = "auto",
+) -> nn.Module:
+    """ViT-Tiny (Dosovitskiy et al. 2021; DeiT-Ti widths) with patch size 4 for 32×32 images."""
+    return vit(num_classes, in_channels, image_size, patch_size, dim, depth, heads, mlp_ratio, attention)
+
+
+@register_model(
+    "vit_small", "ViT-Small (Dosovitskiy et al. 2021): dim 384, depth 12, 6 heads, patch 4 on 32×32"
+)
+def vit_small(
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    image_size: int = 32,
+    patch_size: int = 4,
+    dim: int = 384,
+    depth: int = 12,
+    heads: int = 6,
+    mlp_ratio: float = 4.0,
+    attention: str = "auto",
+) -> nn.Module:
+    """ViT-Small (Dosovitskiy et al. 2021; DeiT-S widths) with patch size 4 for 32×32 images."""
+    return vit(num_classes, in_channels, image_size, patch_size, dim, depth, heads, mlp_ratio, attention)
