@@ -1,0 +1,599 @@
+"""Training and evaluation of a (pruned) network with its mask held fixed.
+
+The loop is built for speed on any device: the device is picked once, losses and correct counts accumulate
+as device tensors and are read once per epoch (or every ``log_every`` steps for the progress bar), and the
+mask is held by :class:`~initprune.optim.MaskHolder` with fused in-place multiplies. The learning rate is
+updated per optimizer step (see :mod:`initprune.optim`), so fractional epochs and warmup work exactly.
+
+Weight decay applies to every parameter by default (the paper's setting); ``no_decay_norm_bias`` exempts
+biases and normalization parameters (usual for ViT).
+
+Checkpoints: at every epoch end ``checkpoint_dir/checkpoint.pt`` is written atomically with the model,
+optimizer and scheduler states, the epoch, step and history, and the random states (torch CPU and CUDA,
+Python, NumPy, and the loader's generator if it has one). A run started with a checkpoint present resumes
+from it and ends with exactly the weights and metrics of an uninterrupted run (apart from ``seconds``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import math
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .errors import InitpruneError, unknown_choice
+from .masks import atomic_torch_save
+from .optim import MaskHolder, epoch_steps, make_optimizer, make_scheduler
+
+__all__ = ["MaskHolder", "TrainConfig", "evaluate", "train"]
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "step")
+CHECKPOINT_NAME = "checkpoint.pt"
+# Fields that do not change the result: a checkpoint written under other values of these still resumes.
+COSMETIC_FIELDS = ("log_every",)
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def _auto_flag(name: str, value: bool | str) -> bool | str:
+    """``True``, ``False`` or ``"auto"``; also accepts the usual spellings from config files and flags."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low == "auto":
+            return "auto"
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+    raise InitpruneError(f"{name} must be true, false or 'auto', got {value!r}")
+
+
+def _number(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = True,
+) -> float:
+    """``value`` as a finite float inside the given bounds, else an error naming it and the range."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    ok = math.isfinite(x) and not isinstance(value, bool)
+    if ok and low is not None:
+        ok = x > low if low_open else x >= low
+    if ok and high is not None:
+        ok = x < high if high_open else x <= high
+    if not ok:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        bounds = f"{left}{lo}, {hi}{right}"
+        raise InitpruneError(f"{name} must be a number in {bounds}, got {value!r}")
+    return x
+
+
+def _integer(name: str, value: Any, what: str, low: int | None = None) -> int:
+    """``value`` as an int (integral floats and digit strings accepted), else an error naming it."""
+    try:
+        x = float(value)
+        ok = x.is_integer() and not isinstance(value, bool) and (low is None or x >= low)
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise InitpruneError(f"{name} must be {what}, got {value!r}")
+    return int(x)
+
+
+@dataclass
+class TrainConfig:
+    """How to train a (pruned) network. The defaults are the paper's CIFAR setting (DESIGN.md §4)."""
+
+    epochs: float = field(
+        default=160,
+        metadata={
+            "help": "Training length in epochs; fractions allowed (0.1 = a tenth of the steps of an epoch)"
+        },
+    )
+    optimizer: str = field(default="sgd", metadata={"help": "Optimizer: sgd or adamw"})
+    lr: float = field(default=0.03, metadata={"help": "Base learning rate (peak rate after warmup)"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum (sgd only)"})
+    nesterov: bool = field(default=False, metadata={"help": "Use Nesterov momentum (sgd only)"})
+    weight_decay: float = field(
+        default=5e-4,
+        metadata={
+            "help": "Weight decay, on all parameters unless no_decay_norm_bias (coupled for sgd, "
+            "decoupled for adamw)"
+        },
+    )
+    no_decay_norm_bias: bool = field(
+        default=False, metadata={"help": "Exempt biases and normalization parameters from weight decay"}
+    )
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas (adamw only)"})
+    eps: float = field(default=1e-8, metadata={"help": "AdamW epsilon (adamw only)"})
+    schedule: str = field(
+        default="step",
+        metadata={"help": "Learning-rate schedule, updated every step: step, cosine (to 0) or constant"},
+    )
+    milestones: tuple[int, ...] = field(
+        default=(80, 120), metadata={"help": "Epochs at which the step schedule multiplies the rate by gamma"}
+    )
+    gamma: float = field(default=0.2, metadata={"help": "Factor of the step schedule at each milestone"})
+    warmup_epochs: float = field(
+        default=0.0, metadata={"help": "Epochs of linear learning-rate warmup (fractions allowed)"}
+    )
+    label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing of the training loss"})
+    amp: bool | str = field(
+        default="auto",
+        metadata={"help": "bfloat16 autocast: auto (on for CUDA), true or false; never on CPU"},
+    )
+    channels_last: bool | str = field(
+        default="auto", metadata={"help": "channels_last memory format: auto (on for CUDA), true or false"}
+    )
+    grad_clip: float | None = field(
+        default=None, metadata={"help": "Clip the gradient norm to this value (none: no clipping)"}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Seed of the training randomness (shuffling, augmentation)"}
+    )
+    log_every: int = field(
+        default=50,
+        metadata={
+            "help": "Steps between progress-bar loss updates, each a device sync (0: at epoch end only)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        self.epochs = _number("epochs", self.epochs, low=0, low_open=True, high=None)
+        if self.optimizer not in OPTIMIZERS:
+            raise unknown_choice("optimizer", self.optimizer, OPTIMIZERS)
+        if self.schedule not in SCHEDULES:
+            raise unknown_choice("schedule", self.schedule, SCHEDULES)
+        self.lr = _number("lr", self.lr, low=0, low_open=True, high=None)
+        self.momentum = _number("momentum", self.momentum, low=0, high=1)
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise InitpruneError(
+                f"nesterov=True needs optimizer 'sgd' with momentum > 0, got optimizer={self.optimizer!r}, "
+                f"momentum={self.momentum:g}"
+            )
+        self.weight_decay = _number("weight_decay", self.weight_decay, low=0, high=None)
+        try:
+            betas = tuple(float(b) for b in self.betas)
+        except (TypeError, ValueError):
+            betas = ()
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise InitpruneError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        self.betas = (betas[0], betas[1])
+        self.eps = _number("eps", self.eps, low=0, low_open=True, high=None)
+        milestones = (self.milestones,) if isinstance(self.milestones, (int, float)) else self.milestones
+        try:
+            ms = [_number("milestone", m, low=0, low_open=True, high=None) for m in milestones]
+        except (TypeError, InitpruneError):
+            ms = None
+        if ms is None or any(b <= a for a, b in itertools.pairwise(ms)):
+            raise InitpruneError(
+                f"milestones must be positive epochs in increasing order, got {self.milestones!r}"
+            )
+        self.milestones = tuple(int(m) if float(m).is_integer() else m for m in ms)
+        self.gamma = _number("gamma", self.gamma, low=0, low_open=True, high=None)
+        self.warmup_epochs = _number("warmup_epochs", self.warmup_epochs, low=0, high=self.epochs)
+        self.label_smoothing = _number("label_smoothing", self.label_smoothing, low=0, high=1)
+        self.amp = _auto_flag("amp", self.amp)
+        self.channels_last = _auto_flag("channels_last", self.channels_last)
+        if self.grad_clip is not None:
+            self.grad_clip = _number("grad_clip", self.grad_clip, low=0, low_open=True, high=None)
+        self.seed = _integer("seed", self.seed, "an integer")
+        self.log_every = _integer("log_every", self.log_every, "an integer >= 0", low=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields (stored in checkpoints)."""
+        return dataclasses.asdict(self)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    return torch.device("cpu")
+
+
+def _use(flag: bool | str, name: str, device: torch.device) -> bool:
+    """Resolve an auto/true/false flag that only takes effect on CUDA."""
+    flag = _auto_flag(name, flag)
+    if flag == "auto":
+        return device.type == "cuda"
+    if flag and device.type != "cuda":
+        warnings.warn(f"{name}=True has no effect on {device.type}; training in float32", stacklevel=3)
+        return False
+    return bool(flag)
+
+
+def _autocast(enabled: bool) -> Any:
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if enabled else nullcontext()
+
+
+def _unpack(batch: Any) -> tuple[Tensor, Tensor]:
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[0], batch[1]
+    raise InitpruneError(f"a loader must yield (inputs, targets) batches, got a {type(batch).__name__}")
+
+
+def _to_device(batch: Any, device: torch.device, channels_last: bool) -> tuple[Tensor, Tensor]:
+    x, y = _unpack(batch)
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[Any],
+    *,
+    device: torch.device | str | None = None,
+    topk: Sequence[int] = (1, 5),
+    amp: bool | str = "auto",
+) -> dict[str, float]:
+    """Mean cross-entropy ``loss`` (no label smoothing), top-1 ``accuracy`` and ``top{k}_accuracy``.
+
+    Top-k accuracy is reported for every k > 1 of ``topk`` below the number of classes (for k at or above
+    it every sample counts as correct). Top-1 uses ``argmax`` (the first maximum on ties). ``device``
+    defaults to the model's; ``amp`` as in :class:`TrainConfig`. Also returns ``count``, the samples seen.
+    The model is evaluated in eval mode and its train/eval mode is restored.
+    """
+    ks = sorted({int(k) for k in topk} - {1})
+    if any(k < 1 for k in ks):
+        raise InitpruneError(f"topk values must be positive integers, got {tuple(topk)!r}")
+    device = _device_of(model) if device is None else torch.device(device)
+    use_amp = _use(amp, "amp", device)
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros(1 + len(ks), dtype=torch.int64, device=device)
+    count, classes = 0, 0
+    try:
+        for batch in loader:
+            x, y = _to_device(batch, device, False)
+            with _autocast(use_amp):
+                logits = model(x)
+            logits = logits.float()
+            classes = logits.shape[-1]
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            hits = [(logits.argmax(-1) == y).sum()]
+            if ks and ks[0] < classes:
+                top = logits.topk(min(ks[-1], classes), dim=-1).indices == y[:, None]
+                hits += [top[:, :k].any(-1).sum() if k < classes else correct.new_tensor(0) for k in ks]
+            correct[: len(hits)] += torch.stack(hits)
+            count += y.shape[0]
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise InitpruneError("the evaluation loader yielded no batch")
+    totals = correct.tolist()  # the one sync
+    result = {"loss": float(loss_sum) / count, "accuracy": totals[0] / count}
+    result.update({f"top{k}_accuracy": totals[i + 1] / count for i, k in enumerate(ks) if k < classes})
+    result["count"] = count
+    return result
+
+
+# ---------------------------------------------------------------- random states and checkpoints
+
+
+def _loader_generators(loader: Any) -> list[torch.Generator]:
+    """The torch generators a loader shuffles with (DataLoader(generator=...), a sampler's generator)."""
+    found: list[torch.Generator] = []
+    for owner in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+        g = getattr(owner, "generator", None)
+        if isinstance(g, torch.Generator) and all(g is not f for f in found):
+            found.append(g)
+    return found
+
+
+def _rng_state(loader: Any) -> dict[str, Any]:
+    import random
+
+    import numpy as np
+
+    version, mt, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "python": [version, list(mt), gauss],
+        "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), np_pos, np_has_gauss, np_gauss],
+        "loader": [g.get_state() for g in _loader_generators(loader)],
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any], loader: Any) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    name, keys, pos, has_gauss, gauss_np = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss_np))
+    generators = _loader_generators(loader)
+    if len(generators) != len(state["loader"]):
+        raise InitpruneError(
+            f"the checkpoint holds {len(state['loader'])} loader generator state(s) but the training loader "
+            f"has {len(generators)}; resume with the same kind of loader"
+        )
+    for g, s in zip(generators, state["loader"], strict=True):
+        g.set_state(s)
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # CPU and every CUDA device
+
+
+def _read_checkpoint(path: Path, config: TrainConfig, steps_per_epoch: int) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say which
+        raise InitpruneError(f"cannot read training checkpoint {str(path)!r}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != "initprune.train":
+        raise InitpruneError(f"{str(path)!r} is not an initprune training checkpoint")
+    ours, theirs = config.to_dict(), state["config"]
+    changed = [k for k in ours if k not in COSMETIC_FIELDS and _plain(ours[k]) != _plain(theirs.get(k))]
+    if changed:
+        diffs = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours[k]!r}" for k in changed)
+        raise InitpruneError(
+            f"checkpoint {str(path)!r} was written with another configuration ({diffs}); "
+            "use another checkpoint directory or the same configuration"
+        )
+    if state["steps_per_epoch"] != steps_per_epoch:
+        raise InitpruneError(
+            f"checkpoint {str(path)!r} has {state['steps_per_epoch']} steps per epoch but the training "
+            f"loader has {steps_per_epoch} batches"
+        )
+    return state
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _train_epoch(
+    model: nn.Module,
+    loader: Iterable[Any],
+    steps: int,
+    *,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    holder: MaskHolder | None,
+    config: TrainConfig,
+    device: torch.device,
+    use_amp: bool,
+    channels_last: bool,
+    bar: Any,
+) -> dict[str, Any]:
+    """Run up to ``steps`` optimizer steps over one pass of ``loader``; metrics read once at the end."""
+    model.train()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    loss_sum = torch.zeros((), dtype=torch.float32, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = done = 0
+    lr = optimizer.param_groups[0]["lr"]
+    for batch in loader:
+        x, y = _to_device(batch, device, channels_last)
+        with _autocast(use_amp):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if holder is not None:
+            holder.mask_grads()
+        if config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(params, config.grad_clip)
+        lr = optimizer.param_groups[0]["lr"]  # a Python float: no sync
+        optimizer.step()
+        if holder is not None:
+            holder.after_step()
+        scheduler.step()
+        n = y.shape[0]
+        loss_sum += loss.detach() * n
+        correct += (logits.detach().argmax(-1) == y).sum()
+        count += n
+        done += 1
+        bar.update(1)
+        if config.log_every and not bar.disable and done % config.log_every == 0:
+            bar.set_postfix(loss=f"{float(loss_sum) / count:.4f}", refresh=False)
+        if done >= steps:
+            break
+    if count == 0:
+        raise InitpruneError("the training loader yielded no batch")
+    return {
+        "steps": done,
+        "train_loss": float(loss_sum) / count,
+        "train_accuracy": int(correct) / count,
+        "lr": lr,
+    }
+
+
+def train(
+    model: nn.Module,
+    train_loader: Iterable[Any],
+    config: TrainConfig | None = None,
+    *,
+    mask: Mapping[str, Tensor] | None = None,
+    val_loader: Iterable[Any] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` in place on ``train_loader`` with ``mask`` (name → bool keep-tensor) held fixed.
+
+    ``train_loader``: any re-iterable of ``(inputs, targets)`` batches with ``len()``; its ``set_epoch(e)``
+    is called before every epoch if it has one. The run lasts ``round(config.epochs * len(train_loader))``
+    optimizer steps; a fractional last epoch stops early. ``device`` defaults to CUDA when available, else
+    the CPU; the model is moved there. With ``checkpoint_dir``, a checkpoint is written after every epoch
+    (after validation, before ``on_epoch_end``) and an existing one is resumed; a finished run returns its
+    stored history. ``on_epoch_end(record)`` receives each epoch's history record.
+
+    Returns ``{"history": [record, ...], "steps", "epochs", "resumed_from_epoch", "final"}``; a record has
+    ``epoch`` (1-based), ``step`` (global steps so far), ``train_loss`` (label-smoothed objective),
+    ``train_accuracy``, ``val_loss``, ``val_accuracy`` (and ``val_top5_accuracy``; None without
+    ``val_loader``), ``lr`` (the rate of the epoch's last step) and ``seconds``.
+    """
+    config = TrainConfig() if config is None else config
+    if not isinstance(config, TrainConfig):
+        raise InitpruneError(f"config must be a TrainConfig, got a {type(config).__name__}")
+    steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
+    if steps_per_epoch == 0:
+        raise InitpruneError("the training loader is empty (len 0)")
+    total_steps = epoch_steps(config.epochs, steps_per_epoch)
+    num_epochs = math.ceil(total_steps / steps_per_epoch)
+    if device is None:
+        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(device)
+    use_amp = _use(config.amp, "amp", device)
+    channels_last = _use(config.channels_last, "channels_last", device)
+
+    _seed_everything(config.seed)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    holder = MaskHolder(model, mask) if mask is not None else None
+    if holder is not None:
+        holder.apply()
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch, total_steps)
+
+    history: list[dict[str, Any]] = []
+    start_epoch, step, resumed = 0, 0, None
+    path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    if path is not None and path.exists():
+        state = _read_checkpoint(path, config, steps_per_epoch)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch = resumed = state["epoch"]
+        step, history = state["step"], list(state["history"])
+        _set_rng_state(state["rng"], train_loader)
+        if holder is not None:
+            holder.apply()
+        logger.info("resuming from %s at epoch %d of %d", path, start_epoch, num_epochs)
+
+    show = progress and sys.stderr.isatty()
+    for epoch in range(start_epoch, num_epochs):
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)
+        start = time.perf_counter()
+        steps = min(steps_per_epoch, total_steps - step)
+        with tqdm(total=steps, desc=f"epoch {epoch + 1}/{num_epochs}", disable=not show, leave=False) as bar:
+            metrics = _train_epoch(
+                model,
+                train_loader,
+                steps,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                holder=holder,
+                config=config,
+                device=device,
+                use_amp=use_amp,
+                channels_last=channels_last,
+                bar=bar,
+            )
+        step += metrics.pop("steps")
+        record: dict[str, Any] = {"epoch": epoch + 1, "step": step, **metrics}
+        val = evaluate(model, val_loader, device=device, amp=use_amp) if val_loader is not None else {}
+        record["val_loss"] = val.get("loss")
+        record["val_accuracy"] = val.get("accuracy")
+        record["val_top5_accuracy"] = val.get("top5_accuracy")
+        record["seconds"] = time.perf_counter() - start
+        history.append(record)
+        logger.info(
+            "epoch %d/%d: " + ", ".join(f"{k} %s" for k in record if k not in ("epoch",)),
+            epoch + 1,
+            num_epochs,
+            *(record[k] for k in record if k != "epoch"),
+        )
+        if path is not None:
+            save_checkpoint(
+                path,
+                model,
+                optimizer,
+                scheduler,
+                config,
+                epoch + 1,
+                step,
+                steps_per_epoch,
+                history,
+                train_loader,
+            )
+        if on_epoch_end is not None:
+            on_epoch_end(dict(record))
+    return {
+        "history": history,
+        "steps": step,
+        "epochs": num_epochs,
+        "resumed_from_epoch": resumed,
+        "final": history[-1] if history else None,
+    }
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    config: TrainConfig,
+    epoch: int,
+    step: int,
+    steps_per_epoch: int,
+    history: list[dict[str, Any]],
+    loader: Any = None,
+) -> None:
+    """Write a training checkpoint atomically; ``torch.load(weights_only=True)`` reads it."""
+    state = {
+        "format": "initprune.train",
+        "version": 1,
+        "config": config.to_dict(),
+        "epoch": epoch,
+        "step": step,
+        "steps_per_epoch": steps_per_epoch,
+        "history": history,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": _rng_state(loader),
+    }
+    atomic_torch_save(state, path)
