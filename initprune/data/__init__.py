@@ -1,0 +1,274 @@
+"""Datasets by name, split into train / validation / test, with fast on-device loaders.
+
+>>> splits = load_dataset("fashion_mnist", val_size=5000, seed=0)
+>>> for x, y in splits.loader("train", batch_size=512): ...
+>>> batches = scoring_batches(splits, per_class=10, seed=0)
+
+The validation split is held out of the official training set by a seeded permutation; the test split is
+the official one, untouched. Small datasets live as tensors on the device (:class:`TensorLoader`); image
+folders are read by worker processes (:class:`FolderLoader`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import InitpruneError, unknown_choice
+from . import cifar, folders, idx, synthetic
+from .base import Source
+from .images import FolderLoader, ImageFiles, decode_all, default_workers
+from .loader import BatchTransform, TensorData, TensorLoader, check_augmentation, epoch_seed
+from .splits import holdout_indices, per_class_indices
+
+__all__ = [
+    "DatasetSplits",
+    "FolderLoader",
+    "ImageFiles",
+    "TensorData",
+    "TensorLoader",
+    "datasets",
+    "load_dataset",
+    "register_dataset",
+    "scoring_batches",
+]
+
+COMMON_OPTIONS: dict[str, Any] = {"augmentation": None, "crop_padding": 4, "num_workers": None}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    description: str
+    build: Callable[..., Source]  # build(data_dir, **options) -> Source
+    options: dict[str, Any]  # dataset-specific options and their defaults
+
+
+REGISTRY: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(name: str, description: str, build: Callable[..., Source]) -> None:
+    """Add a dataset: ``build(data_dir, **options)`` returns a :class:`~initprune.data.base.Source`;
+    its keyword parameters after ``data_dir`` (with their defaults) are the dataset's options."""
+    params = list(inspect.signature(build).parameters.values())[1:]
+    REGISTRY[name] = DatasetSpec(name, description, build, {p.name: p.default for p in params})
+
+
+def datasets() -> dict[str, str]:
+    """Every registered dataset name with a one-line description."""
+    return {name: spec.description for name, spec in REGISTRY.items()}
+
+
+def _fashion(data_dir, download: bool = True) -> Source:
+    return idx.load_idx_family("fashion_mnist", data_dir, download)
+
+
+def _mnist(data_dir, download: bool = True) -> Source:
+    return idx.load_idx_family("mnist", data_dir, download)
+
+
+def _cifar10(data_dir) -> Source:
+    return cifar.load_cifar("cifar10", data_dir)
+
+
+def _cifar100(data_dir, labels: str = "fine") -> Source:
+    return cifar.load_cifar("cifar100", data_dir, labels)
+
+
+def _synthetic(
+    data_dir, num_classes=10, input_shape=(3, 32, 32), train_size=10000, test_size=2000, data_seed=0
+):
+    return synthetic.make_synthetic(num_classes, input_shape, train_size, test_size, data_seed)
+
+
+register_dataset(
+    "fashion_mnist", "Fashion-MNIST: 28×28 grey clothing images, 10 classes, 60k/10k (IDX)", _fashion
+)
+register_dataset("mnist", "MNIST: 28×28 grey handwritten digits, 10 classes, 60k/10k (IDX)", _mnist)
+register_dataset("cifar10", "CIFAR-10: 32×32 colour images, 10 classes, 50k/10k (python pickles)", _cifar10)
+register_dataset(
+    "cifar100", "CIFAR-100: 32×32 colour images, 100 classes, 50k/10k (python pickles)", _cifar100
+)
+register_dataset(
+    "tinyimagenet",
+    "TinyImageNet-200: 64×64 colour images, 200 classes, 100k/10k (image folders; official val as test)",
+    folders.load_tinyimagenet,
+)
+register_dataset(
+    "imagenet",
+    "ImageNet ILSVRC-2012: 1000 classes, 224×224 crops (image folders train/, val/)",
+    folders.load_imagenet,
+)
+register_dataset(
+    "synthetic", "Synthetic: Gaussian inputs labelled by a fixed random linear map (learnable)", _synthetic
+)
+
+
+@dataclass
+class DatasetSplits:
+    """A dataset split into ``train`` / ``val`` / ``test`` (``val`` is None when ``val_size=0``).
+
+    Splits are :class:`TensorData` on ``device`` (raw uint8 pixels or float values) or :class:`ImageFiles`.
+    ``train_targets`` is a CPU LongTensor of the training labels, for samplers. ``augmentation`` is the
+    on-device training augmentation (``none``, ``flip``, ``crop``, ``crop_flip``).
+    """
+
+    name: str
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train: Any
+    val: Any
+    test: Any
+    train_targets: Tensor
+    device: torch.device
+    augmentation: str = "none"
+    crop_padding: int = 4
+    num_workers: int = 0
+    classes: tuple[str, ...] = ()
+
+    def split(self, split: str) -> Any:
+        if split not in ("train", "val", "test"):
+            raise unknown_choice("split", split, ("train", "val", "test"))
+        data = getattr(self, split)
+        if data is None:
+            raise InitpruneError(f"{self.name} has no validation split: it was loaded with val_size=0")
+        return data
+
+    def batch_transform(self, augment: bool, dtype: torch.dtype = torch.float32) -> BatchTransform:
+        """Normalization (and, with ``augment``, this dataset's on-device augmentation) on the device."""
+        aug = self.augmentation if augment else "none"
+        return BatchTransform(self.mean, self.std, self.device, aug, self.crop_padding, dtype)
+
+    def loader(
+        self,
+        split: str = "train",
+        batch_size: int = 512,
+        shuffle: bool | None = None,
+        augment: bool | None = None,
+        seed: int = 0,
+        drop_last: bool = False,
+        num_workers: int | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> TensorLoader | FolderLoader:
+        """Batches ``(inputs normalized, targets)`` on the device; ``shuffle`` and ``augment`` default to
+        True for ``train`` and False otherwise."""
+        data = self.split(split)
+        shuffle = split == "train" if shuffle is None else shuffle
+        augment = split == "train" if augment is None else augment
+        if isinstance(data, TensorData):
+            aug = self.augmentation if augment else "none"
+            return TensorLoader(
+                data, batch_size, shuffle=shuffle, augmentation=aug, mean=self.mean, std=self.std, seed=seed,
+                drop_last=drop_last, padding=self.crop_padding, dtype=dtype,
+            )  # fmt: skip
+        return FolderLoader(
+            data.with_mode("train" if augment else "eval"),
+            batch_size,
+            transform=self.batch_transform(augment, dtype),
+            device=self.device,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+            num_workers=self.num_workers if num_workers is None else num_workers,
+        )
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    val_size: int = 5000,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    **options: Any,
+) -> DatasetSplits:
+    """Load dataset ``name`` (see :func:`datasets`) and hold ``val_size`` training samples out by ``seed``.
+
+    Common options: ``augmentation`` (the training augmentation, default per dataset: ``crop_flip`` for
+    CIFAR and TinyImageNet, ``none`` otherwise), ``crop_padding`` (4), ``num_workers`` (folder datasets,
+    default ``min(4, cpu count)``). Dataset options: fashion_mnist/mnist ``download``; cifar100 ``labels``
+    ('fine'/'coarse'); tinyimagenet ``in_memory``; imagenet ``image_size``, ``resize_size``; synthetic
+    ``num_classes``, ``input_shape``, ``train_size``, ``test_size``, ``data_seed``.
+    """
+    if name not in REGISTRY:
+        raise unknown_choice("dataset", name, REGISTRY)
+    spec = REGISTRY[name]
+    valid = {**COMMON_OPTIONS, **spec.options}
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise InitpruneError(
+            f"unknown option(s) {unknown} for dataset {name!r}; valid: {', '.join(sorted(valid))}"
+        )
+    opts = {**valid, **options}
+    num_workers = default_workers() if opts["num_workers"] is None else int(opts["num_workers"])
+    build_opts = {k: opts[k] for k in spec.options}
+    if "num_workers" in inspect.signature(spec.build).parameters:
+        build_opts["num_workers"] = num_workers
+    source = spec.build(data_dir, **build_opts)
+    augmentation = check_augmentation(opts["augmentation"] or source.augmentation)
+    if int(opts["crop_padding"]) < 0:
+        raise InitpruneError(f"crop_padding must be >= 0, got {opts['crop_padding']!r}")
+    device = torch.device(device)
+    train_idx, val_idx = holdout_indices(len(source.train), val_size, seed)
+    if isinstance(source.train, TensorData):
+        train, val = source.train.subset(train_idx), source.train.subset(val_idx)
+        train, val, test = train.to(device), val.to(device) if val_size else None, source.test.to(device)
+    else:
+        train = source.train.subset(train_idx, "train")
+        val = source.train.subset(val_idx, "eval") if val_size else None
+        test = source.test
+    return DatasetSplits(
+        name=name,
+        num_classes=source.num_classes,
+        input_shape=tuple(source.input_shape),  # type: ignore[arg-type]
+        mean=tuple(source.mean),
+        std=tuple(source.std),
+        train=train,
+        val=val,
+        test=test,
+        train_targets=source.train.targets.index_select(0, train_idx),
+        device=device,
+        augmentation=augmentation,
+        crop_padding=int(opts["crop_padding"]),
+        num_workers=num_workers,
+        classes=tuple(source.classes),
+    )
+
+
+def scoring_batches(
+    splits: DatasetSplits,
+    per_class: int = 10,
+    seed: int = 0,
+    batch_size: int | None = None,
+    augment: bool = False,
+) -> list[tuple[Tensor, Tensor]]:
+    """``per_class × num_classes`` training samples (never val or test), ``per_class`` of each class, drawn
+    by ``seed`` and shuffled, as a list of ``(inputs, targets)`` batches on the device (a single batch when
+    ``batch_size`` is None). ``augment`` applies the training augmentation, drawn from ``seed`` too."""
+    chosen = per_class_indices(splits.train_targets, per_class, splits.num_classes, seed)
+    data = splits.train
+    if isinstance(data, TensorData):
+        picked = data.subset(chosen)
+    else:
+        files = data.subset(chosen, "train" if augment else "eval")
+        files.seed = epoch_seed(seed, 0)
+        picked = decode_all(files, splits.num_workers).to(splits.device)
+    transform = splits.batch_transform(augment)
+    params = None
+    if transform.augments:
+        params = transform.draw(len(picked), torch.Generator().manual_seed(epoch_seed(seed, 1))).to(
+            splits.device
+        )
+    x = transform(picked.images, params)
+    if batch_size is None:
+        return [(x, picked.targets)]
+    if int(batch_size) < 1:
+        raise InitpruneError(f"batch_size must be >= 1 or None, got {batch_size!r}")
+    return list(zip(x.split(int(batch_size)), picked.targets.split(int(batch_size)), strict=True))

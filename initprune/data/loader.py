@@ -1,0 +1,201 @@
+"""On-device data: tensor datasets, batch normalization and augmentation, and a fast tensor loader.
+
+The loader does no per-sample Python work: each epoch draws a permutation and the augmentation
+parameters of every position from a seeded CPU generator, moves them to the device once, and every batch
+is then an ``index_select`` plus one vectorized gather (crop and flip together) and a fused normalization.
+Nothing in the batch loop reads a value back from the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import InitpruneError, unknown_choice
+
+AUGMENTATIONS = ("none", "flip", "crop", "crop_flip")
+
+
+class TensorData(torch.utils.data.Dataset):
+    """Images and integer targets held as two tensors (like ``TensorDataset``), on one device.
+
+    ``images`` is ``(N, C, H, W)``, uint8 (pixel values 0..255) or float (already on the normalization
+    scale of ``mean``/``std``); ``targets`` is a ``(N,)`` LongTensor.
+    """
+
+    def __init__(self, images: Tensor, targets: Tensor) -> None:
+        if images.dim() != 4 or targets.dim() != 1 or images.shape[0] != targets.shape[0]:
+            raise InitpruneError(
+                f"images must be (N, C, H, W) and targets (N,), got {tuple(images.shape)} and "
+                f"{tuple(targets.shape)}"
+            )
+        self.images = images
+        self.targets = targets.long()
+
+    @property
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        return self.images, self.targets
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.images[index], self.targets[index]
+
+    def subset(self, indices: Tensor) -> TensorData:
+        """The samples at ``indices`` (a copy)."""
+        indices = indices.to(self.images.device)
+        return TensorData(self.images.index_select(0, indices), self.targets.index_select(0, indices))
+
+    def to(self, device: torch.device | str) -> TensorData:
+        return TensorData(self.images.to(device), self.targets.to(device))
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A well-mixed 63-bit seed for ``(seed, epoch)``, so that epochs can be replayed independently."""
+    return int(
+        np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch)]).generate_state(1, np.uint64)[0] >> 1
+    )
+
+
+def check_augmentation(augmentation: str) -> str:
+    if augmentation not in AUGMENTATIONS:
+        raise unknown_choice("augmentation", augmentation, AUGMENTATIONS)
+    return augmentation
+
+
+class BatchTransform:
+    """Augment then normalize a raw batch on its device.
+
+    Cropping pads the raw batch with ``padding`` zeros (black, as torchvision's ``RandomCrop(padding=4)``)
+    and takes a window at a random offset; flipping mirrors the columns. Both are one gather driven by
+    per-sample offsets, so the cost does not depend on the batch size in Python.
+    """
+
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device | str,
+        augmentation: str = "none",
+        padding: int = 4,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.augmentation = check_augmentation(augmentation)
+        if padding < 0:
+            raise InitpruneError(f"crop padding must be >= 0, got {padding!r}")
+        self.crop = augmentation in ("crop", "crop_flip")
+        self.flip = augmentation in ("flip", "crop_flip")
+        self.padding = int(padding) if self.crop else 0
+        self.dtype = dtype
+        mean_t = torch.tensor(mean, dtype=torch.float64).view(1, -1, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float64).view(1, -1, 1, 1)
+        # x_norm = (x / 255 - mean) / std = x * scale + shift, computed in one fused pass.
+        self.scale = (1.0 / std_t).to(device, dtype)
+        self.scale_u8 = (1.0 / (255.0 * std_t)).to(device, dtype)
+        self.shift = (-mean_t / std_t).to(device, dtype)
+
+    @property
+    def augments(self) -> bool:
+        return self.crop or self.flip
+
+    def draw(self, n: int, generator: torch.Generator) -> Tensor:
+        """Random parameters for ``n`` samples on the CPU: columns (row offset, column offset, flip)."""
+        params = torch.zeros(n, 3, dtype=torch.long)
+        if self.crop:
+            params[:, :2] = torch.randint(0, 2 * self.padding + 1, (n, 2), generator=generator)
+        if self.flip:
+            params[:, 2] = torch.randint(0, 2, (n,), generator=generator)
+        return params
+
+    def augment(self, raw: Tensor, params: Tensor) -> Tensor:
+        """Crop and/or flip ``raw`` (B, C, H, W) by ``params`` (B, 3) on the device of ``raw``."""
+        if not self.augments:
+            return raw
+        b, c, h, w = raw.shape
+        p = self.padding
+        padded = torch.nn.functional.pad(raw, (p, p, p, p)) if p else raw
+        rows = params[:, 0:1] + torch.arange(h, device=raw.device)
+        cols = params[:, 1:2] + torch.arange(w, device=raw.device)
+        if self.flip:
+            cols = torch.where(params[:, 2:3].bool(), cols.flip(1), cols)
+        # One gather over flattened planes (faster than 4-way advanced indexing on CPU and GPU).
+        flat = (rows.unsqueeze(2) * (w + 2 * p) + cols.unsqueeze(1)).view(b, 1, h * w).expand(b, c, h * w)
+        return padded.reshape(b, c, -1).gather(2, flat).view(b, c, h, w)
+
+    def normalize(self, raw: Tensor) -> Tensor:
+        scale = self.scale_u8 if raw.dtype == torch.uint8 else self.scale
+        return raw.to(self.dtype).mul_(scale).add_(self.shift)
+
+    def __call__(self, raw: Tensor, params: Tensor | None = None) -> Tensor:
+        if params is not None:
+            raw = self.augment(raw, params)
+        return self.normalize(raw)
+
+
+class TensorLoader:
+    """Batches ``(inputs, targets)`` of a :class:`TensorData` on its device, normalized and augmented there.
+
+    Each ``iter()`` is one epoch; epoch ``e`` draws its order and augmentation from ``(seed, e)``, so two
+    loaders with the same seed give the same batches, and :meth:`set_epoch` replays any epoch.
+    """
+
+    def __init__(
+        self,
+        data: TensorData,
+        batch_size: int = 512,
+        *,
+        shuffle: bool = True,
+        augmentation: str = "none",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        seed: int = 0,
+        drop_last: bool = False,
+        padding: int = 4,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if int(batch_size) < 1:
+            raise InitpruneError(f"batch_size must be >= 1, got {batch_size!r}")
+        channels = data.images.shape[1]
+        self.data = data
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.drop_last = bool(drop_last)
+        self.epoch = 0
+        self.transform = BatchTransform(
+            mean if mean is not None else [0.0] * channels,
+            std if std is not None else [1.0] * channels,
+            data.images.device,
+            augmentation,
+            padding,
+            dtype,
+        )
+
+    def __len__(self) -> int:
+        n = len(self.data)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next ``iter()`` produce epoch ``epoch``."""
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        n, bs = len(self.data), self.batch_size
+        device = self.data.images.device
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        self.epoch += 1
+        order = torch.randperm(n, generator=generator).to(device) if self.shuffle else None
+        params = self.transform.draw(n, generator).to(device) if self.transform.augments else None
+        images, targets = self.data.tensors
+        for i in range(len(self)):
+            lo, hi = i * bs, min((i + 1) * bs, n)
+            if order is None:
+                x, y = images[lo:hi], targets[lo:hi]
+            else:
+                idx = order[lo:hi]
+                x, y = images.index_select(0, idx), targets.index_select(0, idx)
+            yield self.transform(x, None if params is None else params[lo:hi]), y
