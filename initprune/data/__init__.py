@@ -191,6 +191,10 @@ def load_dataset(
 ) -> DatasetSplits:
     """Load dataset ``name`` (see :func:`datasets`) and hold ``val_size`` training samples out by ``seed``.
 
+    Files are looked for in ``data_dir`` (or ``$INITPRUNE_DATA`` when None) and ``<that>/<name>``, then in
+    a dataset-specific system location (Fashion-MNIST's Debian package), then in
+    ``~/.cache/initprune/<name>``; a missing dataset raises an error saying where it looked and how to get it.
+
     Common options: ``augmentation`` (the training augmentation, default per dataset: ``crop_flip`` for
     CIFAR and TinyImageNet, ``none`` otherwise), ``crop_padding`` (4), ``num_workers`` (folder datasets,
     default ``min(4, cpu count)``). Dataset options: fashion_mnist/mnist ``download``; cifar100 ``labels``

@@ -7,6 +7,7 @@ then the user cache; downloaded into ``data_dir`` (or the cache) as a last resor
 from __future__ import annotations
 
 import gzip
+import http.client
 import os
 import struct
 import tempfile
@@ -127,7 +128,7 @@ def download(name: str, folder: Path) -> str | None:
             try:
                 fetch(mirror + filename, folder / filename)
                 break
-            except OSError as e:  # URLError and timeouts are OSErrors
+            except (OSError, http.client.HTTPException) as e:  # URLError and timeouts are OSErrors
                 errors.append(f"{mirror + filename}: {e}")
         else:
             return "; ".join(errors)

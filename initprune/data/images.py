@@ -27,6 +27,7 @@ STYLES = ("fixed", "imagenet")
 
 
 def default_workers() -> int:
+    """Worker processes for decoding images: ``min(4, cpu count)``."""
     return min(4, os.cpu_count() or 1)
 
 
@@ -38,7 +39,12 @@ def list_images(folder: Path) -> list[Path]:
         )
 
 
-def random_resized_crop(img: Image.Image, rng: random.Random, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+def random_resized_crop(
+    img: Image.Image,
+    rng: random.Random,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tuple[int, int, int, int]:
     """The (left, top, width, height) box of torchvision's RandomResizedCrop, drawn from ``rng``."""
     width, height = img.size
     area = width * height
@@ -107,10 +113,10 @@ class ImageFiles(torch.utils.data.Dataset):
     def load(self, index: int) -> Image.Image:
         path = self.samples[index][0]
         try:
-            img = Image.open(path)
-            if self.style == "imagenet" and self.mode == "eval":
-                img.draft("RGB", (self.resize_size, self.resize_size))  # JPEG DCT scaling: faster decode
-            return img.convert("RGB")
+            with Image.open(path) as img:
+                if self.style == "imagenet" and self.mode == "eval":
+                    img.draft("RGB", (self.resize_size, self.resize_size))  # JPEG DCT scaling: faster decode
+                return img.convert("RGB")
         except (OSError, ValueError) as e:
             raise InitpruneError(f"cannot decode image {path}: {e}") from None
 

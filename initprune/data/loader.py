@@ -51,6 +51,7 @@ class TensorData(torch.utils.data.Dataset):
         return TensorData(self.images.index_select(0, indices), self.targets.index_select(0, indices))
 
     def to(self, device: torch.device | str) -> TensorData:
+        """The same data on ``device`` (no copy when already there)."""
         return TensorData(self.images.to(device), self.targets.to(device))
 
 
@@ -62,6 +63,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def check_augmentation(augmentation: str) -> str:
+    """``augmentation`` if it is one of :data:`AUGMENTATIONS`, else an error listing them."""
     if augmentation not in AUGMENTATIONS:
         raise unknown_choice("augmentation", augmentation, AUGMENTATIONS)
     return augmentation
@@ -145,7 +147,7 @@ class TensorLoader:
 
     def __init__(
         self,
-        data: TensorData,
+        data: TensorData | tuple[Tensor, Tensor],
         batch_size: int = 512,
         *,
         shuffle: bool = True,
@@ -159,6 +161,8 @@ class TensorLoader:
     ) -> None:
         if int(batch_size) < 1:
             raise InitpruneError(f"batch_size must be >= 1, got {batch_size!r}")
+        if not isinstance(data, TensorData):
+            data = TensorData(*data)
         channels = data.images.shape[1]
         self.data = data
         self.batch_size = int(batch_size)

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import Tensor
 
 from ..errors import InitpruneError
+
+
+def count(value: object, name: str, low: int) -> int:
+    """``value`` as an int >= ``low`` (any integer type, numpy's included; not bool or float)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        result = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        result = None
+    if result is None or result < low:
+        raise InitpruneError(f"{name} must be an integer >= {low}, got {value!r}")
+    return result
 
 
 def holdout_indices(n: int, val_size: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -14,8 +29,7 @@ def holdout_indices(n: int, val_size: int, seed: int) -> tuple[Tensor, Tensor]:
     Both are sorted, so the kept training samples stay in file order; the same ``seed`` always gives the
     same split and different seeds give (almost surely) different ones.
     """
-    if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
-        raise InitpruneError(f"val_size must be an integer count >= 0, got {val_size!r}")
+    val_size = count(val_size, "val_size", 0)
     if val_size >= n:
         raise InitpruneError(
             f"val_size={val_size} leaves no training data: the training set has only {n} samples"
@@ -30,8 +44,7 @@ def per_class_indices(targets: Tensor, per_class: int, num_classes: int, seed: i
     One random permutation, a stable sort by class and a slice per class: the cost is one sort of the
     targets however many classes there are.
     """
-    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
-        raise InitpruneError(f"per_class must be an integer >= 1, got {per_class!r}")
+    per_class = count(per_class, "per_class", 1)
     targets = targets.detach().to("cpu", torch.long)
     generator = torch.Generator().manual_seed(int(seed))
     perm = torch.randperm(targets.numel(), generator=generator)
