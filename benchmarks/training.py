@@ -1,0 +1,287 @@
+"""Cost of holding a mask during training, and training throughput, as ratios measured in one process.
+
+    python benchmarks/training.py            # full run
+    python benchmarks/training.py --quick    # a fast run (fewer repetitions, small models only)
+
+(1) Mask overhead: time of a masked training step (forward, backward, gradient masking, SGD step with
+momentum and weight decay, re-masking) over the time of the same dense step, on the same model, batch and
+device. Masked and dense steps are interleaved (alternating which goes first) and the median of many
+repetitions is reported, together with the median of the per-pair ratios and the time of the two mask calls
+alone measured directly (least sensitive to other load on the machine). Target: ≤ 1.05.
+
+(2) Throughput of ``initprune.train.train`` in images/s for a small CNN on 1×28×28 inputs with batch 512
+(on CUDA too when available, with bf16 autocast and channels_last), dense and at 90% sparsity, and the
+ratio of ``train()`` to a bare loop of the same steps (the cost of its bookkeeping).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from initprune.optim import MaskHolder
+from initprune.train import TrainConfig, train
+
+
+def vgg_small(num_classes: int = 10) -> nn.Module:
+    """A narrow VGG-style conv net with BatchNorm for 3×32×32 inputs."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for width in (32, "M", 64, "M", 128, 128, "M", 256, 256, "M"):
+        if width == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+            channels = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+
+
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.short(x))
+
+
+def resnet20_local(num_classes: int = 10) -> nn.Module:
+    """ResNet-20 for CIFAR (16/32/64 channels, 3 blocks per stage), used when initprune.models is absent."""
+    blocks: list[nn.Module] = [nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
+    cin = 16
+    for cout, stride in ((16, 1), (32, 2), (64, 2)):
+        for i in range(3):
+            blocks.append(_Block(cin, cout, stride if i == 0 else 1))
+            cin = cout
+    return nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
+
+
+def small_cnn(num_classes: int = 10) -> nn.Module:
+    """A small CNN for 1×28×28 inputs."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, num_classes),
+    )  # fmt: skip
+
+
+def registry_model(name: str) -> nn.Module | None:
+    try:
+        from initprune.models import create_model
+    except ImportError:
+        return None
+    try:
+        return create_model(name, num_classes=10)
+    except Exception:
+        return None
+
+
+def random_mask(model: nn.Module, sparsity: float, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random keep-mask over every conv/linear weight except the last (the classifier)."""
+    weights = [(n, p) for n, p in model.named_parameters() if p.ndim > 1]
+    g = torch.Generator().manual_seed(seed)
+    return {n: torch.rand(p.shape, generator=g) >= sparsity for n, p in weights[:-1]}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def mask_overhead(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, reps: int, device: torch.device
+) -> dict:
+    """Median times of interleaved dense and masked SGD steps, and of the two mask calls alone."""
+    runs = {}
+    for kind in ("dense", "masked"):
+        m = copy.deepcopy(model).to(device)
+        holder = MaskHolder(m, random_mask(m, 0.9)) if kind == "masked" else None
+        if holder is not None:
+            holder.apply()
+        opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        runs[kind] = (m, opt, holder)
+
+    def step(kind: str) -> float:
+        m, opt, holder = runs[kind]
+        sync(device)
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(m(x), y).backward()
+        if holder is not None:
+            holder.mask_grads()
+        opt.step()
+        if holder is not None:
+            holder.after_step()
+        sync(device)
+        return time.perf_counter() - start
+
+    for _ in range(3):  # warm up allocators, kernels and momentum buffers
+        step("dense")
+        step("masked")
+    times: dict[str, list[float]] = {"dense": [], "masked": []}
+    for i in range(reps):
+        order = ("dense", "masked") if i % 2 == 0 else ("masked", "dense")
+        for kind in order:
+            times[kind].append(step(kind))
+    holder = runs["masked"][2]
+    mask_only = []
+    for _ in range(reps):
+        sync(device)
+        start = time.perf_counter()
+        holder.mask_grads()
+        holder.after_step()
+        sync(device)
+        mask_only.append(time.perf_counter() - start)
+    dense, masked = statistics.median(times["dense"]), statistics.median(times["masked"])
+    pair = statistics.median(m / d for m, d in zip(times["masked"], times["dense"], strict=True))
+    return {
+        "dense_ms": dense * 1e3,
+        "masked_ms": masked * 1e3,
+        "ratio": masked / dense,
+        "pair_ratio": pair,
+        "mask_ops_ms": statistics.median(mask_only) * 1e3,
+        "direct_ratio": 1 + statistics.median(mask_only) / dense,
+        "masked_tensors": len(holder),
+    }
+
+
+class DeviceLoader:
+    """Synthetic batches already on the device (what a fast tensor loader yields)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batches: int):
+        self.x, self.y, self.batches = x, y, batches
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self):
+        for _ in range(self.batches):
+            yield self.x, self.y
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+
+def throughput(steps: int, batch: int, device: torch.device) -> dict:
+    """Images/s of train() for the small CNN, dense and 90% sparse, and of a bare loop of the same steps."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 1, 28, 28, generator=g).to(device)
+    y = torch.randint(10, (batch,), generator=g).to(device)
+    loader = DeviceLoader(x, y, steps)
+    config = TrainConfig(epochs=1, lr=0.03, schedule="constant")
+    result = {}
+    torch.manual_seed(0)
+    base = small_cnn()
+    warm = TrainConfig(epochs=3 / steps, lr=0.03, schedule="constant")
+    train(copy.deepcopy(base), loader, warm, device=device, progress=False)
+    for kind in ("dense", "masked"):
+        model = copy.deepcopy(base)
+        mask = random_mask(model, 0.9) if kind == "masked" else None
+        history = train(model, loader, config, mask=mask, device=device, progress=False)["history"]
+        result[f"train_{kind}"] = steps * batch / history[-1]["seconds"]
+    # A bare loop: the same SGD steps with none of train()'s bookkeeping.
+    model = copy.deepcopy(base).to(device)
+    use_cuda = device.type == "cuda"
+    if use_cuda:
+        model = model.to(memory_format=torch.channels_last)
+    xb = x.contiguous(memory_format=torch.channels_last) if use_cuda else x
+    opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=5e-4)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
+            out = model(xb)
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(out.float(), y).backward()
+        opt.step()
+    sync(device)
+    result["bare_dense"] = steps * batch / (time.perf_counter() - start)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, small models only")
+    parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions per model")
+    args = parser.parse_args(argv)
+    reps = args.reps or (15 if args.quick else 60)
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, load average {load:.1f}")
+
+    for device in devices:
+        batch = 64 if device.type == "cpu" else 256
+        print(
+            f"\n(1) cost of holding the mask on {device.type}: masked step / dense step, "
+            f"batch {batch}×3×32×32"
+        )
+        torch.manual_seed(0)
+        models = {"vgg_small": vgg_small(), "resnet20": registry_model("resnet20") or resnet20_local()}
+        if not args.quick or device.type == "cuda":
+            vgg11 = registry_model("vgg11")
+            if vgg11 is not None:
+                models["vgg11"] = vgg11
+        x = torch.randn(batch, 3, 32, 32).to(device)
+        y = torch.randint(10, (batch,)).to(device)
+        header = (
+            "model",
+            "dense ms",
+            "masked ms",
+            "ratio",
+            "pair ratio",
+            "mask ops ms",
+            "1+ops/dense",
+            "tensors",
+        )
+        print("  {:<10} {:>9} {:>10} {:>7} {:>10} {:>11} {:>11} {:>7}".format(*header))
+        for name, model in models.items():
+            n = reps if name != "vgg11" or device.type == "cuda" else max(5, reps // 4)
+            r = mask_overhead(model, x, y, n, device)
+            print(
+                f"  {name:<10} {r['dense_ms']:9.2f} {r['masked_ms']:10.2f} {r['ratio']:7.3f} "
+                f"{r['pair_ratio']:10.3f} {r['mask_ops_ms']:11.3f} {r['direct_ratio']:11.4f} "
+                f"{r['masked_tensors']:7d}"
+            )
+
+        steps = 8 if args.quick else 30
+        steps = steps if device.type == "cpu" else steps * 10
+        label = "fp32" if device.type == "cpu" else "bf16 autocast + channels_last"
+        print(
+            f"\n(2) train() throughput on {device.type} ({label}): small CNN, 1×28×28, batch 512, "
+            f"{steps} steps"
+        )
+        t = throughput(steps, 512, device)
+        print(f"  bare loop (dense)        {t['bare_dense']:10.0f} images/s")
+        print(
+            f"  train() dense            {t['train_dense']:10.0f} images/s  ratio to bare loop "
+            f"{t['train_dense'] / t['bare_dense']:.3f}"
+        )
+        print(
+            f"  train() 90% sparse mask  {t['train_masked']:10.0f} images/s  ratio to dense train() "
+            f"{t['train_masked'] / t['train_dense']:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
