@@ -151,7 +151,10 @@ class TrainConfig:
         metadata={"help": "bfloat16 autocast: auto (on for CUDA), true or false; never on CPU"},
     )
     channels_last: bool | str = field(
-        default="auto", metadata={"help": "channels_last memory format: auto (on for CUDA), true or false"}
+        default="auto",
+        metadata={
+            "help": "channels_last memory format for 4-D inputs and weights: auto (on for CUDA), true, false"
+        },
     )
     grad_clip: float | None = field(
         default=None, metadata={"help": "Clip the gradient norm to this value (none: no clipping)"}
@@ -292,8 +295,8 @@ def evaluate(
         model.train(was_training)
     if count == 0:
         raise InitpruneError("the evaluation loader yielded no batch")
-    totals = correct.tolist()  # the one sync
-    result = {"loss": float(loss_sum) / count, "accuracy": totals[0] / count}
+    loss_total, *totals = torch.cat([loss_sum.view(1), correct.double()]).tolist()  # the one sync
+    result = {"loss": loss_total / count, "accuracy": totals[0] / count}
     result.update({f"top{k}_accuracy": totals[i + 1] / count for i, k in enumerate(ks) if k < classes})
     result["count"] = count
     return result
@@ -439,10 +442,11 @@ def _train_epoch(
             break
     if count == 0:
         raise InitpruneError("the training loader yielded no batch")
+    loss_total, correct_total = torch.stack([loss_sum.double(), correct.double()]).tolist()  # the one sync
     return {
         "steps": done,
-        "train_loss": float(loss_sum) / count,
-        "train_accuracy": int(correct) / count,
+        "train_loss": loss_total / count,
+        "train_accuracy": correct_total / count,
         "lr": lr,
     }
 
@@ -466,7 +470,8 @@ def train(
     optimizer steps; a fractional last epoch stops early. ``device`` defaults to CUDA when available, else
     the CPU; the model is moved there. With ``checkpoint_dir``, a checkpoint is written after every epoch
     (after validation, before ``on_epoch_end``) and an existing one is resumed; a finished run returns its
-    stored history. ``on_epoch_end(record)`` receives each epoch's history record.
+    stored history. ``on_epoch_end(record)`` receives each epoch's history record. The global torch,
+    Python and NumPy generators are seeded with ``config.seed`` at the start (and restored on resume).
 
     Returns ``{"history": [record, ...], "steps", "epochs", "resumed_from_epoch", "final"}``; a record has
     ``epoch`` (1-based), ``step`` (global steps so far), ``train_loss`` (label-smoothed objective),
@@ -485,7 +490,8 @@ def train(
         device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(device)
     use_amp = _use(config.amp, "amp", device)
-    channels_last = _use(config.channels_last, "channels_last", device)
+    # channels_last also works on the CPU when asked for; "auto" turns it on for CUDA only.
+    channels_last = device.type == "cuda" if config.channels_last == "auto" else bool(config.channels_last)
 
     _seed_everything(config.seed)
     model.to(device)

@@ -86,8 +86,9 @@ QUIET = {"progress": False, "device": "cpu"}
         TrainConfig(epochs=3, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="constant"),
         TrainConfig(epochs=3, optimizer="sgd", lr=0.1, nesterov=True, weight_decay=5e-2, grad_clip=1.0),
         TrainConfig(epochs=3, optimizer="adamw", lr=0.01, weight_decay=5e-2, schedule="cosine"),
+        TrainConfig(epochs=2, lr=0.1, weight_decay=5e-2, channels_last=True),
     ],
-    ids=["sgd", "sgd-nesterov-clip", "adamw"],
+    ids=["sgd", "sgd-nesterov-clip", "adamw", "sgd-channels-last"],
 )
 def test_pruned_weights_stay_exactly_zero(config: TrainConfig) -> None:
     model = conv_net()
@@ -354,3 +355,23 @@ def test_amp_on_cpu_warns_and_trains_in_float32() -> None:
 def test_empty_loader_is_an_error() -> None:
     with pytest.raises(InitpruneError, match="empty"):
         train(nn.Linear(2, 2), [], TrainConfig(epochs=1), **QUIET)
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch) -> None:
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    x, y = blobs(40)
+    config = TrainConfig(epochs=2, lr=0.01, log_every=2)
+    for stream, progress, shown in (
+        (Terminal(), True, True),
+        (io.StringIO(), True, False),
+        (Terminal(), False, False),
+    ):
+        monkeypatch.setattr(sys, "stderr", stream)
+        train(nn.Linear(8, 4), TensorLoader(x, y, 10), config, progress=progress, device="cpu")
+        assert ("epoch 2/2" in stream.getvalue()) is shown
