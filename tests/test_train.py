@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from initprune.errors import InitpruneError
+from initprune.masks import Mask
 from initprune.optim import MaskHolder, StepSchedule, make_optimizer, make_scheduler
 from initprune.train import TrainConfig, evaluate, train
 
@@ -138,7 +139,7 @@ def test_training_learns_a_learnable_task() -> None:
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 4))
     before = evaluate(model, TensorLoader(x, y, 64, shuffle=False))
     config = TrainConfig(epochs=8, lr=0.05, schedule="cosine", label_smoothing=0.1)
-    mask = random_mask(model, ("0.weight",), density=0.5)
+    mask = Mask(random_mask(model, ("0.weight",), density=0.5))
     result = train(
         model, TensorLoader(x, y, 32), config, mask=mask, val_loader=TensorLoader(x, y, 64), **QUIET
     )
