@@ -46,7 +46,7 @@ def trunc_normal_(tensor: Tensor, std: float) -> Tensor:
     """Fill ``tensor`` from N(0, std²) truncated to [−2 std, 2 std], in place, by rejection sampling.
 
     The same distribution as ``nn.init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)`` (timm's ViT
-    initialization), about 15× faster on CPU: 4.6% of the draws fall outside and are redrawn until none is
+    initialization), several times faster on CPU: 4.6% of the draws fall outside and are redrawn until none is
     left. Draws come from torch's global generator, so ``torch.manual_seed`` makes the result reproducible.
     """
     flat = (

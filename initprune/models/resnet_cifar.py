@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .common import check_positive, init_conv_bn, scaled
-from .registry import register_model
+from .registry import Builder, register_model
 
 
 class BasicBlock(nn.Module):
@@ -70,7 +70,7 @@ class CifarResNet(nn.Module):
         return self.fc(self.pool(x).flatten(1))
 
 
-def _builder(depth: int):
+def _builder(depth: int) -> Builder:
     blocks = (depth - 2) // 6
 
     def build(*, num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> nn.Module:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .common import check_positive, init_conv_bn, scaled
-from .registry import register_model
+from .registry import Builder, register_model
 
 # Output channels of each 3×3 conv; "M" is a 2×2 max-pool (configurations A, B, D, E of the paper).
 CONFIGS: dict[str, list[int | str]] = {
@@ -56,7 +56,7 @@ class VGG(nn.Module):
         return self.classifier(self.pool(self.features(x)).flatten(1))
 
 
-def _builder(name: str, depth: int):
+def _builder(name: str, depth: int) -> Builder:
     def build(*, num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> nn.Module:
         return VGG(CONFIGS[name], num_classes, in_channels, check_positive("width", width))
 

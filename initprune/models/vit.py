@@ -23,11 +23,11 @@ ATTENTION_IMPLS = ("auto", "fused", "math")
 class Attention(nn.Module):
     """Multi-head self-attention: one ``qkv`` Linear, scaled dot-product attention, one ``proj`` Linear.
 
-    ``impl`` picks how softmax(q kᵀ / √d) v is computed: ``"fused"`` calls
-    ``F.scaled_dot_product_attention`` (fast, but its CPU and GPU kernels have no second derivative, so
-    Hessian-vector products through it fail); ``"math"`` writes it out with matmul and softmax (any order of
-    derivative, under ``torch.func`` too); ``"auto"`` uses the fused kernel in training mode or without
-    gradients and the math form in eval mode with gradients on, which is how initprune scores.
+    ``impl`` picks how softmax(q kᵀ / √d) v is computed: ``"fused"`` calls ``F.scaled_dot_product_attention``
+    (fast, but its fused CPU and GPU kernels have no second derivative, so Hessian-vector products through
+    them fail); ``"math"`` writes it out with matmul and softmax (any order of derivative, under
+    ``torch.func`` too); ``"auto"`` uses the fused kernel in training mode or without gradients and the math
+    form in eval mode with gradients on, which is how initprune scores.
     """
 
     def __init__(self, dim: int, heads: int, impl: str = "auto") -> None:
@@ -177,7 +177,11 @@ def vit_tiny(
     mlp_ratio: float = 4.0,
     attention: str = "auto",
 ) -> nn.Module:
-    """ViT-Tiny (Dosovitskiy et al. 2021; DeiT-Ti widths) with patch size 4 for 32×32 images."""
+    """ViT-Tiny (Dosovitskiy et al. 2021; DeiT-Ti widths) with patch size 4 for 32×32 images.
+
+    Pass ``image_size=28`` for MNIST-family and ``image_size=64`` for TinyImageNet inputs. ``attention`` is
+    ``"auto"``, ``"fused"`` or ``"math"`` (see :class:`Attention`; ``"auto"`` supports every criterion).
+    """
     return vit(num_classes, in_channels, image_size, patch_size, dim, depth, heads, mlp_ratio, attention)
 
 
@@ -196,5 +200,9 @@ def vit_small(
     mlp_ratio: float = 4.0,
     attention: str = "auto",
 ) -> nn.Module:
-    """ViT-Small (Dosovitskiy et al. 2021; DeiT-S widths) with patch size 4 for 32×32 images."""
+    """ViT-Small (Dosovitskiy et al. 2021; DeiT-S widths) with patch size 4 for 32×32 images.
+
+    Pass ``image_size=28`` for MNIST-family and ``image_size=64`` for TinyImageNet inputs. ``attention`` is
+    ``"auto"``, ``"fused"`` or ``"math"`` (see :class:`Attention`; ``"auto"`` supports every criterion).
+    """
     return vit(num_classes, in_channels, image_size, patch_size, dim, depth, heads, mlp_ratio, attention)
