@@ -1,0 +1,169 @@
+"""Scoring cost of every criterion, as ratios to one batched gradient over the same samples.
+
+    python benchmarks/scoring.py [--quick] [--device cpu|cuda] [--models vgg_small resnet20]
+
+Two networks (a small VGG-style conv net with BatchNorm, and ResNet-20), 100 scoring samples (10 per
+class) of CIFAR-shaped input, everything in one process. For every registered criterion it prints
+time / time(one batched gradient); then the two comparisons with the batch-1 loop formulations:
+  - fisher_diag vs a loop of autograd.grad at batch size 1 (and its peak memory vs the batched gradient's),
+  - hutch_diag (10 independent probes per sample) vs a loop over samples at batch size 1 that builds one
+    gradient graph per sample and reuses it for its 10 probes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from common import median_seconds, peak_memory_bytes
+
+import initprune
+from initprune.models import create_model
+from initprune.prunable import prunable_parameters
+
+DATA_FREE = {"random", "magnitude", "synflow"}
+
+
+def vgg_small(num_classes: int = 10) -> nn.Module:
+    """A VGG-style net with BatchNorm: 16-32-64-128 channels, a max-pool after each pair of convs."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for width, pool in (
+        (16, False),
+        (16, True),
+        (32, False),
+        (32, True),
+        (64, False),
+        (64, True),
+        (128, True),
+    ):
+        layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        if pool:
+            layers.append(nn.MaxPool2d(2))
+        channels = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def build(name: str, device: torch.device) -> nn.Module:
+    torch.manual_seed(0)
+    model = vgg_small() if name == "vgg_small" else create_model(name, num_classes=10, in_channels=3)
+    model = model.to(device).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, as after a warmup
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)
+                m.running_mean.normal_(0, 0.2)
+    return model
+
+
+def scoring_data(device: torch.device, per_class: int = 10) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(10).repeat_interleave(per_class)
+    x = torch.randn(len(y), 3, 32, 32, generator=g)
+    return [(x.to(device), y.to(device))]
+
+
+def batched_gradient(model: nn.Module, params: dict, data) -> None:
+    for x, y in data:
+        loss = F.cross_entropy(model(x), y)
+        torch.autograd.grad(loss, list(params.values()))
+
+
+def fisher_loop(model: nn.Module, params: dict, data) -> dict:
+    """Baseline: one autograd.grad per sample at batch size 1."""
+    total = {k: torch.zeros_like(p) for k, p in params.items()}
+    for x, y in data:
+        for i in range(x.shape[0]):
+            loss = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
+            for k, g in zip(params, torch.autograd.grad(loss, list(params.values())), strict=True):
+                total[k] += g.square()
+    return total
+
+
+def hutchinson_loop(model: nn.Module, params: dict, data, probes: int, temperature: float) -> dict:
+    """Baseline: per sample one gradient graph at batch size 1, reused by its ``probes`` HVPs."""
+    total = {k: torch.zeros_like(p) for k, p in params.items()}
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(0)
+    values = list(params.values())
+    for x, y in data:
+        for i in range(x.shape[0]):
+            loss = F.cross_entropy(model(x[i : i + 1]) / temperature, y[i : i + 1])
+            grads = torch.autograd.grad(loss, values, create_graph=True)
+            for _ in range(probes):
+                zs = [
+                    torch.randint(0, 2, p.shape, generator=gen, device=p.device).to(p.dtype) * 2 - 1
+                    for p in values
+                ]
+                dot = sum((g * z).sum() for g, z in zip(grads, zs, strict=True))
+                hz = torch.autograd.grad(dot, values, retain_graph=True)
+                for k, z, h in zip(params, zs, hz, strict=True):
+                    total[k] += z * h
+    return total
+
+
+def run(model_name: str, device: torch.device, repeats: int) -> None:
+    model = build(model_name, device)
+    params = prunable_parameters(model)
+    data = scoring_data(device)
+    n_params = sum(p.numel() for p in params.values())
+    print(f"\n== {model_name}: {n_params / 1e6:.2f}M prunable weights, 100 samples, device {device} ==")
+    with torch.enable_grad():
+        base = median_seconds(lambda: batched_gradient(model, params, data), device, repeats * 3)
+    print(f"one batched gradient: {base * 1e3:.1f} ms (the unit below)")
+    print(f"{'criterion':<18}{'× batched gradient':>20}")
+    times = {}
+    for name in initprune.criteria():
+        crit_data = None if name in DATA_FREE else data
+        reps = 1 if name.startswith("hutch") else repeats
+
+        def call(name: str = name, crit_data=crit_data) -> None:
+            initprune.score(model, name, crit_data, input_shape=(3, 32, 32))
+
+        times[name] = median_seconds(call, device, reps)
+        print(f"{name:<18}{times[name] / base:>20.2f}")
+
+    loop_reps = max(1, repeats // 2)
+    with torch.enable_grad():
+        loop = median_seconds(lambda: fisher_loop(model, params, data), device, loop_reps)
+    mem_fd = peak_memory_bytes(lambda: initprune.score(model, "fisher_diag", data), device)
+    with torch.enable_grad():
+        mem_base = peak_memory_bytes(lambda: batched_gradient(model, params, data), device)
+    print(
+        f"fisher_diag: {times['fisher_diag'] / base:.2f}× one batched gradient (target ≤ 1.5); "
+        f"{loop / times['fisher_diag']:.1f}× faster than the batch-1 loop ({loop / base:.1f}×); "
+        f"peak memory {mem_fd / mem_base:.2f}× the batched gradient's (target ≤ 2; "
+        f"{mem_fd / 2**20:.0f} vs {mem_base / 2**20:.0f} MiB)"
+    )
+    with torch.enable_grad():
+        hloop = median_seconds(lambda: hutchinson_loop(model, params, data, 10, 200.0), device, 1, warmup=0)
+    print(
+        f"hutch_diag (10 probes/sample): {hloop / times['hutch_diag']:.1f}× faster than the batch-1 loop "
+        f"(target ≥ 20); loop {hloop / base:.1f}×, batched {times['hutch_diag'] / base:.1f}× one batched "
+        "gradient"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--models", nargs="+", default=["vgg_small", "resnet20"])
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for name in args.models:
+        run(name, device, repeats=2 if args.quick else 5)
+
+
+if __name__ == "__main__":
+    main()
