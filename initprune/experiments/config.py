@@ -1,0 +1,188 @@
+"""The configuration of one pruning-at-initialization run: a typed dataclass whose fields are the
+``initprune run`` flags and the config-file keys (the same names; dashes and underscores both accepted).
+
+Precedence: dataclass defaults < config file (YAML) < command-line flags. An unknown key is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import InitpruneError, check_sparsity, unknown_choice
+from ..masks import SCOPES
+from ..train import TrainConfig
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class RunConfig:
+    """One run: initialize, (warm up BatchNorm), score, mask, train the sparse network, evaluate.
+
+    The defaults are the small-scale testbed: VGG-11 at a quarter width on Fashion-MNIST, pruned to 98%
+    sparsity by HP (Hutchinson OBD) after a BatchNorm warmup, trained for 3 epochs.
+    """
+
+    model: str = field(default="vgg11", metadata=_help("Model name (`initprune models` lists them)"))
+    model_options: dict[str, Any] = field(
+        default_factory=lambda: {"width": 0.25},
+        metadata=_help("Model options as KEY=VALUE (e.g. width=0.25; see `initprune models`)"),
+    )
+    dataset: str = field(default="fashion_mnist", metadata=_help("Dataset name (`initprune datasets`)"))
+    data_dir: str | None = field(default=None, metadata=_help("Where the dataset files are"))
+    dataset_options: dict[str, Any] = field(
+        default_factory=dict, metadata=_help("Dataset options as KEY=VALUE (e.g. augmentation=crop_flip)")
+    )
+    val_size: int = field(default=5000, metadata=_help("Validation samples held out of the training set"))
+    criterion: str = field(default="hutch_pruner", metadata=_help("Pruning criterion (`initprune criteria`)"))
+    criterion_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_help("Criterion options as KEY=VALUE (e.g. probes=10 temperature=200)"),
+    )
+    sparsity: float = field(default=0.98, metadata=_help("Fraction of prunable weights removed, in [0, 1)"))
+    scope: str = field(default="global", metadata=_help("Pruning scope: global, layerwise or erk"))
+    rounds: int | None = field(
+        default=None, metadata=_help("Pruning rounds (default: the criterion's; synflow 100, others 1)")
+    )
+    warmup_batches: int | None = field(
+        default=100,
+        metadata=_help(
+            "BatchNorm warmup batches before scoring (0: none; none: one pass over training data)"
+        ),
+    )
+    warmup_cumulative: bool = field(
+        default=False, metadata=_help("Cumulative averaging of BatchNorm statistics during the warmup")
+    )
+    scoring_per_class: int = field(default=10, metadata=_help("Scoring samples drawn per class"))
+    scoring_augment: bool = field(default=False, metadata=_help("Augment the scoring samples"))
+    include_classifier: bool = field(default=False, metadata=_help("Also prune the final classifier"))
+    exclude_first: bool = field(default=False, metadata=_help("Keep the first layer dense"))
+    batch_size: int = field(default=512, metadata=_help("Training batch size"))
+    epochs: float = field(default=3, metadata=_help("Training epochs; fractions allowed (0.1 = a tenth)"))
+    lr: float = field(default=0.03, metadata=_help("Base learning rate"))
+    schedule: str = field(default="cosine", metadata=_help("Learning-rate schedule: step, cosine, constant"))
+    seed: int = field(default=0, metadata=_help("Seed of initialization, scoring, splits and training"))
+    device: str = field(default="auto", metadata=_help("Device: auto (cuda if available), cpu or cuda"))
+    out: str | None = field(
+        default=None, metadata=_help("Output folder (default: runs/<model>-<dataset>-<criterion>-...-<hash>)")
+    )
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=3, schedule="cosine"),
+        metadata=_help("Remaining training settings (flags of their own)"),
+    )
+
+    def __post_init__(self) -> None:
+        self.sparsity = check_sparsity(self.sparsity)
+        if self.scope not in SCOPES:
+            raise unknown_choice("scope", self.scope, SCOPES)
+        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
+            raise unknown_choice("device", self.device, DEVICES)
+        for name in ("val_size", "scoring_per_class", "batch_size"):
+            value = getattr(self, name)
+            low = 0 if name == "val_size" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise InitpruneError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.rounds is not None and (not isinstance(self.rounds, int) or self.rounds < 1):
+            raise InitpruneError(f"rounds must be a positive integer or none, got {self.rounds!r}")
+        if self.warmup_batches is not None and (
+            not isinstance(self.warmup_batches, int) or self.warmup_batches < 0
+        ):
+            raise InitpruneError(
+                f"warmup_batches must be an integer >= 0 or none, got {self.warmup_batches!r}"
+            )
+        for name in ("model_options", "dataset_options", "criterion_options"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise InitpruneError(f"{name} must be a mapping of KEY: VALUE, got {getattr(self, name)!r}")
+        # The run-level training fields are the source of truth for the TrainConfig.
+        self.train = dataclasses.replace(
+            self.train, epochs=self.epochs, lr=self.lr, schedule=self.schedule, seed=self.seed
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat dict of every setting (run fields and training fields), as written to config.yaml."""
+        flat = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "train"}
+        for f in fields(TrainConfig):
+            if f.name not in flat:
+                flat[f.name] = getattr(self.train, f.name)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
+
+    def identity(self) -> str:
+        """Hash of every setting that changes the result (``out`` and ``device`` excluded)."""
+        settings = {k: v for k, v in self.to_dict().items() if k not in ("out", "device")}
+        text = json.dumps(settings, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    def default_out(self) -> str:
+        return (
+            f"runs/{self.model}-{self.dataset}-{self.criterion}-s{self.sparsity:g}-seed{self.seed}-"
+            f"{self.identity()}"
+        )
+
+
+RUN_KEYS = tuple(f.name for f in fields(RunConfig) if f.name != "train")
+TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name not in RUN_KEYS)
+ALL_KEYS = RUN_KEYS + TRAIN_KEYS
+
+
+def normalize_keys(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Map dashed keys to field names; an unknown key names itself, its source and the valid keys."""
+    out = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name not in ALL_KEYS:
+            raise InitpruneError(
+                f"unknown key {key!r} in {source}; valid keys: {', '.join(sorted(ALL_KEYS))}"
+            )
+        out[name] = value
+    return out
+
+
+def build_config(values: Mapping[str, Any], source: str = "settings") -> RunConfig:
+    """A RunConfig from a flat mapping of run and training settings."""
+    values = normalize_keys(values, source)
+    run_values = {k: v for k, v in values.items() if k in RUN_KEYS}
+    train_values = {k: v for k, v in values.items() if k in TRAIN_KEYS}
+    try:
+        base_train = TrainConfig(**{**{"epochs": 3, "schedule": "cosine"}, **train_values})
+        return RunConfig(**run_values, train=base_train)
+    except TypeError as exc:  # a value of the wrong kind for a field
+        raise InitpruneError(f"bad setting in {source}: {exc}") from None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a flat dict of settings (keys checked)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InitpruneError(f"config file {str(path)!r} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InitpruneError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise InitpruneError(f"config file {str(path)!r} must hold a mapping of key: value")
+    return normalize_keys(values, f"config file {path}")
+
+
+def field_help() -> dict[str, tuple[Any, str]]:
+    """{key: (default, help)} for every setting, run fields first."""
+    out: dict[str, tuple[Any, str]] = {}
+    defaults = RunConfig()
+    for f in fields(RunConfig):
+        if f.name != "train":
+            out[f.name] = (getattr(defaults, f.name), f.metadata.get("help", ""))
+    for f in fields(TrainConfig):
+        if f.name not in out:
+            out[f.name] = (getattr(defaults.train, f.name), f.metadata.get("help", ""))
+    return out

@@ -1,0 +1,236 @@
+"""One complete pruning-at-initialization run, resumable, with every output written atomically.
+
+The output folder holds ``config.yaml`` (the resolved settings), ``mask.pt`` and ``pruned_init.pt`` (the
+mask and the pruned network before training: a run interrupted after scoring resumes from them),
+``checkpoint.pt`` (after every epoch), ``metrics.jsonl`` (one line per epoch) and ``result.json``. A
+finished run is not run again; an interrupted one resumes and ends as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ..data import load_dataset, scoring_batches
+from ..errors import InitpruneError
+from ..masks import Mask, atomic_torch_save
+from ..models import create_model, model_options
+from ..pruning import prune
+from ..scores import get_criterion
+from ..train import evaluate, train
+from ..warmup import warmup_bn
+from .config import RunConfig
+
+logger = logging.getLogger(__name__)
+
+RESULT = "result.json"
+CONFIG = "config.yaml"
+MASK = "mask.pt"
+PRUNED_INIT = "pruned_init.pt"
+METRICS = "metrics.jsonl"
+PRUNING_INFO = "pruning.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, payload: Any) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InitpruneError(f"device {name!r} was asked for but CUDA is not available; use --device cpu")
+    return device
+
+
+def _claim_output(out: Path, config: RunConfig) -> None:
+    """Write config.yaml, or check that an existing one describes the same run."""
+    path = out / CONFIG
+    settings = config.to_dict()
+    if path.exists():
+        previous = yaml.safe_load(path.read_text()) or {}
+        same = {k: v for k, v in previous.items() if k not in ("out", "device")}
+        ours = {k: v for k, v in settings.items() if k not in ("out", "device")}
+        if json.dumps(same, sort_keys=True, default=str) != json.dumps(ours, sort_keys=True, default=str):
+            changed = sorted(k for k in set(same) | set(ours) if same.get(k) != ours.get(k))
+            raise InitpruneError(
+                f"output folder {str(out)!r} holds a run with other settings "
+                f"(differing: {', '.join(changed)}); choose another --out or remove it"
+            )
+        return
+    atomic_write_text(path, yaml.safe_dump(settings, sort_keys=False))
+
+
+def _build_model(config: RunConfig, num_classes: int, input_shape: tuple[int, ...]) -> torch.nn.Module:
+    options = dict(config.model_options)
+    if "image_size" in model_options(config.model) and "image_size" not in options:
+        options["image_size"] = input_shape[-1]
+    torch.manual_seed(config.seed)
+    return create_model(config.model, num_classes=num_classes, in_channels=input_shape[0], **options)
+
+
+def _prune(config: RunConfig, model: torch.nn.Module, splits: Any, out: Path) -> tuple[Mask, dict]:
+    """Warm up, score and mask ``model`` (or restore both from an interrupted run)."""
+    if (out / MASK).exists() and (out / PRUNED_INIT).exists() and (out / PRUNING_INFO).exists():
+        model.load_state_dict(torch.load(out / PRUNED_INIT, weights_only=True))
+        info = json.loads((out / PRUNING_INFO).read_text())
+        return Mask.load(out / MASK), info
+    crit = get_criterion(config.criterion)
+    crit.check_options(config.criterion_options)
+    warmup_data = splits.loader(
+        "train", batch_size=config.batch_size, shuffle=True, augment=False, seed=config.seed
+    )
+    batches = scoring_batches(
+        splits, per_class=config.scoring_per_class, seed=config.seed, augment=config.scoring_augment
+    )
+    warmup_batches = config.warmup_batches
+    start = time.perf_counter()
+    if warmup_batches != 0:
+        warmup_bn(model, warmup_data, batches=warmup_batches, cumulative=config.warmup_cumulative)
+    warmup_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    mask = prune(
+        model,
+        config.criterion,
+        batches if crit.needs_data else None,
+        sparsity=config.sparsity,
+        rounds=config.rounds,
+        scope=config.scope,
+        warmup_batches=0,
+        seed=config.seed,
+        input_shape=tuple(splits.input_shape),
+        include_classifier=config.include_classifier,
+        exclude_first=config.exclude_first,
+        **config.criterion_options,
+    )
+    if model_device(model).type == "cuda":
+        torch.cuda.synchronize()
+    info = {
+        "warmup_seconds": warmup_seconds,
+        "scoring_seconds": time.perf_counter() - start,
+        "criterion_options": {**crit.options, **config.criterion_options},
+        "rounds": config.rounds or crit.default_rounds,
+        "scoring_samples": config.scoring_per_class * splits.num_classes,
+    }
+    mask.save(out / MASK)
+    atomic_torch_save(model.state_dict(), out / PRUNED_INIT)
+    write_json(out / PRUNING_INFO, info)
+    return mask, info
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def run_experiment(config: RunConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume, or return the finished result of) the experiment ``config`` describes."""
+    out = Path(config.out or config.default_out())
+    if (out / RESULT).exists():
+        _claim_output(out, config)
+        logger.info("%s is finished; delete it to run again", out)
+        return json.loads((out / RESULT).read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    _claim_output(out, config)
+    device = resolve_device(config.device)
+
+    splits = load_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        val_size=config.val_size,
+        seed=config.seed,
+        device=device,
+        **config.dataset_options,
+    )
+    model = _build_model(config, splits.num_classes, tuple(splits.input_shape)).to(device)
+    mask, info = _prune(config, model, splits, out)
+
+    train_loader = splits.loader("train", batch_size=config.batch_size, seed=config.seed)
+    val_loader = splits.loader("val", batch_size=1024) if splits.val is not None else None
+
+    metrics = out / METRICS
+    history_so_far = (
+        [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    )
+
+    def record(epoch: dict[str, Any]) -> None:
+        history_so_far[:] = [r for r in history_so_far if r["epoch"] < epoch["epoch"]] + [epoch]
+        atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in history_so_far))
+
+    start = time.perf_counter()
+    trained = train(
+        model,
+        train_loader,
+        config.train,
+        mask=mask,
+        val_loader=val_loader,
+        checkpoint_dir=out,
+        device=device,
+        progress=progress,
+        on_epoch_end=record,
+    )
+    history = trained["history"]
+    atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in history))
+    train_seconds = sum(r.get("seconds") or 0.0 for r in history) or time.perf_counter() - start
+
+    test = evaluate(model, splits.loader("test", batch_size=1024), device=device)
+    val = evaluate(model, val_loader, device=device) if val_loader is not None else {}
+    named = dict(model.named_parameters())
+    zeros_hold = all(bool((named[k].detach()[~mask[k].to(device)] == 0).all()) for k in mask)
+    result = {
+        "model": config.model,
+        "dataset": config.dataset,
+        "criterion": config.criterion,
+        "criterion_options": info["criterion_options"],
+        "temperature": info["criterion_options"].get("temperature"),
+        "target_sparsity": config.sparsity,
+        "sparsity": mask.sparsity,
+        "density": mask.density,
+        "scope": config.scope,
+        "rounds": info["rounds"],
+        "warmup_batches": config.warmup_batches,
+        "scoring_samples": info["scoring_samples"],
+        "val_accuracy": val.get("accuracy"),
+        "test_accuracy": test["accuracy"],
+        "test_top5_accuracy": test.get("top5_accuracy"),
+        "test_loss": test["loss"],
+        "per_layer_density": mask.per_layer(),
+        "collapsed_layers": mask.collapsed(),
+        "pruned_weights_stayed_zero": zeros_hold,
+        "kept_weights": mask.num_kept,
+        "prunable_weights": mask.num_total,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "warmup_seconds": info["warmup_seconds"],
+        "scoring_seconds": info["scoring_seconds"],
+        "train_seconds": train_seconds,
+        "epochs": config.epochs,
+        "seed": config.seed,
+        "device": str(device),
+        "torch": torch.__version__,
+        "out": str(out),
+    }
+    write_json(out / RESULT, result)
+    return result
