@@ -6,6 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+# The tests use tiny tensors, for which one thread is fastest and immune to a busy machine.
+torch.set_num_threads(1)
+
 
 def tiny_mlp(activation: type[nn.Module] = nn.Tanh, classes: int = 3) -> nn.Sequential:
     """6 → 5 → 4 → classes; the last Linear is the classifier."""

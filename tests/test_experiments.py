@@ -1,0 +1,220 @@
+"""Complete runs: outputs, resume after an interruption, refusal to mix runs, and the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from initprune.cli import main
+from initprune.experiments import build_config, run_experiment
+from initprune.experiments import run as run_module
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+TIMING = {"warmup_seconds", "scoring_seconds", "train_seconds", "out"}
+
+SMALL = {
+    "model": "resnet20",
+    "model_options": {"width": 0.25},
+    "dataset": "synthetic",
+    "dataset_options": {"input_shape": [1, 8, 8], "train_size": 400, "test_size": 100, "num_classes": 4},
+    "val_size": 80,
+    "criterion": "fisher_pruner",
+    "sparsity": 0.9,
+    "warmup_batches": 2,
+    "scoring_per_class": 3,
+    "batch_size": 64,
+    "epochs": 2,
+    "device": "cpu",
+}
+
+
+def _config(out: Path, **changes):
+    return build_config({**SMALL, "out": str(out), **changes})
+
+
+def test_a_run_writes_every_output(tmp_path):
+    result = run_experiment(_config(tmp_path / "run"), progress=False)
+    files = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert files == [
+        "checkpoint.pt",
+        "config.yaml",
+        "mask.pt",
+        "metrics.jsonl",
+        "pruned_init.pt",
+        "pruning.json",
+        "result.json",
+    ]
+    for key in (
+        "model",
+        "dataset",
+        "criterion",
+        "sparsity",
+        "val_accuracy",
+        "test_accuracy",
+        "per_layer_density",
+        "collapsed_layers",
+        "scoring_seconds",
+        "train_seconds",
+        "seed",
+    ):
+        assert key in result
+    assert result["sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert result["pruned_weights_stayed_zero"] is True
+    assert result["temperature"] == 1.0 and result["criterion_options"]["chunk_size"] == 64
+    assert set(result["per_layer_density"]) == set(torch.load(tmp_path / "run" / "mask.pt")["masks"])
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert json.loads((tmp_path / "run" / "result.json").read_text()) == result
+    # a finished run is returned, not run again
+    assert run_experiment(_config(tmp_path / "run"), progress=False) == result
+
+
+def _comparable(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k not in TIMING}
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    reference = run_experiment(_config(tmp_path / "whole"), progress=False)
+
+    real_train = run_module.train
+
+    def killed_after_first_epoch(*args, on_epoch_end, **kwargs):
+        def hook(record):
+            on_epoch_end(record)
+            if record["epoch"] == 1:
+                raise KeyboardInterrupt
+
+        return real_train(*args, on_epoch_end=hook, **kwargs)
+
+    monkeypatch.setattr(run_module, "train", killed_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(_config(tmp_path / "cut"), progress=False)
+    assert not (tmp_path / "cut" / "result.json").exists()
+    monkeypatch.setattr(run_module, "train", real_train)
+    monkeypatch.setattr(run_module, "prune", lambda *a, **k: pytest.fail("scoring must not run again"))
+    resumed = run_experiment(_config(tmp_path / "cut"), progress=False)
+    assert _comparable(resumed) == _comparable(reference)
+    whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["model"]
+    cut = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+
+
+def test_an_output_folder_of_another_run_is_refused(tmp_path):
+    run_experiment(_config(tmp_path / "run", epochs=0.5), progress=False)
+    with pytest.raises(ValueError, match=r"other settings \(differing: epochs\)"):
+        run_experiment(_config(tmp_path / "run", epochs=1), progress=False)
+
+
+def test_default_output_folder_is_named_by_settings(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a, b = build_config(SMALL), build_config({**SMALL, "sparsity": 0.95})
+    assert a.default_out() != b.default_out()
+    assert a.default_out().startswith("runs/resnet20-synthetic-fisher_pruner-s0.9-seed0-")
+    assert build_config({**SMALL, "device": "cuda"}).identity() == a.identity()
+
+
+def test_cli_run_with_a_config_file_and_flags(tmp_path, capsys):
+    import yaml
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**SMALL, "epochs": 0.5, "criterion": "snip"}))
+    code = main(
+        [
+            "run",
+            "--config",
+            str(config),
+            "--sparsity",
+            "0.8",
+            "--out",
+            str(tmp_path / "o"),
+            "--quiet",
+            "--criterion-options",
+            "temperature=2",
+        ]
+    )
+    assert code == 0
+    result = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert result["criterion"] == "snip" and result["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert result["temperature"] == 2
+    printed = capsys.readouterr().out
+    assert "per-layer density" in printed and "test accuracy" in printed
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--criterion", "snipp"], "unknown criterion 'snipp'; valid:"),
+        (["--sparsity", "1.5"], "sparsity must be in [0, 1)"),
+        (["--model", "vgg7"], "unknown model 'vgg7'; valid:"),
+        (["--scope", "rows"], "unknown scope 'rows'; valid: erk, global, layerwise"),
+        (
+            ["--dataset", "cifar10", "--data-dir", "/nonexistent", "--dataset-options"],
+            "cifar-10-python.tar.gz",
+        ),
+        (["--criterion-options", "probes=3"], "'fisher_pruner' does not take option(s) 'probes'"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
+    args = ["run", "--quiet", "--out", str(tmp_path / "x")]
+    for key, value in SMALL.items():
+        if not isinstance(value, dict):
+            args += [f"--{key.replace('_', '-')}", str(value)]
+    args += ["--dataset-options", "input_shape=[1,8,8]", "train_size=400", "test_size=100", "num_classes=4"]
+    code = main(args + argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and err.count("\n") == 1
+
+
+def test_cli_unknown_config_key(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("sparsty: 0.9\n")
+    assert main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'sparsty'" in err and "sparsity" in err
+
+
+def test_cli_listings(capsys):
+    for command, expected in (
+        ("criteria", "hutch_pruner"),
+        ("models", "resnet20"),
+        ("datasets", "fashion_mnist"),
+    ):
+        assert main([command]) == 0
+        assert expected in capsys.readouterr().out
+
+
+def test_the_installed_command_runs():
+    done = subprocess.run(
+        [sys.executable, "-m", "initprune.cli", "criteria"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0 and "fisher_diag" in done.stdout
+
+
+@pytest.mark.skipif(not FASHION.exists() and not os.environ.get("CI"), reason="dataset-fashion-mnist absent")
+def test_real_fashion_mnist_run_learns(tmp_path):
+    """A short real run: LeNet-5 on Fashion-MNIST, 80% sparse by SNIP, half an epoch."""
+    config = build_config(
+        {
+            "model": "lenet5",
+            "model_options": {},
+            "criterion": "snip",
+            "sparsity": 0.8,
+            "epochs": 0.5,
+            "batch_size": 128,
+            "warmup_batches": 0,
+            "lr": 0.1,
+            "device": "cpu",
+            "out": str(tmp_path / "f"),
+        }
+    )
+    result = run_experiment(config, progress=False)
+    assert result["test_accuracy"] > 0.5
+    assert result["collapsed_layers"] == []
+    assert result["pruned_weights_stayed_zero"]
