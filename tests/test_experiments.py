@@ -218,3 +218,15 @@ def test_real_fashion_mnist_run_learns(tmp_path):
     assert result["test_accuracy"] > 0.5
     assert result["collapsed_layers"] == []
     assert result["pruned_weights_stayed_zero"]
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("configs/*/*.yaml")), ids=str)
+def test_every_preset_is_a_valid_config(path):
+    from initprune.experiments import load_config_file
+    from initprune.models import create_model
+
+    config = build_config(load_config_file(path), str(path))
+    assert config.model and config.dataset
+    if "paper" in str(path):
+        assert config.train.epochs == 160 and config.batch_size == 512
+    create_model(config.model, num_classes=10, in_channels=3, **config.model_options)

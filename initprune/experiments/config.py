@@ -133,6 +133,7 @@ class RunConfig:
 
 RUN_KEYS = tuple(f.name for f in fields(RunConfig) if f.name != "train")
 TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name not in RUN_KEYS)
+_SHARED = tuple(f.name for f in fields(TrainConfig) if f.name in RUN_KEYS)
 ALL_KEYS = RUN_KEYS + TRAIN_KEYS
 
 
@@ -154,9 +155,11 @@ def build_config(values: Mapping[str, Any], source: str = "settings") -> RunConf
     values = normalize_keys(values, source)
     run_values = {k: v for k, v in values.items() if k in RUN_KEYS}
     train_values = {k: v for k, v in values.items() if k in TRAIN_KEYS}
+    # Settings both levels have (epochs, lr, schedule, seed) are read from the run level.
+    defaults = {f.name: f.default for f in fields(RunConfig)}
+    shared = {k: run_values.get(k, defaults[k]) for k in _SHARED}
     try:
-        base_train = TrainConfig(**{**{"epochs": 3, "schedule": "cosine"}, **train_values})
-        return RunConfig(**run_values, train=base_train)
+        return RunConfig(**run_values, train=TrainConfig(**shared, **train_values))
     except TypeError as exc:  # a value of the wrong kind for a field
         raise InitpruneError(f"bad setting in {source}: {exc}") from None
 
