@@ -1,31 +1,36 @@
 """Cost of the curvature diagonals in units of one batched gradient, measured in one process.
 
-    python benchmarks/curvature_cost.py [--samples 100] [--repeats 5] [--vgg-width 0.25] [--hutchinson]
+    python benchmarks/curvature_cost.py [--threads N] [--repeats 5] [--models M ...] [--hutchinson]
 
-For a small VGG-style BatchNorm net (VGG-11 at a fraction of its width) and ResNet-20 on random 3×32×32
-inputs with 10 classes, in eval mode, it times: one batched gradient of the mean loss (the unit), the
-empirical Fisher diagonal (FD), the exact GGN diagonal (C = 10 backward columns: expect about C + 1 units
-at most), the Monte-Carlo true Fisher with m = 1 and m = 4 sampled labels (m = 1 should cost about what FD
-does), and, with ``--hutchinson``, Hutchinson with 10 probes per sample (T = 200). Fastest of
-``--repeats`` runs after one warm-up.
+The networks and data of ``benchmarks/scoring.py`` (a small VGG-style BatchNorm net and ResNet-20, 100
+CIFAR-shaped samples, 10 classes, eval mode). It times one batched gradient of the mean loss (the unit),
+the empirical Fisher diagonal (FD), the exact GGN diagonal (C = 10 backward columns), the Monte-Carlo true
+Fisher with m = 1 and m = 4 sampled labels, and, with ``--hutchinson``, Hutchinson with 10 independent
+probes per sample (T = 200). Fastest of ``--repeats`` runs after one warm-up (the minimum resists load
+from other processes). The GGN needs C backward passes, so its floor is about C + 1 gradients; each
+column's per-sample square sums cost what FD's one column costs, so expect about C × (FD − 1) + 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from collections.abc import Callable
 
 import torch
 
+sys.path.insert(0, os.path.dirname(__file__))
+
+from scoring import build, scoring_data
+
 from initprune.curvature import batch_gradient, hutchinson_diagonal, per_sample_gradient_moments
 from initprune.gauss_newton import ggn_diagonal, mc_fisher_diagonal
-from initprune.models import create_model
 from initprune.prunable import prunable_parameters
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """Fastest of ``repeats`` timed runs after one warm-up (the minimum resists load from other processes)."""
     fn()
     times = []
     for _ in range(repeats):
@@ -35,35 +40,31 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
-def measure(
-    name: str, model: torch.nn.Module, samples: int, repeats: int, hutchinson: bool
-) -> list[tuple[str, str, float, float]]:
-    torch.manual_seed(0)
-    model.eval()
+def measure(model_name: str, repeats: int, hutchinson: bool) -> list[tuple[str, float, float]]:
+    model = build(model_name, torch.device("cpu"))
     params = prunable_parameters(model)
     for p in params.values():
         p.requires_grad_(True)
-    batches = [(torch.randn(samples, 3, 32, 32), torch.arange(samples) % 10)]
+    data = scoring_data(torch.device("cpu"))
 
     def gen() -> torch.Generator:
         return torch.Generator().manual_seed(0)
 
     jobs: dict[str, Callable[[], object]] = {
-        "batch gradient": lambda: batch_gradient(model, params, batches),
-        "fisher_diag (EF)": lambda: per_sample_gradient_moments(model, params, batches),
-        "ggn_diag (exact, C=10)": lambda: ggn_diagonal(model, params, batches),
-        "fisher_mc_diag m=1": lambda: mc_fisher_diagonal(model, params, batches, generator=gen()),
-        "fisher_mc_diag m=4": lambda: mc_fisher_diagonal(model, params, batches, samples=4, generator=gen()),
+        "fisher_diag (EF)": lambda: per_sample_gradient_moments(model, params, data),
+        "ggn_diag (exact, C=10)": lambda: ggn_diagonal(model, params, data),
+        "fisher_mc_diag m=1": lambda: mc_fisher_diagonal(model, params, data, generator=gen()),
+        "fisher_mc_diag m=4": lambda: mc_fisher_diagonal(model, params, data, samples=4, generator=gen()),
     }
     if hutchinson:
         jobs["hutch_diag k=10, T=200"] = lambda: hutchinson_diagonal(
-            model, params, batches, probes=10, temperature=200.0, generator=gen()
+            model, params, data, probes=10, temperature=200.0, generator=gen()
         )
-    unit = best_time(jobs.pop("batch gradient"), repeats)
-    rows = [(name, "batch gradient", unit, 1.0)]
+    unit = best_time(lambda: batch_gradient(model, params, data), 3 * repeats)
+    rows = [("batch gradient", unit, 1.0)]
     for label, fn in jobs.items():
         t = best_time(fn, 1 if "hutch" in label else repeats)
-        rows.append((name, label, t, t / unit))
+        rows.append((label, t, t / unit))
     return rows
 
 
@@ -71,20 +72,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--samples", type=int, default=100, help="scoring samples (one batch)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per estimator (median)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per estimator (fastest kept)")
+    parser.add_argument("--models", nargs="+", default=["vgg_small", "resnet20"])
     parser.add_argument("--hutchinson", action="store_true", help="also time Hutchinson (slow on CPU)")
-    parser.add_argument("--vgg-width", type=float, default=0.25, help="width multiplier of the VGG-11")
     args = parser.parse_args()
-    nets = {
-        f"vgg11 (width {args.vgg_width})": create_model("vgg11", num_classes=10, width=args.vgg_width),
-        "resnet20": create_model("resnet20", num_classes=10),
-    }
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.samples} samples, CPU")
-    print(f"{'model':<22} {'estimator':<26} {'seconds':>9} {'× gradient':>11}")
-    for name, model in nets.items():
-        for net, label, seconds, ratio in measure(name, model, args.samples, args.repeats, args.hutchinson):
-            print(f"{net:<22} {label:<26} {seconds:>9.3f} {ratio:>11.2f}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, 100 samples, CPU")
+    print(f"{'model':<11} {'estimator':<24} {'seconds':>9} {'× gradient':>11}")
+    for name in args.models:
+        for label, seconds, ratio in measure(name, args.repeats, args.hutchinson):
+            print(f"{name:<11} {label:<24} {seconds:>9.4f} {ratio:>11.2f}", flush=True)
 
 
 if __name__ == "__main__":
