@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.func import grad, vjp, vmap
 
 from .per_sample import loss_gradient_vectors, per_sample_square_sums
+from .progress import progress_bar
 from .samples import (
     Batch,
     TensorDict,
@@ -140,6 +141,7 @@ def hutchinson_diagonal(
     generator: torch.Generator,
     chunk_size: int | None = 16,
     probe_params: Mapping[str, Tensor] | None = None,
+    progress: bool = False,
 ) -> TensorDict:
     """Hutchinson estimate of diag(H), with independent probes per sample.
 
@@ -172,7 +174,8 @@ def hutchinson_diagonal(
     shapes = {name: p.shape for name, p in probed.items()}
     device, dtype = next(iter(probed.values())).device, next(iter(probed.values())).dtype
     total = {name: torch.zeros_like(probed[name]) for name in wanted}
-    for x, y in iter_chunks(batches, chunk_size):
+    chunks = list(iter_chunks(batches, chunk_size))
+    for x, y in progress_bar(chunks, desc="Hutchinson", enabled=progress):
         z = rademacher_probes(shapes, probes, x.shape[0], generator, device, dtype)
         for name, value in batched(x, y, z).items():
             total[name] += value.sum(0)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
-import torch
 from torch import nn
 
 from .errors import InitpruneError, check_sparsity, unknown_choice
 from .masks import SCOPES, Mask, make_mask
+from .progress import progress_bar
 from .prunable import prunable_parameters
 from .scores import as_batches, get_criterion, score
 from .warmup import warmup_bn
@@ -37,6 +37,7 @@ def prune(
     input_shape: tuple[int, ...] | None = None,
     include_classifier: bool = False,
     exclude_first: bool = False,
+    progress: bool = False,
     **options: Any,
 ) -> Mask:
     """Warm up BatchNorm, score, mask and prune ``model`` in place; return the final :class:`Mask`.
@@ -44,7 +45,8 @@ def prune(
     ``rounds`` (default: the criterion's, 100 for SynFlow, else 1) iterates with density
     d_t = d^((t+1)/R): each round scores the already-pruned model, pruned weights are zeroed between
     rounds and stay pruned. ``warmup_batches`` batches of ``warmup_data`` (default: ``data``) update the
-    BatchNorm statistics first (0: no warmup, None: one pass). ``options`` go to the criterion.
+    BatchNorm statistics first (0: no warmup, None: one pass). ``options`` go to the criterion;
+    ``progress`` shows bars on a terminal.
     """
     sparsity = check_sparsity(sparsity)
     if scope not in SCOPES:
@@ -63,10 +65,11 @@ def prune(
         source = warmup_data if warmup_data is not None else batches
         if source is None:
             raise InitpruneError("BatchNorm warmup needs data: pass data or warmup_data, or warmup_batches=0")
-        warmup_bn(model, source, batches=warmup_batches)
+        warmup_bn(model, source, batches=warmup_batches, progress=progress)
 
     mask: Mask | None = None
     densities = round_densities(sparsity, rounds)
+    bar = progress_bar(total=rounds, desc=f"{criterion} rounds", enabled=progress and rounds > 1)
     for t, density in enumerate(densities):
         scores = score(
             model,
@@ -75,16 +78,13 @@ def prune(
             seed=seed + t * _ROUND_SEED_STRIDE,
             input_shape=input_shape,
             prunable=params,
+            progress=progress and rounds == 1,
             **options,
         )
         last = t == rounds - 1
         mask = make_mask(scores, 1.0 - density, scope, previous=mask, warn=last)
         mask.apply(model)
+        bar.update()
+    bar.close()
     assert mask is not None
     return mask
-
-
-def masked_parameters(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> dict[str, nn.Parameter]:
-    """The parameters of ``model`` that ``mask`` covers, by name."""
-    named = dict(model.named_parameters())
-    return {name: named[name] for name in mask}

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .errors import InitpruneError
+from .progress import progress_bar
 
 
 def batchnorm_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -20,7 +21,12 @@ def batchnorm_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]
 
 @torch.no_grad()
 def warmup_bn(
-    model: nn.Module, data: Iterable[Any], batches: int | None = None, *, cumulative: bool = False
+    model: nn.Module,
+    data: Iterable[Any],
+    batches: int | None = None,
+    *,
+    cumulative: bool = False,
+    progress: bool = False,
 ) -> int:
     """Update BatchNorm running statistics with train-mode forwards over ``batches`` batches of ``data``.
 
@@ -28,7 +34,8 @@ def warmup_bn(
     batch count) do. ``batches=None`` makes one pass over ``data``; ``batches=0`` does nothing.
     ``cumulative=True`` replaces PyTorch's exponential momentum by a cumulative average over the warmup
     batches (the statistics then are the mean over those batches, independent of their order). The
-    model's train/eval modes are restored afterwards. Returns the number of batches used.
+    model's train/eval modes are restored afterwards. ``progress`` shows a bar on a terminal. Returns the
+    number of batches used.
     """
     if batches is not None and int(batches) < 0:
         raise InitpruneError(f"warmup batches must be >= 0 or None (one pass), got {batches!r}")
@@ -45,7 +52,8 @@ def warmup_bn(
             for m in norms:
                 m.reset_running_stats()
                 m.momentum = None
-        for item in data:
+        total = batches if batches is not None else (len(data) if hasattr(data, "__len__") else None)
+        for item in progress_bar(data, total=total, desc="BN warmup", enabled=progress):
             if batches is not None and used >= batches:
                 break
             x = item[0] if isinstance(item, (tuple, list)) else item

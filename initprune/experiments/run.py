@@ -93,7 +93,9 @@ def _build_model(config: RunConfig, num_classes: int, input_shape: tuple[int, ..
     return create_model(config.model, num_classes=num_classes, in_channels=input_shape[0], **options)
 
 
-def _prune(config: RunConfig, model: torch.nn.Module, splits: Any, out: Path) -> tuple[Mask, dict]:
+def _prune(
+    config: RunConfig, model: torch.nn.Module, splits: Any, out: Path, progress: bool
+) -> tuple[Mask, dict]:
     """Warm up, score and mask ``model`` (or restore both from an interrupted run)."""
     if (out / MASK).exists() and (out / PRUNED_INIT).exists() and (out / PRUNING_INFO).exists():
         model.load_state_dict(torch.load(out / PRUNED_INIT, weights_only=True))
@@ -110,7 +112,9 @@ def _prune(config: RunConfig, model: torch.nn.Module, splits: Any, out: Path) ->
     warmup_batches = config.warmup_batches
     start = time.perf_counter()
     if warmup_batches != 0:
-        warmup_bn(model, warmup_data, batches=warmup_batches, cumulative=config.warmup_cumulative)
+        warmup_bn(
+            model, warmup_data, batches=warmup_batches, cumulative=config.warmup_cumulative, progress=progress
+        )
     warmup_seconds = time.perf_counter() - start
     start = time.perf_counter()
     mask = prune(
@@ -166,7 +170,7 @@ def run_experiment(config: RunConfig, *, progress: bool = True) -> dict[str, Any
         **config.dataset_options,
     )
     model = _build_model(config, splits.num_classes, tuple(splits.input_shape)).to(device)
-    mask, info = _prune(config, model, splits, out)
+    mask, info = _prune(config, model, splits, out, progress)
 
     train_loader = splits.loader("train", batch_size=config.batch_size, seed=config.seed)
     val_loader = splits.loader("val", batch_size=1024) if splits.val is not None else None

@@ -72,6 +72,7 @@ def score(
     prunable: Mapping[str, nn.Parameter] | None = None,
     include_classifier: bool = False,
     exclude_first: bool = False,
+    progress: bool = False,
     **options: Any,
 ) -> ScoreDict:
     """Score every prunable weight of ``model`` with ``criterion``; larger scores are kept.
@@ -80,7 +81,8 @@ def score(
     is an iterable of ``(inputs, targets)`` batches (required by data-dependent criteria); ``options`` are
     the criterion's own (see ``get_criterion(name).options``); an option it does not take is an error.
     ``prunable`` overrides the default choice of prunable weights (``prunable_parameters``). Scoring runs
-    in eval mode and leaves the model exactly as it was.
+    in eval mode and leaves the model exactly as it was; ``progress`` shows a bar on a terminal where
+    the criterion is long (Hutchinson).
     """
     crit = get_criterion(criterion)
     crit.check_options(options)
@@ -98,7 +100,7 @@ def score(
     if input_shape is None and batches is not None:
         input_shape = tuple(batches[0][0].shape[1:])
     ctx = ScoringContext(
-        model, params, batches, int(seed), None if input_shape is None else tuple(input_shape)
+        model, params, batches, int(seed), None if input_shape is None else tuple(input_shape), progress
     )
     with scoring_mode(model, params):
         scores = crit.fn(ctx, **options)

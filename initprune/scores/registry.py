@@ -29,6 +29,7 @@ class ScoringContext:
     batches: Sequence[Batch] | None
     seed: int
     input_shape: tuple[int, ...] | None
+    progress: bool = False
     device: torch.device = field(init=False)
 
     def __post_init__(self) -> None:
