@@ -57,7 +57,7 @@ class RunConfig:
         default=None, metadata=_help("Pruning rounds (default: the criterion's; synflow 100, others 1)")
     )
     warmup_batches: int | None = field(
-        default=100,
+        default=20,
         metadata=_help(
             "BatchNorm warmup batches before scoring (0: none; none: one pass over training data)"
         ),
