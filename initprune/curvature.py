@@ -106,6 +106,11 @@ def per_sample_gradient_moments(
 # Hutchinson
 
 
+HUTCHINSON_CHUNK_BYTES = 2 * 2**30
+"""Memory a Hutchinson chunk may use for its per-sample, per-probe parameter-sized tensors (about four
+each: the probe, its HVP and the intermediates of the double backward)."""
+
+
 def rademacher_probes(
     shapes: Mapping[str, torch.Size],
     probes: int,
@@ -139,7 +144,7 @@ def hutchinson_diagonal(
     probes: int = 10,
     temperature: float = 1.0,
     generator: torch.Generator,
-    chunk_size: int | None = 16,
+    chunk_size: int | None = None,
     probe_params: Mapping[str, Tensor] | None = None,
     progress: bool = False,
 ) -> TensorDict:
@@ -156,6 +161,8 @@ def hutchinson_diagonal(
 
     All per-sample Hessian-vector products of a chunk are computed in one batched pass:
     ``vmap`` over samples of a reverse-over-reverse HVP whose gradient graph is shared by the k probes.
+    A chunk of c samples holds about c·k copies of the probed parameters at once; ``chunk_size=None``
+    picks the largest c that keeps them within :data:`HUTCHINSON_CHUNK_BYTES`.
     """
     probe_params = dict(params if probe_params is None else probe_params)
     missing = set(params) - set(probe_params)
@@ -174,6 +181,9 @@ def hutchinson_diagonal(
     shapes = {name: p.shape for name, p in probed.items()}
     device, dtype = next(iter(probed.values())).device, next(iter(probed.values())).dtype
     total = {name: torch.zeros_like(probed[name]) for name in wanted}
+    if chunk_size is None:
+        per_sample = 4 * probes * sum(p.numel() * p.element_size() for p in probed.values())
+        chunk_size = max(1, HUTCHINSON_CHUNK_BYTES // per_sample)
     chunks = list(iter_chunks(batches, chunk_size))
     for x, y in progress_bar(chunks, desc="Hutchinson", enabled=progress):
         z = rademacher_probes(shapes, probes, x.shape[0], generator, device, dtype)

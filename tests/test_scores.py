@@ -45,7 +45,7 @@ def test_registry_lists_every_paper_criterion_with_a_description():
     assert initprune.get_criterion("hutch_diag").options == {
         "probes": 10,
         "temperature": 200.0,
-        "chunk_size": 16,
+        "chunk_size": None,
         "probe_scope": "prunable",
     }
     assert initprune.get_criterion("fisher_diag").options["temperature"] == 1.0

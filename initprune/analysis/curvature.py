@@ -23,6 +23,7 @@ extends the m = 2 one with 2 more draws); the cost of count k is the cumulative 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import time
@@ -45,6 +46,8 @@ from ..prunable import prunable_parameters
 from ..samples import Batch, TensorDict
 from ..scores import scoring_mode
 from ..warmup import warmup_bn
+
+logger = logging.getLogger(__name__)
 
 SPARSITIES = (0.9, 0.95, 0.98, 0.99)
 MC_SAMPLES = (1, 2, 4, 8, 16, 32, 64)
@@ -311,7 +314,7 @@ def run_curvature_analysis(
     warmup_batch_size: int = 512,
     model_options: Mapping[str, Any] | None = None,
     plot: bool = True,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = logger.info,
     **options: Any,
 ) -> list[dict[str, Any]]:
     """Build ``model_name`` (seeded init) and ``dataset``, analyse the estimators, write the report.
@@ -320,7 +323,8 @@ def run_curvature_analysis(
     is analysed at initialization and after a BatchNorm warmup over ``warmup_batches`` training batches of
     ``warmup_batch_size`` (None: one pass over the training split, the paper's setting; 0: no warmup).
     Writes ``rows.json``, ``rows.csv``, ``report.md`` and ``curvature_<model>.png`` under ``out_dir``
-    (default ``docs/results/curvature/<model>``). ``options`` go to :func:`analyze_curvature`
+    (default ``docs/results/curvature/<model>``). Progress lines go to ``progress`` (default: this module's
+    logger at INFO level). ``options`` go to :func:`analyze_curvature`
     (``temperatures``, ``mc_samples``, ``probes``, ``probe_scopes``, ``probe_modes``, ...).
     """
     from ..data import load_dataset, scoring_batches

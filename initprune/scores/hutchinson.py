@@ -35,13 +35,14 @@ def hutch_diag(
     *,
     probes: int = 10,
     temperature: float = 200.0,
-    chunk_size: int | None = 16,
+    chunk_size: int | None = None,
     probe_scope: str = "prunable",
 ) -> ScoreDict:
     """HD: ĥ = (1/(kN)) Σ_i Σ_j z_ij ⊙ (H_i z_ij), signed, k independent Rademacher probes per sample
     (Hutchinson 1989; arXiv 2502.11450). Logits divided by T = 200 as in the paper's reference code.
     ``probe_scope``: ``prunable`` probes only the prunable weights (unbiased, less variance); ``all`` probes
-    every parameter as the reference code does. Mean reduction."""
+    every parameter as the reference code does. ``chunk_size``: samples per batched pass (None: as many as
+    fit in 2 GiB of per-probe tensors). Mean reduction."""
     return _diagonal(ctx, probes, temperature, chunk_size, probe_scope)
 
 
@@ -51,7 +52,7 @@ def hutch_pruner(
     *,
     probes: int = 10,
     temperature: float = 200.0,
-    chunk_size: int | None = 16,
+    chunk_size: int | None = None,
     probe_scope: str = "prunable",
 ) -> ScoreDict:
     """HP: ½ θ² ⊙ ĥ (signed), Optimal Brain Damage with the Hutchinson Hessian diagonal ĥ
@@ -66,7 +67,7 @@ def hutch_taylor(
     *,
     probes: int = 10,
     temperature: float = 200.0,
-    chunk_size: int | None = 16,
+    chunk_size: int | None = None,
     probe_scope: str = "prunable",
 ) -> ScoreDict:
     """HTS: |θ ⊙ g + ½ θ² ⊙ ĥ| with g = ∇L and the Hutchinson diagonal ĥ, both at the same temperature
