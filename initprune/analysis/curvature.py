@@ -141,8 +141,8 @@ def _nested(
 
 def hessian_diagonal_check(setting: _Setting, coordinates: int, generator: torch.Generator) -> float:
     """Largest relative deviation |H_pp − GGN_pp| / |GGN_pp| over ``coordinates`` coordinates (one exact HVP
-    with the unit vector e_p each): in every other layer, spread over the network, a coordinate drawn with
-    probability ∝ GGN_pp, so that it is not a dead (zero-curvature) weight."""
+    with the unit vector e_p each), one in each of ``coordinates`` layers spread evenly over the network,
+    drawn with probability ∝ GGN_pp so that it is not a dead (zero-curvature) weight."""
     worst = 0.0
     layers = setting.names[:: max(1, math.ceil(len(setting.names) / coordinates))][:coordinates]
     for name in layers:
@@ -262,7 +262,7 @@ def analyze_curvature(
     probe_scopes: Sequence[str] = ("prunable", "all"),
     probe_modes: Sequence[str] = ("independent", "shared"),
     hessian_check: int = 4,
-    hutchinson_chunk_size: int | None = 16,
+    hutchinson_chunk_size: int | None = None,
     label: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
@@ -273,6 +273,8 @@ def analyze_curvature(
     statistics were warmed up by :func:`initprune.warmup_bn` over ``warmup_batches`` batches (None: one
     pass). The caller's model is never changed. ``hessian_check``: coordinates per setting on which
     H_pp = GGN_pp is verified by exact HVPs (0: skip; only meaningful for piecewise-linear networks).
+    ``hutchinson_chunk_size``: samples per batched pass of the independent-probe estimator (None: its own
+    memory-bounded default).
     Every row has the keys ``model, warmup, temperature, estimator, count, probe_mode, probe_scope,
     rel_error, cosine, seconds, cost, gradient_seconds, hessian_check_max_rel_dev`` and
     ``overlap_{obd,taylor}_{sparsity}``.
