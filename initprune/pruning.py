@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
 from torch import nn
 
-from .errors import InitpruneError, check_sparsity, unknown_choice
+from .collapse import disconnected_layers
+from .errors import InitpruneError, LayerCollapseWarning, check_sparsity, unknown_choice
 from .masks import SCOPES, Mask, make_mask
 from .progress import progress_bar
 from .prunable import prunable_parameters
@@ -46,7 +48,8 @@ def prune(
     d_t = d^((t+1)/R): each round scores the already-pruned model, pruned weights are zeroed between
     rounds and stay pruned. ``warmup_batches`` batches of ``warmup_data`` (default: ``data``) update the
     BatchNorm statistics first (0: no warmup, None: one pass). ``options`` go to the criterion;
-    ``progress`` shows bars on a terminal.
+    ``progress`` shows bars on a terminal. Layer collapse warns (:class:`LayerCollapseWarning`): a layer
+    with no weight left, or whose kept weights lie on no input-output path (:mod:`initprune.collapse`).
     """
     sparsity = check_sparsity(sparsity)
     if scope not in SCOPES:
@@ -87,4 +90,16 @@ def prune(
         bar.update()
     bar.close()
     assert mask is not None
+    if input_shape is None and batches is not None:
+        input_shape = tuple(batches[0][0].shape[1:])
+    if input_shape is not None:
+        empty = set(mask.collapsed())
+        cut = [name for name in disconnected_layers(model, mask, input_shape) if name not in empty]
+        if cut:
+            warnings.warn(
+                f"layer collapse at sparsity {sparsity:g}: the kept weights of {', '.join(cut)} lie on no "
+                "path from the input to the output",
+                LayerCollapseWarning,
+                stacklevel=2,
+            )
     return mask

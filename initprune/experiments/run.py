@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import yaml
 
+from ..collapse import disconnected_layers
 from ..data import load_dataset, scoring_batches
 from ..errors import InitpruneError
 from ..masks import Mask, atomic_torch_save
@@ -223,6 +224,7 @@ def run_experiment(config: RunConfig, *, progress: bool = True) -> dict[str, Any
         "test_loss": test["loss"],
         "per_layer_density": mask.per_layer(),
         "collapsed_layers": mask.collapsed(),
+        "disconnected_layers": disconnected_layers(model, mask, tuple(splits.input_shape)),
         "pruned_weights_stayed_zero": zeros_hold,
         "kept_weights": mask.num_kept,
         "prunable_weights": mask.num_total,
