@@ -69,6 +69,7 @@ def test_iterative_masks_only_shrink_and_rounds_follow_the_schedule(monkeypatch)
         assert mask.num_kept == round(density * mask.num_total)
 
 
+@pytest.mark.filterwarnings("ignore::initprune.LayerCollapseWarning")
 def test_synflow_defaults_to_100_rounds(monkeypatch):
     import initprune.pruning as pruning
 
