@@ -8,7 +8,9 @@ BatchNorm the identity, R = 1แต€ f(1) is the number of input-output paths, and โ
 through weight w. A layer none of whose kept weights carries a path is collapsed.
 
 Exact for networks of convolutions, linear layers, ReLU-like activations, pooling, BatchNorm and residual
-sums; for others (LayerNorm, attention, GELU) the count is a heuristic.
+sums, which are positively homogeneous: the all-ones input is scaled by 1e-100 so that smooth activations
+(tanh, GELU) work in their linear range instead of saturating, and the counts stay finite in float64.
+For other networks (LayerNorm, attention) the count is a heuristic.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from .warmup import batchnorm_modules
+
+_INPUT_SCALE = 1e-100
 
 
 @torch.no_grad()
@@ -53,7 +57,8 @@ def paths_through_weights(
     weights = [named[name].requires_grad_(True) for name in mask]
     device = weights[0].device
     with torch.enable_grad():
-        total = net(torch.ones((1, *input_shape), dtype=torch.float64, device=device)).sum()
+        inputs = torch.full((1, *input_shape), _INPUT_SCALE, dtype=torch.float64, device=device)
+        total = net(inputs).sum() / _INPUT_SCALE
         grads = torch.autograd.grad(total, weights, allow_unused=True)
     counts = {
         name: (w.detach() * g) if g is not None else torch.zeros_like(w.detach())
