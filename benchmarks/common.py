@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 
 def synchronize(device: torch.device) -> None:
@@ -53,3 +54,24 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int:
         current += nbytes
         peak = max(peak, current)
     return peak
+
+
+def vgg_small(num_classes: int = 10) -> nn.Module:
+    """A VGG-style net with BatchNorm: 16-32-64-128 channels, a max-pool after each pair of convs."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for width, pool in (
+        (16, False),
+        (16, True),
+        (32, False),
+        (32, True),
+        (64, False),
+        (64, True),
+        (128, True),
+    ):
+        layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        if pool:
+            layers.append(nn.MaxPool2d(2))
+        channels = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes)]
+    return nn.Sequential(*layers)

@@ -22,34 +22,13 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import median_seconds, peak_memory_bytes
+from common import median_seconds, peak_memory_bytes, vgg_small
 
 import initprune
 from initprune.models import create_model
 from initprune.prunable import prunable_parameters
 
 DATA_FREE = {"random", "magnitude", "synflow"}
-
-
-def vgg_small(num_classes: int = 10) -> nn.Module:
-    """A VGG-style net with BatchNorm: 16-32-64-128 channels, a max-pool after each pair of convs."""
-    layers: list[nn.Module] = []
-    channels = 3
-    for width, pool in (
-        (16, False),
-        (16, True),
-        (32, False),
-        (32, True),
-        (64, False),
-        (64, True),
-        (128, True),
-    ):
-        layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
-        if pool:
-            layers.append(nn.MaxPool2d(2))
-        channels = width
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes)]
-    return nn.Sequential(*layers)
 
 
 def build(name: str, device: torch.device) -> nn.Module:

@@ -9,9 +9,10 @@ device. Masked and dense steps are interleaved (alternating which goes first) an
 repetitions is reported, together with the median of the per-pair ratios and the time of the two mask calls
 alone measured directly (least sensitive to other load on the machine). Target: ≤ 1.05.
 
-(2) Throughput of ``initprune.train.train`` in images/s (best of a few rounds) for a small CNN on 1×28×28
-inputs with batch 512 (on CUDA too when available, with bf16 autocast and channels_last), dense and at 90%
-sparsity, and the ratio of ``train()`` to a bare loop of the same steps (the cost of its bookkeeping).
+(2) Throughput of ``initprune.train.train`` in images/s (best of a few rounds) with batch 512: on the CPU
+for the Fashion-MNIST preset's network (VGG-11 at width 0.25, 1×28×28), on CUDA when available for
+CIFAR-shaped ResNet-18 (bf16 autocast and channels_last); dense and at 90% sparsity, and the ratio of
+``train()`` to a bare loop of the same steps (the cost of its bookkeeping).
 
 On a shared or busy machine, ``--threads 1`` avoids the stalls of oversubscribed thread pools.
 """
@@ -31,72 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import synchronize, vgg_small
+
+from initprune.models import create_model
 from initprune.optim import MaskHolder
 from initprune.train import TrainConfig, train
-
-
-def vgg_small(num_classes: int = 10) -> nn.Module:
-    """A narrow VGG-style conv net with BatchNorm for 3×32×32 inputs."""
-    layers: list[nn.Module] = []
-    channels = 3
-    for width in (32, "M", 64, "M", 128, 128, "M", 256, 256, "M"):
-        if width == "M":
-            layers.append(nn.MaxPool2d(2))
-        else:
-            layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
-            channels = width
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
-
-
-class _Block(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.short = (
-            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-            if stride != 1 or cin != cout
-            else nn.Identity()
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.short(x))
-
-
-def resnet20_local(num_classes: int = 10) -> nn.Module:
-    """ResNet-20 for CIFAR (16/32/64 channels, 3 blocks per stage), used when initprune.models is absent."""
-    blocks: list[nn.Module] = [nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()]
-    cin = 16
-    for cout, stride in ((16, 1), (32, 2), (64, 2)):
-        for i in range(3):
-            blocks.append(_Block(cin, cout, stride if i == 0 else 1))
-            cin = cout
-    return nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
-
-
-def small_cnn(num_classes: int = 10) -> nn.Module:
-    """A small CNN for 1×28×28 inputs."""
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, num_classes),
-    )  # fmt: skip
-
-
-def registry_model(name: str) -> nn.Module | None:
-    try:
-        from initprune.models import create_model
-    except ImportError:
-        return None
-    try:
-        return create_model(name, num_classes=10)
-    except Exception:
-        return None
 
 
 def random_mask(model: nn.Module, sparsity: float, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -104,11 +46,6 @@ def random_mask(model: nn.Module, sparsity: float, seed: int = 0) -> dict[str, t
     weights = [(n, p) for n, p in model.named_parameters() if p.ndim > 1]
     g = torch.Generator().manual_seed(seed)
     return {n: torch.rand(p.shape, generator=g) >= sparsity for n, p in weights[:-1]}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def mask_overhead(
@@ -126,7 +63,7 @@ def mask_overhead(
 
     def step(kind: str) -> float:
         m, opt, holder = runs[kind]
-        sync(device)
+        synchronize(device)
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(m(x), y).backward()
@@ -135,7 +72,7 @@ def mask_overhead(
         opt.step()
         if holder is not None:
             holder.after_step()
-        sync(device)
+        synchronize(device)
         return time.perf_counter() - start
 
     for _ in range(3):  # warm up allocators, kernels and momentum buffers
@@ -149,11 +86,11 @@ def mask_overhead(
     holder = runs["masked"][2]
     mask_only = []
     for _ in range(reps):
-        sync(device)
+        synchronize(device)
         start = time.perf_counter()
         holder.mask_grads()
         holder.after_step()
-        sync(device)
+        synchronize(device)
         mask_only.append(time.perf_counter() - start)
     dense, masked = statistics.median(times["dense"]), statistics.median(times["masked"])
     pair = statistics.median(m / d for m, d in zip(times["masked"], times["dense"], strict=True))
@@ -185,19 +122,28 @@ class DeviceLoader:
         pass
 
 
+def throughput_model(device: torch.device) -> tuple[str, nn.Module, tuple[int, ...]]:
+    """CPU: the Fashion-MNIST preset's network; CUDA: CIFAR-shaped ResNet-18."""
+    torch.manual_seed(0)
+    if device.type == "cpu":
+        model = create_model("vgg11", num_classes=10, in_channels=1, width=0.25)
+        return "vgg11 (width 0.25), the Fashion-MNIST preset", model, (1, 28, 28)
+    return "resnet18 (CIFAR)", create_model("resnet18", num_classes=10, in_channels=3), (3, 32, 32)
+
+
 def throughput(steps: int, batch: int, device: torch.device, rounds: int = 3) -> dict:
-    """Images/s of train() for the small CNN, dense and 90% sparse, and of a bare loop of the same steps.
+    """Images/s of train() for the device's network, dense and 90% sparse, and of a bare loop of the
+    same steps.
 
     The three are measured in turn, ``rounds`` times, and the best round of each is kept (the least
     disturbed by other load on the machine).
     """
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 1, 28, 28, generator=g).to(device)
+    _, base, shape = throughput_model(device)
+    x = torch.randn(batch, *shape, generator=g).to(device)
     y = torch.randint(10, (batch,), generator=g).to(device)
     loader = DeviceLoader(x, y, steps)
     config = TrainConfig(epochs=1, lr=0.03, schedule="constant")
-    torch.manual_seed(0)
-    base = small_cnn()
     use_cuda = device.type == "cuda"
 
     def run_train(mask: bool) -> float:
@@ -213,7 +159,7 @@ def throughput(steps: int, batch: int, device: torch.device, rounds: int = 3) ->
             model = model.to(memory_format=torch.channels_last)
         xb = x.contiguous(memory_format=torch.channels_last) if use_cuda else x
         opt = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=5e-4)
-        sync(device)
+        synchronize(device)
         start = time.perf_counter()
         for _ in range(steps):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
@@ -221,7 +167,7 @@ def throughput(steps: int, batch: int, device: torch.device, rounds: int = 3) ->
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(out.float(), y).backward()
             opt.step()
-        sync(device)
+        synchronize(device)
         return steps * batch / (time.perf_counter() - start)
 
     train(copy.deepcopy(base), DeviceLoader(x, y, 3), config, device=device, progress=False)  # warm up
@@ -257,11 +203,9 @@ def main(argv: list[str] | None = None) -> None:
             f"batch {batch}×3×32×32"
         )
         torch.manual_seed(0)
-        models = {"vgg_small": vgg_small(), "resnet20": registry_model("resnet20") or resnet20_local()}
+        models = {"vgg_small": vgg_small(), "resnet20": create_model("resnet20", num_classes=10)}
         if not args.quick or device.type == "cuda":
-            vgg11 = registry_model("vgg11")
-            if vgg11 is not None:
-                models["vgg11"] = vgg11
+            models["vgg11"] = create_model("vgg11", num_classes=10)
         x = torch.randn(batch, 3, 32, 32).to(device)
         y = torch.randint(10, (batch,)).to(device)
         header = (
@@ -288,8 +232,8 @@ def main(argv: list[str] | None = None) -> None:
         steps = steps if device.type == "cpu" else steps * 10
         label = "fp32" if device.type == "cpu" else "bf16 autocast + channels_last"
         print(
-            f"\n(2) train() throughput on {device.type} ({label}): small CNN, 1×28×28, batch 512, "
-            f"{steps} steps"
+            f"\n(2) train() throughput on {device.type} ({label}): {throughput_model(device)[0]}, "
+            f"batch 512, {steps} steps"
         )
         t = throughput(steps, 512, device, rounds=2 if args.quick else 3)
         print(f"  bare loop (dense)        {t['bare_dense']:10.0f} images/s")
