@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .atomic import atomic_torch_save
 from .errors import InitpruneError, LayerCollapseWarning, check_sparsity, unknown_choice
 
 SCOPES = ("global", "layerwise", "erk")
@@ -123,22 +123,6 @@ class Mask(Mapping[str, Tensor]):
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             raise InitpruneError(f"{str(path)!r} is not an initprune mask file")
         return cls(payload["masks"])
-
-
-def atomic_torch_save(obj: object, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_scores(scores: Mapping[str, Tensor]) -> None:

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .atomic import atomic_torch_save
 from .errors import InitpruneError, unknown_choice
-from .masks import atomic_torch_save
 from .optim import MaskHolder, epoch_steps, make_optimizer, make_scheduler
 
 __all__ = ["MaskHolder", "TrainConfig", "evaluate", "train"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import gzip
 import http.client
 import os
+import shutil
 import struct
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import atomic_write
 from ..errors import InitpruneError
 from .base import Source, cache_dir, candidate_dirs, looked_in
 from .loader import TensorData
@@ -105,16 +106,8 @@ def find_files(folder: Path) -> dict[str, Path] | None:
 
 def fetch(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
     """Download ``url`` to ``dest`` atomically: a temporary file in the same folder, then a rename."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        atomic_write(dest, lambda out: shutil.copyfileobj(response, out, 1 << 20))
 
 
 def download(name: str, folder: Path) -> str | None:

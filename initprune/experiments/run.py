@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,10 +17,11 @@ from typing import Any
 import torch
 import yaml
 
+from ..atomic import atomic_torch_save, atomic_write_json, atomic_write_text
 from ..collapse import disconnected_layers
 from ..data import load_dataset, scoring_batches
 from ..errors import InitpruneError
-from ..masks import Mask, atomic_torch_save
+from ..masks import Mask
 from ..models import create_model, model_options
 from ..pruning import prune
 from ..scores import get_criterion
@@ -38,25 +37,6 @@ MASK = "mask.pt"
 PRUNED_INIT = "pruned_init.pt"
 METRICS = "metrics.jsonl"
 PRUNING_INFO = "pruning.json"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, payload: Any) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -143,7 +123,7 @@ def _prune(
     }
     mask.save(out / MASK)
     atomic_torch_save(model.state_dict(), out / PRUNED_INIT)
-    write_json(out / PRUNING_INFO, info)
+    atomic_write_json(out / PRUNING_INFO, info)
     return mask, info
 
 
@@ -238,5 +218,5 @@ def run_experiment(config: RunConfig, *, progress: bool = True) -> dict[str, Any
         "torch": torch.__version__,
         "out": str(out),
     }
-    write_json(out / RESULT, result)
+    atomic_write_json(out / RESULT, result)
     return result
