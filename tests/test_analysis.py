@@ -59,9 +59,9 @@ def test_rows_shape_and_model_untouched(result):
     keys |= {f"overlap_{k}_{s}" for k in ("obd", "taylor") for s in (0.9, 0.95, 0.98, 0.99)}
     assert all(set(r) == keys for r in rows)
     assert {r["warmup"] for r in rows} == {"none", "3 batches"}
-    # per (warmup, T): exact + EF + 4 MC + 3 probe counts × 2 modes × 2 scopes
-    assert len(rows) == 2 * 2 * (1 + 1 + 4 + 3 * 4)
-    assert all(r["cost"] > 0 and r["seconds"] > 0 for r in rows)
+    # per (warmup, T): exact + EF + constant + 4 MC + 3 probe counts × 2 modes × 2 scopes
+    assert len(rows) == 2 * 2 * (1 + 1 + 1 + 4 + 3 * 4)
+    assert all(r["cost"] > 0 and r["seconds"] > 0 for r in rows if r["estimator"] != "constant")
 
 
 def test_exact_rows(result):

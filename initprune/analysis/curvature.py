@@ -7,6 +7,7 @@ eval-mode BatchNorm, residual sums — it equals the exact generalized Gauss-New
 single weight; :func:`analyze_curvature` checks H_pp = GGN_pp on a few coordinates per setting with exact
 Hessian-vector products (``hessian_check``). Against it we measure:
 
+* ``constant``: a baseline without curvature information, d = mean(exact)·1 (its OBD score ranks by |θ|);
 * ``ef``: the empirical Fisher diagonal (1/N) Σ g_i² (the paper's FD);
 * ``mc_fisher``: the true Fisher by Monte Carlo, m sampled labels per sample;
 * ``hutchinson``: (1/k) Σ_j z_j ⊙ H z_j with k Rademacher probes, ``independent`` probes per sample (the
@@ -198,6 +199,8 @@ def _analyze_state(
                 lambda s=s: per_sample_gradient_moments(model, params, batches, temperature=s.temperature)
             )
             rows.append(s.row("ef", _flat(ef, s.names), t))
+            # Baseline: no curvature information, d = mean(exact)·1, so ½θ²·d ranks by magnitude.
+            rows.append(s.row("constant", torch.full_like(s.exact, float(s.exact.mean())), 0.0))
             mc_gen = gen(base + 1)
 
             def mc(m: int, s: _Setting = s, g: torch.Generator = mc_gen) -> TensorDict:

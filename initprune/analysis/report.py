@@ -111,7 +111,11 @@ def plot_curvature(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -
         for col, temp in enumerate(temps):
             for w_index, warmup in enumerate(warmups):
                 style = "-" if w_index == 0 else "--"
-                sel = [r for r in mine if r["temperature"] == temp and r["warmup"] == warmup]
+                sel = [
+                    r
+                    for r in mine
+                    if r["temperature"] == temp and r["warmup"] == warmup and r["estimator"] != "constant"
+                ]
                 series: dict[str, list[dict[str, Any]]] = {}
                 for r in sel:
                     key = r["estimator"]
