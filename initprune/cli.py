@@ -1,6 +1,7 @@
 """The ``initprune`` command.
 
     initprune run [--config FILE.yaml] [--model vgg16] [--dataset cifar10] ... [--out DIR]
+    initprune sweep --grid criterion=snip,hutch_pruner sparsity=0.9,0.98 seed=0,1 [run flags] [--out DIR]
     initprune criteria | models | datasets
     initprune analyze curvature --model M --dataset D [--samples N] [--out DIR]
 
@@ -16,6 +17,7 @@ import sys
 import types
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -83,20 +85,52 @@ def _setting_types() -> dict[str, Any]:
     return hints
 
 
-def _add_run(sub: Any) -> None:
+def _add_settings(parser: argparse.ArgumentParser) -> None:
     from .experiments.config import field_help
 
+    parser.add_argument("--config", help="YAML file of settings (keys as the flags below)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    hints = _setting_types()
+    for name, (default, text) in field_help().items():
+        _add_setting(parser, name, hints[name], default, text)
+
+
+def _add_run(sub: Any) -> None:
     run = sub.add_parser(
         "run",
         help="one complete experiment: initialize, warm up BN, score, mask, train, evaluate",
         description="Run one pruning-at-initialization experiment. Every flag is also a config-file key of "
         "the same name (dashes or underscores); flags override the file.",
     )
-    run.add_argument("--config", help="YAML file of settings (keys as the flags below)")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
-    hints = _setting_types()
-    for name, (default, text) in field_help().items():
-        _add_setting(run, name, hints[name], default, text)
+    _add_settings(run)
+
+
+def _grid_item(text: str) -> tuple[str, list[Any]]:
+    """``KEY=V1,V2`` (or ``KEY=[V1, V2]`` in YAML) → (key, [values])."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=V1,V2,..., got {text!r}")
+    key, raw = text.split("=", 1)
+    raw = raw.strip()
+    values = yaml.safe_load(raw) if raw.startswith("[") else [yaml.safe_load(v) for v in raw.split(",")]
+    if not isinstance(values, list):
+        values = [values]
+    return key.strip(), values
+
+
+def _add_sweep(sub: Any) -> None:
+    sweep = sub.add_parser(
+        "sweep",
+        help="a grid of runs (criteria × sparsities × seeds × ...) and a summary table",
+        description="Run every combination of the --grid values on top of the base settings (config file "
+        "and flags, as for `run`). --out is the sweep's folder: each point runs in a subfolder, finished "
+        "points are skipped, and summary.md/csv/json collect the results (mean and std over seeds).",
+    )
+    sweep.add_argument(
+        "--grid", nargs="+", required=True, type=_grid_item, metavar="KEY=V1,V2",
+        help="swept settings, e.g. criterion=snip,hutch_pruner sparsity=0.9,0.98 seed=0,1,2",
+    )  # fmt: skip
+    sweep.add_argument("--shard", default=None, help="i/n: run only the points with index i mod n")
+    _add_settings(sweep)
 
 
 def _add_analyze(sub: Any) -> None:
@@ -123,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
+    _add_sweep(sub)
     sub.add_parser("criteria", help="list the pruning criteria")
     sub.add_parser("models", help="list the models")
     sub.add_parser("datasets", help="list the datasets")
@@ -136,9 +171,9 @@ def _print_table(entries: dict[str, str]) -> None:
         print(f"{name:<{width}}{text}")
 
 
-def _run(args: argparse.Namespace) -> int:
-    from .experiments.config import build_config, field_help, load_config_file
-    from .experiments.run import run_experiment
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The config file's settings overridden by the flags given."""
+    from .experiments.config import field_help, load_config_file
 
     values: dict[str, Any] = load_config_file(args.config) if args.config else {}
     mappings = {name for name, kind in _setting_types().items() if typing.get_origin(kind) is dict}
@@ -146,7 +181,16 @@ def _run(args: argparse.Namespace) -> int:
         given = getattr(args, name)
         if given is not None:
             values[name] = dict(given) if name in mappings else given
-    config = build_config(values, f"config file {args.config}" if args.config else "the command line")
+    return values
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .experiments.config import build_config
+    from .experiments.run import run_experiment
+
+    config = build_config(
+        _settings(args), f"config file {args.config}" if args.config else "the command line"
+    )
     result = run_experiment(config, progress=not args.quiet)
     _print_result(result)
     return 0
@@ -170,6 +214,17 @@ def _print_result(result: dict[str, Any]) -> None:
     collapsed = result["collapsed_layers"]
     print(f"layer collapse: {', '.join(collapsed) if collapsed else 'none'}")
     print(f"results in {result['out']}")
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .experiments.sweep import run_sweep
+
+    settings = _settings(args)
+    out = settings.pop("out", None) or "runs/sweep"
+    rows = run_sweep(settings, dict(args.grid), out, shard=args.shard, progress=not args.quiet)
+    print((Path(out) / "summary.md").read_text() if rows else "no finished runs yet")
+    print(f"summary in {out}/summary.md, .csv, .json")
+    return 0
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -197,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "sweep":
+            return _sweep(args)
         if args.command == "criteria":
             from .scores import criteria
 
