@@ -62,24 +62,29 @@ def weight_owners(model: nn.Module, params: Mapping[str, Tensor]) -> dict[str, n
     return owners if len(owners) == len(params) else None
 
 
-def _conv_per_sample_grads(module: nn.Conv1d | nn.Conv2d, a: Tensor, dy: Tensor) -> Tensor:
-    """Per-sample weight gradients of a convolution from its input ``a`` and output gradient ``dy``.
+def _conv_patches(module: nn.Conv1d | nn.Conv2d, a: Tensor) -> Tensor:
+    """The unfolded input patches of a convolution, per group: (B, groups, Cin/groups · kernel, L)."""
+    kernel, stride, padding, dilation = module.kernel_size, module.stride, module.padding, module.dilation
+    if isinstance(module, nn.Conv1d):  # a 1-D convolution is a 2-D one of height 1
+        a = a.unsqueeze(2)
+        kernel, stride, padding, dilation = (1, *kernel), (1, *stride), (0, *padding), (1, *dilation)
+    patches = F.unfold(a, kernel, dilation=dilation, padding=padding, stride=stride)  # (B, Cin·k, L)
+    return patches.reshape(a.shape[0], module.groups, -1, patches.shape[-1])
+
+
+def _conv_per_sample_grads(module: nn.Conv1d | nn.Conv2d, patches: Tensor, dy: Tensor) -> Tensor:
+    """Per-sample weight gradients of a convolution from its input patches and output gradient ``dy``.
 
     ∂/∂W = dY_i · unfold(a_i)ᵀ per group: the convolution as a matrix product over its unfolded input
     patches (Opacus, BackPACK).
     """
-    kernel, stride, padding, dilation = module.kernel_size, module.stride, module.padding, module.dilation
-    if isinstance(module, nn.Conv1d):  # a 1-D convolution is a 2-D one of height 1
-        a, dy = a.unsqueeze(2), dy.unsqueeze(2)
-        kernel, stride, padding, dilation = (1, *kernel), (1, *stride), (0, *padding), (1, *dilation)
-    b, groups = a.shape[0], module.groups
-    patches = F.unfold(a, kernel, dilation=dilation, padding=padding, stride=stride)  # (B, Cin·k, L)
-    patches = patches.reshape(b, groups, -1, patches.shape[-1])
+    b, groups = patches.shape[0], patches.shape[1]
     dy = dy.reshape(b, groups, dy.shape[1] // groups, -1)
     return torch.einsum("bgol,bgil->bgoi", dy, patches).reshape(b, *module.weight.shape)
 
 
 def _accumulate(module: nn.Module, a: Tensor, dy: Tensor, s1: Tensor, s2: Tensor) -> None:
+    """Add Σ_i g_i and Σ_i g_i² of one backward column; ``a`` is the layer input (conv: its patches)."""
     if isinstance(module, nn.Linear) and a.dim() == 2:
         # Σ_i (dy_i a_iᵀ)² = (dy²)ᵀ(a²): no per-sample tensor is needed.
         s1 += dy.t() @ a
@@ -120,14 +125,24 @@ def _square_sums_hooks(
             columns = vectors(logits.detach(), y)
             names = [n for n in owners if n in records and records[n][1].requires_grad]
             outputs = [records[n][1] for n in names]
+            # Convolution patches are unfolded once per chunk and shared by the backward columns.
+            patches: dict[str, Tensor] = {}
             for c, v in enumerate(columns):
                 # Gradients at the layer outputs only: autograd skips the weight gradients entirely.
                 out_grads = torch.autograd.grad(
                     logits, outputs, grad_outputs=v, retain_graph=c < len(columns) - 1, allow_unused=True
                 )
                 for name, dy in zip(names, out_grads, strict=True):
-                    if dy is not None:
-                        _accumulate(owners[name], records[name][0], dy, s1[name], s2[name])
+                    if dy is None:
+                        continue
+                    module, a = owners[name], records[name][0]
+                    if not isinstance(module, nn.Linear):
+                        if name not in patches:
+                            patches[name] = _conv_patches(module, a)
+                        a = patches[name]
+                    _accumulate(module, a, dy, s1[name], s2[name])
+                    if len(columns) == 1:
+                        patches.pop(name, None)
     finally:
         for h in handles:
             h.remove()
@@ -176,7 +191,9 @@ def per_sample_square_sums(
     layer's saved input and output gradient, one batched backward per column that skips the weight
     gradients (as Opacus and BackPACK do); ``vmap`` uses ``torch.func`` and works for any module;
     ``auto`` takes ``hooks`` where every parameter is the weight of a supported layer (and falls back to
-    ``vmap`` when a layer is called twice in one forward). At most ``chunk_size`` samples per pass.
+    ``vmap`` when a layer is called twice in one forward). At most ``chunk_size`` samples per pass. With
+    several columns each convolution's unfolded input (kernel-size times its input) is kept for the
+    chunk and shared by the columns, so a column costs a backward pass and one batched matrix product.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
