@@ -83,8 +83,37 @@ def _conv_per_sample_grads(module: nn.Conv1d | nn.Conv2d, patches: Tensor, dy: T
     return torch.einsum("bgol,bgil->bgoi", dy, patches).reshape(b, *module.weight.shape)
 
 
-def _accumulate(module: nn.Module, a: Tensor, dy: Tensor, s1: Tensor, s2: Tensor) -> None:
-    """Add Σ_i g_i and Σ_i g_i² of one backward column; ``a`` is the layer input (conv: its patches)."""
+_GROUPED_MAX_WEIGHT_PER_POSITION = 1024
+
+
+def _use_grouped_route(module: nn.Conv1d | nn.Conv2d, dy: Tensor) -> bool:
+    """Per-sample gradients by one grouped weight-gradient convolution (batch folded into the groups) when
+    the weight is small next to the output positions; by unfolded patches and a batched matrix product
+    otherwise. Both are exact; on CPU the grouped route avoids materializing the patches, which dominates
+    for wide feature maps with few channels, and loses to it for many channels on small maps."""
+    return module.weight.numel() <= _GROUPED_MAX_WEIGHT_PER_POSITION * dy[0, 0].numel()
+
+
+def _conv_per_sample_grads_grouped(module: nn.Conv1d | nn.Conv2d, a: Tensor, dy: Tensor) -> Tensor:
+    """∂/∂W for every sample as the weight gradient of a convolution with B·groups groups."""
+    b, weight = a.shape[0], module.weight
+    grad_weight = (
+        torch.nn.grad.conv1d_weight if isinstance(module, nn.Conv1d) else torch.nn.grad.conv2d_weight
+    )
+    per_sample = grad_weight(
+        a.reshape(1, -1, *a.shape[2:]),
+        (b * weight.shape[0], *weight.shape[1:]),
+        dy.reshape(1, -1, *dy.shape[2:]),
+        stride=module.stride,
+        padding=module.padding,
+        dilation=module.dilation,
+        groups=b * module.groups,
+    )
+    return per_sample.reshape(b, *weight.shape)
+
+
+def _accumulate(module: nn.Module, a: Tensor, dy: Tensor, s1: Tensor, s2: Tensor, patches: dict) -> None:
+    """Add Σ_i g_i and Σ_i g_i² of one backward column; ``patches`` caches unfolded conv inputs."""
     if isinstance(module, nn.Linear) and a.dim() == 2:
         # Σ_i (dy_i a_iᵀ)² = (dy²)ᵀ(a²): no per-sample tensor is needed.
         s1 += dy.t() @ a
@@ -92,8 +121,13 @@ def _accumulate(module: nn.Module, a: Tensor, dy: Tensor, s1: Tensor, s2: Tensor
         return
     if isinstance(module, nn.Linear):  # token inputs: ∂/∂W = Σ_t dy_it a_itᵀ
         per_sample = torch.einsum("bto,bti->boi", dy.flatten(1, -2), a.flatten(1, -2))
+    elif _use_grouped_route(module, dy):
+        per_sample = _conv_per_sample_grads_grouped(module, a, dy)
     else:
-        per_sample = _conv_per_sample_grads(module, a, dy)
+        key = id(module)
+        if key not in patches:
+            patches[key] = _conv_patches(module, a)
+        per_sample = _conv_per_sample_grads(module, patches[key], dy)
     s1 += per_sample.sum(0)
     s2 += per_sample.square().sum(0)
 
@@ -126,23 +160,17 @@ def _square_sums_hooks(
             names = [n for n in owners if n in records and records[n][1].requires_grad]
             outputs = [records[n][1] for n in names]
             # Convolution patches are unfolded once per chunk and shared by the backward columns.
-            patches: dict[str, Tensor] = {}
+            patches: dict[int, Tensor] = {}
             for c, v in enumerate(columns):
                 # Gradients at the layer outputs only: autograd skips the weight gradients entirely.
                 out_grads = torch.autograd.grad(
                     logits, outputs, grad_outputs=v, retain_graph=c < len(columns) - 1, allow_unused=True
                 )
                 for name, dy in zip(names, out_grads, strict=True):
-                    if dy is None:
-                        continue
-                    module, a = owners[name], records[name][0]
-                    if not isinstance(module, nn.Linear):
-                        if name not in patches:
-                            patches[name] = _conv_patches(module, a)
-                        a = patches[name]
-                    _accumulate(module, a, dy, s1[name], s2[name])
+                    if dy is not None:
+                        _accumulate(owners[name], records[name][0], dy, s1[name], s2[name], patches)
                     if len(columns) == 1:
-                        patches.pop(name, None)
+                        patches.clear()
     finally:
         for h in handles:
             h.remove()

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from initprune import per_sample
 from initprune.curvature import (
     batch_gradient,
     hessian_vector_product,
@@ -25,9 +26,14 @@ def _eval_params(model: nn.Module, include_classifier: bool = True) -> dict[str,
 
 
 @pytest.mark.parametrize("model_name", ["mlp", "convnet"])
-@pytest.mark.parametrize("method", ["hooks", "vmap"])
+@pytest.mark.parametrize("method", ["hooks-grouped", "hooks-unfold", "vmap"])
 @pytest.mark.parametrize("temperature", [1.0, 7.0])
-def test_empirical_fisher_equals_per_sample_loop(request, model_name, method, temperature):
+def test_empirical_fisher_equals_per_sample_loop(request, monkeypatch, model_name, method, temperature):
+    """Both convolution routes of the hook engine (grouped weight gradient, unfolded patches) and vmap."""
+    if method.startswith("hooks"):
+        limit = 10**9 if method == "hooks-grouped" else 0
+        monkeypatch.setattr(per_sample, "_GROUPED_MAX_WEIGHT_PER_POSITION", limit)
+        method = "hooks"
     model = request.getfixturevalue(model_name)
     data = request.getfixturevalue("mlp_data" if model_name == "mlp" else "conv_data")
     params = _eval_params(model)
@@ -70,7 +76,9 @@ class _TokenNet(nn.Module):
         return self.head(torch.tanh(self.mix(h)).mean(1))
 
 
-def test_empirical_fisher_token_linear_and_conv1d_hooks_match_loop():
+@pytest.mark.parametrize("limit", [0, 10**9])
+def test_empirical_fisher_token_linear_and_conv1d_hooks_match_loop(monkeypatch, limit):
+    monkeypatch.setattr(per_sample, "_GROUPED_MAX_WEIGHT_PER_POSITION", limit)
     torch.manual_seed(0)
     model = _TokenNet().double()
     params = _eval_params(model)
