@@ -147,6 +147,19 @@ def _add_analyze(sub: Any) -> None:
     curv.add_argument("--out", default=None, help="output folder (default: docs/results/curvature/<model>)")
     curv.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     curv.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    curv.add_argument(
+        "--model-options", nargs="*", type=_key_value, default=[], metavar="KEY=VALUE",
+        help="model options, e.g. width=0.25",
+    )  # fmt: skip
+    curv.add_argument(
+        "--warmup-batches", type=_none_or(int), default=None,
+        help="BatchNorm warmup batches of 512 (default: none = one pass over the training split)",
+    )  # fmt: skip
+    curv.add_argument("--probes", type=int, nargs="+", default=None, help="Hutchinson probe counts k")
+    curv.add_argument("--mc-samples", type=int, nargs="+", default=None, help="MC-Fisher label counts m")
+    curv.add_argument(
+        "--temperatures", type=float, nargs="+", default=None, help="logit temperatures (default: 1 200)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -87,6 +87,7 @@ def per_sample_gradient_moments(
     temperature: float = 1.0,
     chunk_size: int | None = 64,
     method: str = "auto",
+    gradient: bool = True,
 ) -> tuple[TensorDict, TensorDict]:
     """Mean gradient and empirical Fisher diagonal from true per-sample gradients.
 
@@ -95,10 +96,13 @@ def per_sample_gradient_moments(
     reduction over the N samples; with sum reduction F would be N times larger. The empirical Fisher is
     the curvature of the paper's FD, FP and FTS criteria (arXiv 2502.11450). Computed in batched passes
     by :func:`initprune.per_sample.per_sample_square_sums` (``method``, ``chunk_size``: see there).
+    ``gradient=False`` skips g (returned empty).
     """
     n = num_samples(batches)
     vectors = loss_gradient_vectors(temperature)
-    s1, s2 = per_sample_square_sums(model, params, batches, vectors, chunk_size=chunk_size, method=method)
+    s1, s2 = per_sample_square_sums(
+        model, params, batches, vectors, chunk_size=chunk_size, method=method, sums=gradient
+    )
     return {k: v / n for k, v in s1.items()}, {k: v / n for k, v in s2.items()}
 
 

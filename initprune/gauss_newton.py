@@ -95,7 +95,7 @@ def ggn_diagonal(
     """
     n = num_samples(batches)
     _, squares = per_sample_square_sums(
-        model, params, batches, ggn_vectors(temperature), chunk_size=chunk_size, method=method
+        model, params, batches, ggn_vectors(temperature), chunk_size=chunk_size, method=method, sums=False
     )
     return {name: s / n for name, s in squares.items()}
 
@@ -164,5 +164,7 @@ def mc_fisher_diagonal(
     """
     n = num_samples(batches)
     vectors = mc_fisher_vectors(temperature, samples, generator)
-    _, squares = per_sample_square_sums(model, params, batches, vectors, chunk_size=chunk_size, method=method)
+    _, squares = per_sample_square_sums(
+        model, params, batches, vectors, chunk_size=chunk_size, method=method, sums=False
+    )
     return {name: s / n for name, s in squares.items()}

@@ -112,11 +112,15 @@ def _conv_per_sample_grads_grouped(module: nn.Conv1d | nn.Conv2d, a: Tensor, dy:
     return per_sample.reshape(b, *weight.shape)
 
 
-def _accumulate(module: nn.Module, a: Tensor, dy: Tensor, s1: Tensor, s2: Tensor, patches: dict) -> None:
-    """Add Σ_i g_i and Σ_i g_i² of one backward column; ``patches`` caches unfolded conv inputs."""
+def _accumulate(
+    module: nn.Module, a: Tensor, dy: Tensor, s1: Tensor | None, s2: Tensor, patches: dict
+) -> None:
+    """Add Σ_i g_i (unless ``s1`` is None) and Σ_i g_i² of one backward column; ``patches`` caches
+    unfolded convolution inputs."""
     if isinstance(module, nn.Linear) and a.dim() == 2:
         # Σ_i (dy_i a_iᵀ)² = (dy²)ᵀ(a²): no per-sample tensor is needed.
-        s1 += dy.t() @ a
+        if s1 is not None:
+            s1 += dy.t() @ a
         s2 += dy.square().t() @ a.square()
         return
     if isinstance(module, nn.Linear):  # token inputs: ∂/∂W = Σ_t dy_it a_itᵀ
@@ -128,8 +132,9 @@ def _accumulate(module: nn.Module, a: Tensor, dy: Tensor, s1: Tensor, s2: Tensor
         if key not in patches:
             patches[key] = _conv_patches(module, a)
         per_sample = _conv_per_sample_grads(module, patches[key], dy)
-    s1 += per_sample.sum(0)
-    s2 += per_sample.square().sum(0)
+    if s1 is not None:
+        s1 += per_sample.sum(0)
+    s2 += torch.linalg.vecdot(per_sample, per_sample, dim=0)
 
 
 def _square_sums_hooks(
@@ -138,8 +143,9 @@ def _square_sums_hooks(
     batches: Sequence[Batch],
     vectors: OutputVectors,
     chunk_size: int | None,
+    sums: bool,
 ) -> tuple[TensorDict, TensorDict]:
-    s1 = {name: torch.zeros_like(m.weight) for name, m in owners.items()}
+    s1 = {name: torch.zeros_like(m.weight) for name, m in owners.items()} if sums else {}
     s2 = {name: torch.zeros_like(m.weight) for name, m in owners.items()}
     records: dict[str, tuple[Tensor, Tensor]] = {}
 
@@ -168,7 +174,7 @@ def _square_sums_hooks(
                 )
                 for name, dy in zip(names, out_grads, strict=True):
                     if dy is not None:
-                        _accumulate(owners[name], records[name][0], dy, s1[name], s2[name], patches)
+                        _accumulate(owners[name], records[name][0], dy, s1.get(name), s2[name], patches)
                     if len(columns) == 1:
                         patches.clear()
     finally:
@@ -184,6 +190,7 @@ def _square_sums_vmap(
     batches: Sequence[Batch],
     vectors: OutputVectors,
     chunk_size: int | None,
+    sums: bool,
 ) -> tuple[TensorDict, TensorDict]:
     probed, fixed = functional_parts(model, params)
 
@@ -192,15 +199,16 @@ def _square_sums_vmap(
         grads = vmap(pull)(v.unsqueeze(1))[0]  # J_iᵀ v_ic for every column c
         return {k: g.sum(0) for k, g in grads.items()}, {k: g.square().sum(0) for k, g in grads.items()}
 
-    s1 = {name: torch.zeros_like(p) for name, p in probed.items()}
+    s1 = {name: torch.zeros_like(p) for name, p in probed.items()} if sums else {}
     s2 = {name: torch.zeros_like(p) for name, p in probed.items()}
     for x, y in iter_chunks(batches, chunk_size):
         with torch.no_grad():
             columns = torch.stack(vectors(model(x), y), dim=1)  # (B, m, C)
-        sums, squares = vmap(one_sample)(x, columns)
-        for name in s1:
-            s1[name] += sums[name].sum(0)
-            s2[name] += squares[name].sum(0)
+        chunk_sums, chunk_squares = vmap(one_sample)(x, columns)
+        for name in s2:
+            if sums:
+                s1[name] += chunk_sums[name].sum(0)
+            s2[name] += chunk_squares[name].sum(0)
     return s1, s2
 
 
@@ -212,8 +220,11 @@ def per_sample_square_sums(
     *,
     chunk_size: int | None = 64,
     method: str = "auto",
+    sums: bool = True,
 ) -> tuple[TensorDict, TensorDict]:
     """``(S1, S2)`` = (Σ_i Σ_c J_iᵀ v_ic, Σ_i Σ_c (J_iᵀ v_ic)²) over all samples (sums, not means).
+
+    ``sums=False`` skips S1 (returned empty) where only the squares are needed.
 
     ``method``: ``hooks`` computes per-sample weight gradients of Linear and Conv1d/2d layers from each
     layer's saved input and output gradient, one batched backward per column that skips the weight
@@ -230,8 +241,8 @@ def per_sample_square_sums(
         raise ValueError("the hooks method needs every parameter to be the weight of a Linear or Conv1d/2d")
     if method != "vmap" and owners is not None:
         try:
-            return _square_sums_hooks(model, owners, batches, vectors, chunk_size)
+            return _square_sums_hooks(model, owners, batches, vectors, chunk_size, sums)
         except _NeedsFallback:
             if method == "hooks":
                 raise
-    return _square_sums_vmap(model, params, batches, vectors, chunk_size)
+    return _square_sums_vmap(model, params, batches, vectors, chunk_size, sums)

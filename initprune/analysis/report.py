@@ -10,18 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_bytes, atomic_write_text
+
 SHOWN_SPARSITIES = (0.9, 0.99)
-
-
-def _atomic_write(path: Path, text: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    data = text.encode() if isinstance(text, str) else text
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -67,12 +58,12 @@ def write_report(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -> 
     """Write ``rows.json``, ``rows.csv`` (every key) and ``report.md`` (main columns) under ``out_dir``."""
     out = Path(out_dir)
     paths = {"json": out / "rows.json", "csv": out / "rows.csv", "markdown": out / "report.md"}
-    _atomic_write(paths["json"], json.dumps(list(rows), indent=1) + "\n")
+    atomic_write_text(paths["json"], json.dumps(list(rows), indent=1) + "\n")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=_columns(rows), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write(paths["csv"], buffer.getvalue())
+    atomic_write_text(paths["csv"], buffer.getvalue())
     gradient = {(r["model"], r["warmup"], r["temperature"]): r["gradient_seconds"] for r in rows}
     notes = "\n".join(
         f"- {m}, warmup {w}, T={t:g}: one batched gradient = {s:.3f} s" for (m, w, t), s in gradient.items()
@@ -88,7 +79,7 @@ def write_report(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -> 
         "sparsity s by ½θ²·est and |θg + ½θ²·est|; cost in units of one batched gradient (same process).\n"
         f"{check_line}\n{notes}\n\n{markdown_table(rows)}"
     )
-    _atomic_write(paths["markdown"], text)
+    atomic_write_text(paths["markdown"], text)
     return paths
 
 
@@ -143,6 +134,6 @@ def plot_curvature(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=110)
         plt.close(fig)
-        _atomic_write(path, buffer.getvalue())
+        atomic_write_bytes(path, buffer.getvalue())
         paths.append(path)
     return paths

@@ -6,9 +6,9 @@ from ..curvature import per_sample_gradient_moments
 from .registry import ScoreDict, ScoringContext, register
 
 
-def _moments(ctx: ScoringContext, temperature: float, chunk_size: int | None):
+def _moments(ctx: ScoringContext, temperature: float, chunk_size: int | None, gradient: bool = False):
     return per_sample_gradient_moments(
-        ctx.model, ctx.params, ctx.batches, temperature=temperature, chunk_size=chunk_size
+        ctx.model, ctx.params, ctx.batches, temperature=temperature, chunk_size=chunk_size, gradient=gradient
     )
 
 
@@ -33,7 +33,7 @@ def fisher_taylor(ctx: ScoringContext, *, temperature: float = 1.0, chunk_size: 
     """FTS: |θ ⊙ g + ½ θ² ⊙ F|, the magnitude of the second-order Taylor change of L when θ_p is removed,
     with g = (1/N) Σ g_i and the empirical Fisher diagonal F = (1/N) Σ g_i² (arXiv 2502.11450). Mean
     reduction for both terms."""
-    g, fisher = _moments(ctx, temperature, chunk_size)
+    g, fisher = _moments(ctx, temperature, chunk_size, gradient=True)
     return {
         name: (p.detach() * g[name] + 0.5 * p.detach().square() * fisher[name]).abs()
         for name, p in ctx.params.items()
