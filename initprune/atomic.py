@@ -22,6 +22,7 @@ def atomic_write(path: str | os.PathLike[str], fill: Callable[[IO[bytes]], None]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions of a new file
         with os.fdopen(fd, "wb") as f:
             fill(f)
             f.flush()
@@ -30,6 +31,12 @@ def atomic_write(path: str | os.PathLike[str], fill: Callable[[IO[bytes]], None]
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -157,3 +157,14 @@ def test_load_rejects_missing_and_foreign_files(tmp_path):
     torch.save({"a": torch.ones(2)}, tmp_path / "other.pt")
     with pytest.raises(InitpruneError, match="not an initprune mask"):
         Mask.load(tmp_path / "other.pt")
+
+
+def test_saved_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "mask.pt"
+    make_mask(_scores(), 0.5, warn=False).save(path)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
