@@ -245,6 +245,11 @@ def _analyze(args: argparse.Namespace) -> int:
     from .experiments.run import resolve_device
 
     out = args.out or f"docs/results/curvature/{args.model}"
+    options = {
+        name: tuple(getattr(args, name))
+        for name in ("probes", "mc_samples", "temperatures")
+        if getattr(args, name) is not None
+    }
     run_curvature_analysis(
         args.model,
         args.dataset,
@@ -253,6 +258,10 @@ def _analyze(args: argparse.Namespace) -> int:
         out_dir=out,
         seed=args.seed,
         device=str(resolve_device(args.device)),
+        warmup_batches=args.warmup_batches,
+        model_options=dict(args.model_options),
+        progress=print if args.verbose else None,
+        **options,
     )
     print(f"tables and plots in {out}")
     return 0

@@ -108,3 +108,24 @@ def test_report_files(result, tmp_path):
     (png,) = plot_curvature(rows, tmp_path)
     assert png.stat().st_size > 10_000
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_analyze_curvature_command(tmp_path, capsys):
+    from initprune.cli import main
+
+    out = tmp_path / "report"
+    argv = ["analyze", "curvature", "--model", "lenet5", "--dataset", "synthetic", "--samples", "1",
+            "--warmup-batches", "0", "--probes", "1", "--mc-samples", "1", "--temperatures", "1",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "curvature_lenet5.png",
+        "report.md",
+        "rows.csv",
+        "rows.json",
+    ]
+    rows = json.loads((out / "rows.json").read_text())
+    assert {r["temperature"] for r in rows} == {1.0}
+    assert {r["count"] for r in rows if r["estimator"] == "hutchinson"} == {1}
+    assert main([*argv[:3], "vgg7", *argv[4:]]) == 2
+    assert "unknown model 'vgg7'" in capsys.readouterr().err
