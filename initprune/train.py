@@ -34,7 +34,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .atomic import atomic_torch_save
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    read_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
 from .errors import InitpruneError, unknown_choice
 from .optim import MaskHolder, epoch_steps, make_optimizer, make_scheduler
 
@@ -44,9 +50,6 @@ logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
-CHECKPOINT_NAME = "checkpoint.pt"
-# Fields that do not change the result: a checkpoint written under other values of these still resumes.
-COSMETIC_FIELDS = ("log_every",)
 
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
@@ -302,94 +305,6 @@ def evaluate(
     return result
 
 
-# ---------------------------------------------------------------- random states and checkpoints
-
-
-def _loader_generators(loader: Any) -> list[torch.Generator]:
-    """The torch generators a loader shuffles with (DataLoader(generator=...), a sampler's generator)."""
-    found: list[torch.Generator] = []
-    for owner in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
-        g = getattr(owner, "generator", None)
-        if isinstance(g, torch.Generator) and all(g is not f for f in found):
-            found.append(g)
-    return found
-
-
-def _rng_state(loader: Any) -> dict[str, Any]:
-    import random
-
-    import numpy as np
-
-    version, mt, gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-        "python": [version, list(mt), gauss],
-        "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), np_pos, np_has_gauss, np_gauss],
-        "loader": [g.get_state() for g in _loader_generators(loader)],
-    }
-
-
-def _set_rng_state(state: Mapping[str, Any], loader: Any) -> None:
-    import random
-
-    import numpy as np
-
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    version, mt, gauss = state["python"]
-    random.setstate((version, tuple(mt), gauss))
-    name, keys, pos, has_gauss, gauss_np = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss_np))
-    generators = _loader_generators(loader)
-    if len(generators) != len(state["loader"]):
-        raise InitpruneError(
-            f"the checkpoint holds {len(state['loader'])} loader generator state(s) but the training loader "
-            f"has {len(generators)}; resume with the same kind of loader"
-        )
-    for g, s in zip(generators, state["loader"], strict=True):
-        g.set_state(s)
-
-
-def _seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # CPU and every CUDA device
-
-
-def _read_checkpoint(path: Path, config: TrainConfig, steps_per_epoch: int) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: say which
-        raise InitpruneError(f"cannot read training checkpoint {str(path)!r}: {exc}") from exc
-    if not isinstance(state, dict) or state.get("format") != "initprune.train":
-        raise InitpruneError(f"{str(path)!r} is not an initprune training checkpoint")
-    ours, theirs = config.to_dict(), state["config"]
-    changed = [k for k in ours if k not in COSMETIC_FIELDS and _plain(ours[k]) != _plain(theirs.get(k))]
-    if changed:
-        diffs = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours[k]!r}" for k in changed)
-        raise InitpruneError(
-            f"checkpoint {str(path)!r} was written with another configuration ({diffs}); "
-            "use another checkpoint directory or the same configuration"
-        )
-    if state["steps_per_epoch"] != steps_per_epoch:
-        raise InitpruneError(
-            f"checkpoint {str(path)!r} has {state['steps_per_epoch']} steps per epoch but the training "
-            f"loader has {steps_per_epoch} batches"
-        )
-    return state
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
 # ---------------------------------------------------------------- the loop
 
 
@@ -493,7 +408,7 @@ def train(
     # channels_last also works on the CPU when asked for; "auto" turns it on for CUDA only.
     channels_last = device.type == "cuda" if config.channels_last == "auto" else bool(config.channels_last)
 
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -507,13 +422,13 @@ def train(
     start_epoch, step, resumed = 0, 0, None
     path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     if path is not None and path.exists():
-        state = _read_checkpoint(path, config, steps_per_epoch)
+        state = read_checkpoint(path, config, steps_per_epoch)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = resumed = state["epoch"]
         step, history = state["step"], list(state["history"])
-        _set_rng_state(state["rng"], train_loader)
+        set_rng_state(state["rng"], train_loader)
         if holder is not None:
             holder.apply()
         logger.info("resuming from %s at epoch %d of %d", path, start_epoch, num_epochs)
@@ -574,32 +489,3 @@ def train(
         "resumed_from_epoch": resumed,
         "final": history[-1] if history else None,
     }
-
-
-def save_checkpoint(
-    path: str | Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    config: TrainConfig,
-    epoch: int,
-    step: int,
-    steps_per_epoch: int,
-    history: list[dict[str, Any]],
-    loader: Any = None,
-) -> None:
-    """Write a training checkpoint atomically; ``torch.load(weights_only=True)`` reads it."""
-    state = {
-        "format": "initprune.train",
-        "version": 1,
-        "config": config.to_dict(),
-        "epoch": epoch,
-        "step": step,
-        "steps_per_epoch": steps_per_epoch,
-        "history": history,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": _rng_state(loader),
-    }
-    atomic_torch_save(state, path)
