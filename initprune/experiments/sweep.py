@@ -83,7 +83,8 @@ def run_sweep(
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Run this shard's grid points (skipping finished ones) and write ``out/summary.{md,csv,json}`` over
-    every point finished so far. Returns the summary rows."""
+    every point finished so far; ``progress`` prints each point as it starts and shows the runs' bars.
+    Returns the summary rows."""
     index, count = parse_shard(shard)
     configs = sweep_configs(base, grid, out)
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -92,7 +93,8 @@ def run_sweep(
     )
     for i, (point, config) in enumerate(configs):
         if i % count == index:
-            print(f"[{i + 1}/{len(configs)}] {point_folder(point)}", flush=True)
+            if progress:
+                print(f"[{i + 1}/{len(configs)}] {point_folder(point)}", flush=True)
             run_experiment(config, progress=progress)
     rows = summarize(configs, list(normalize_keys(grid, "the grid")))
     write_summary(rows, Path(out))
