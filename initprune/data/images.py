@@ -20,7 +20,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..errors import InitpruneError
-from .loader import BatchTransform, TensorData, epoch_seed
+from .loader import BatchTransform, EpochLoader, TensorData, epoch_seed
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".webp")
 STYLES = ("fixed", "imagenet")
@@ -154,7 +154,7 @@ def decode_all(data: ImageFiles, num_workers: int | None = None, batch_size: int
     )
 
 
-class FolderLoader:
+class FolderLoader(EpochLoader):
     """Batches ``(inputs, targets)`` on ``device`` from an :class:`ImageFiles`, decoded by worker processes.
 
     Same contract as :class:`~initprune.data.loader.TensorLoader`: each ``iter()`` is one epoch whose
@@ -173,20 +173,10 @@ class FolderLoader:
         drop_last: bool = False,
         num_workers: int | None = None,
     ) -> None:
-        if int(batch_size) < 1:
-            raise InitpruneError(f"batch_size must be >= 1, got {batch_size!r}")
-        self.data, self.transform, self.device = data, transform, torch.device(device)
-        self.batch_size, self.shuffle, self.seed = int(batch_size), bool(shuffle), int(seed)
-        self.drop_last = bool(drop_last)
+        super().__init__(data, batch_size, seed, drop_last)
+        self.transform, self.device = transform, torch.device(device)
+        self.shuffle = bool(shuffle)
         self.num_workers = default_workers() if num_workers is None else int(num_workers)
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        n = len(self.data)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         seed = epoch_seed(self.seed, self.epoch)

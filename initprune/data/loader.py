@@ -8,7 +8,7 @@ Nothing in the batch loop reads a value back from the device.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Sized
 
 import numpy as np
 import torch
@@ -138,7 +138,29 @@ class BatchTransform:
         return self.normalize(raw)
 
 
-class TensorLoader:
+class EpochLoader:
+    """What every initprune loader shares: batches of ``batch_size`` over ``data`` (the last one partial
+    unless ``drop_last``), one epoch per ``iter()``, and ``set_epoch`` to replay an epoch."""
+
+    def __init__(self, data: Sized, batch_size: int, seed: int, drop_last: bool) -> None:
+        if int(batch_size) < 1:
+            raise InitpruneError(f"batch_size must be >= 1, got {batch_size!r}")
+        self.data = data
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.drop_last = bool(drop_last)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.data)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next ``iter()`` produce epoch ``epoch``."""
+        self.epoch = int(epoch)
+
+
+class TensorLoader(EpochLoader):
     """Batches ``(inputs, targets)`` of a :class:`TensorData` on its device, normalized and augmented there.
 
     Each ``iter()`` is one epoch; epoch ``e`` draws its order and augmentation from ``(seed, e)``, so two
@@ -159,17 +181,11 @@ class TensorLoader:
         padding: int = 4,
         dtype: torch.dtype = torch.float32,
     ) -> None:
-        if int(batch_size) < 1:
-            raise InitpruneError(f"batch_size must be >= 1, got {batch_size!r}")
         if not isinstance(data, TensorData):
             data = TensorData(*data)
+        super().__init__(data, batch_size, seed, drop_last)
         channels = data.images.shape[1]
-        self.data = data
-        self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
-        self.seed = int(seed)
-        self.drop_last = bool(drop_last)
-        self.epoch = 0
         self.transform = BatchTransform(
             mean if mean is not None else [0.0] * channels,
             std if std is not None else [1.0] * channels,
@@ -178,14 +194,6 @@ class TensorLoader:
             padding,
             dtype,
         )
-
-    def __len__(self) -> int:
-        n = len(self.data)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next ``iter()`` produce epoch ``epoch``."""
-        self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         n, bs = len(self.data), self.batch_size
