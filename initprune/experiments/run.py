@@ -39,6 +39,11 @@ METRICS = "metrics.jsonl"
 PRUNING_INFO = "pruning.json"
 
 
+def _write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
+    """metrics.jsonl: one JSON line per epoch."""
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -163,7 +168,7 @@ def run_experiment(config: RunConfig, *, progress: bool = True) -> dict[str, Any
 
     def record(epoch: dict[str, Any]) -> None:
         history_so_far[:] = [r for r in history_so_far if r["epoch"] < epoch["epoch"]] + [epoch]
-        atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in history_so_far))
+        _write_metrics(metrics, history_so_far)
 
     start = time.perf_counter()
     trained = train(
@@ -178,7 +183,7 @@ def run_experiment(config: RunConfig, *, progress: bool = True) -> dict[str, Any
         on_epoch_end=record,
     )
     history = trained["history"]
-    atomic_write_text(metrics, "".join(json.dumps(r) + "\n" for r in history))
+    _write_metrics(metrics, history)
     train_seconds = sum(r.get("seconds") or 0.0 for r in history) or time.perf_counter() - start
 
     test = evaluate(model, splits.loader("test", batch_size=1024), device=device)
