@@ -96,7 +96,7 @@ def run_sweep(
             if progress:
                 print(f"[{i + 1}/{len(configs)}] {point_folder(point)}", flush=True)
             run_experiment(config, progress=progress)
-    rows = summarize(configs, list(normalize_keys(grid, "the grid")))
+    rows = summarize(configs, list(configs[0][0]))  # the grid's keys, as sweep_configs normalized them
     write_summary(rows, Path(out))
     return rows
 
