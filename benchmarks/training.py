@@ -2,6 +2,7 @@
 
     python benchmarks/training.py            # full run
     python benchmarks/training.py --quick    # a fast run (fewer repetitions, small models only)
+    python benchmarks/training.py --devices cuda
 
 (1) Mask overhead: time of a masked training step (forward, backward, gradient masking, SGD step with
 momentum and weight decay, re-masking) over the time of the same dense step, on the same model, batch and
@@ -188,11 +189,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, small models only")
     parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions per model")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--devices",
+        nargs="+",
+        choices=("cpu", "cuda"),
+        default=["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"],
+        help="devices to measure (default: cpu, and cuda when available)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     reps = args.reps or (15 if args.quick else 60)
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    devices = [torch.device(name) for name in args.devices]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, load average {load:.1f}")
 
