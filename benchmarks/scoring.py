@@ -1,6 +1,7 @@
 """Scoring cost of every criterion, as ratios to one batched gradient over the same samples.
 
     python benchmarks/scoring.py [--quick] [--device cpu|cuda] [--models vgg_small resnet20]
+    python benchmarks/scoring.py --models vgg16 resnet18 --criteria fisher_diag   # the paper's networks
 
 Two networks (a small VGG-style conv net with BatchNorm, and ResNet-20), 100 scoring samples (10 per
 class) of CIFAR-shaped input, everything in one process. For every registered criterion it prints
@@ -90,7 +91,7 @@ def hutchinson_loop(model: nn.Module, params: dict, data, probes: int, temperatu
     return total
 
 
-def run(model_name: str, device: torch.device, repeats: int) -> None:
+def run(model_name: str, device: torch.device, repeats: int, criteria: list[str]) -> None:
     model = build(model_name, device)
     params = prunable_parameters(model)
     data = scoring_data(device)
@@ -101,7 +102,7 @@ def run(model_name: str, device: torch.device, repeats: int) -> None:
     print(f"one batched gradient: {base * 1e3:.1f} ms (the unit below)")
     print(f"{'criterion':<18}{'× batched gradient':>20}")
     times = {}
-    for name in initprune.criteria():
+    for name in criteria:
         crit_data = None if name in DATA_FREE else data
         reps = 1 if name.startswith("hutch") else repeats
 
@@ -111,39 +112,43 @@ def run(model_name: str, device: torch.device, repeats: int) -> None:
         times[name] = median_seconds(call, device, reps)
         print(f"{name:<18}{times[name] / base:>20.2f}")
 
-    loop_reps = max(1, repeats // 2)
-    with torch.enable_grad():
-        loop = median_seconds(lambda: fisher_loop(model, params, data), device, loop_reps)
-    mem_fd = peak_memory_bytes(lambda: initprune.score(model, "fisher_diag", data), device)
-    with torch.enable_grad():
-        mem_base = peak_memory_bytes(lambda: batched_gradient(model, params, data), device)
-    print(
-        f"fisher_diag: {times['fisher_diag'] / base:.2f}× one batched gradient (target ≤ 1.5); "
-        f"{loop / times['fisher_diag']:.1f}× faster than the batch-1 loop ({loop / base:.1f}×); "
-        f"peak memory {mem_fd / mem_base:.2f}× the batched gradient's (target ≤ 2; "
-        f"{mem_fd / 2**20:.0f} vs {mem_base / 2**20:.0f} MiB)"
-    )
-
-    def one_pass() -> None:
-        initprune.score(model, "fisher_diag", data, chunk_size=None)
-
-    whole = median_seconds(one_pass, device, repeats)
-    mem_whole = peak_memory_bytes(one_pass, device)
-    print(
-        f"fisher_diag in one pass (chunk_size=None; the default passes 64 samples at a time): "
-        f"{whole / base:.2f}× one batched gradient, peak memory {mem_whole / mem_base:.2f}×"
-    )
-    with torch.enable_grad():
-        hloop = median_seconds(lambda: hutchinson_loop(model, params, data, 10, 200.0), device, 1, warmup=0)
-        probe = {k: torch.ones_like(p) for k, p in params.items()}
-        hvp = median_seconds(
-            lambda: hessian_vector_product(model, params, data, probe, temperature=200.0), device, repeats
+    if "fisher_diag" in times:
+        loop_reps = max(1, repeats // 2)
+        with torch.enable_grad():
+            loop = median_seconds(lambda: fisher_loop(model, params, data), device, loop_reps)
+        mem_fd = peak_memory_bytes(lambda: initprune.score(model, "fisher_diag", data), device)
+        with torch.enable_grad():
+            mem_base = peak_memory_bytes(lambda: batched_gradient(model, params, data), device)
+        print(
+            f"fisher_diag: {times['fisher_diag'] / base:.2f}× one batched gradient (target ≤ 1.5); "
+            f"{loop / times['fisher_diag']:.1f}× faster than the batch-1 loop ({loop / base:.1f}×); "
+            f"peak memory {mem_fd / mem_base:.2f}× the batched gradient's (target ≤ 2; "
+            f"{mem_fd / 2**20:.0f} vs {mem_base / 2**20:.0f} MiB)"
         )
-    print(
-        f"hutch_diag (10 probes/sample): {hloop / times['hutch_diag']:.1f}× faster than the batch-1 loop "
-        f"(target ≥ 20); loop {hloop / base:.1f}×, batched {times['hutch_diag'] / base:.1f}× one batched "
-        f"gradient; floor 10 × one batched HVP = {10 * hvp / base:.1f}×"
-    )
+
+        def one_pass() -> None:
+            initprune.score(model, "fisher_diag", data, chunk_size=None)
+
+        whole = median_seconds(one_pass, device, repeats)
+        mem_whole = peak_memory_bytes(one_pass, device)
+        print(
+            f"fisher_diag in one pass (chunk_size=None; the default passes 64 samples at a time): "
+            f"{whole / base:.2f}× one batched gradient, peak memory {mem_whole / mem_base:.2f}×"
+        )
+    if "hutch_diag" in times:
+        with torch.enable_grad():
+            hloop = median_seconds(
+                lambda: hutchinson_loop(model, params, data, 10, 200.0), device, 1, warmup=0
+            )
+            probe = {k: torch.ones_like(p) for k, p in params.items()}
+            hvp = median_seconds(
+                lambda: hessian_vector_product(model, params, data, probe, temperature=200.0), device, repeats
+            )
+        print(
+            f"hutch_diag (10 probes/sample): {hloop / times['hutch_diag']:.1f}× faster than the batch-1 loop "
+            f"(target ≥ 20); loop {hloop / base:.1f}×, batched {times['hutch_diag'] / base:.1f}× one batched "
+            f"gradient; floor 10 × one batched HVP = {10 * hvp / base:.1f}×"
+        )
 
 
 def main() -> None:
@@ -152,12 +157,22 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--models", nargs="+", default=["vgg_small", "resnet20"])
+    parser.add_argument(
+        "--models", nargs="+", default=["vgg_small", "resnet20"], help="vgg_small or any registered model"
+    )
+    parser.add_argument(
+        "--criteria",
+        nargs="+",
+        default=list(initprune.criteria()),
+        choices=list(initprune.criteria()),
+        metavar="NAME",
+        help="criteria to time (default: all); the batch-1 loops run with fisher_diag and hutch_diag",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name in args.models:
-        run(name, device, repeats=2 if args.quick else 5)
+        run(name, device, repeats=2 if args.quick else 5, criteria=args.criteria)
 
 
 if __name__ == "__main__":

@@ -26,13 +26,21 @@ def _eval_params(model: nn.Module, include_classifier: bool = True) -> dict[str,
 
 
 @pytest.mark.parametrize("model_name", ["mlp", "convnet"])
-@pytest.mark.parametrize("method", ["hooks-grouped", "hooks-unfold", "vmap"])
+@pytest.mark.parametrize("method", ["hooks-grouped", "hooks-unfold", "hooks-gram", "vmap"])
 @pytest.mark.parametrize("temperature", [1.0, 7.0])
-def test_empirical_fisher_equals_per_sample_loop(request, monkeypatch, model_name, method, temperature):
-    """Both convolution routes of the hook engine (grouped weight gradient, unfolded patches) and vmap."""
+@pytest.mark.parametrize("slice_bytes", [None, 1], ids=["whole", "sliced"])
+def test_empirical_fisher_equals_per_sample_loop(
+    request, monkeypatch, model_name, method, temperature, slice_bytes
+):
+    """The three convolution routes of the hook engine (grouped weight gradient, unfolded patches,
+    position Gram matrices) and vmap, with each layer's per-sample gradients made at once or one sample at
+    a time."""
+    if slice_bytes is not None:
+        monkeypatch.setattr(per_sample, "CPU_SLICE_BYTES", slice_bytes)
     if method.startswith("hooks"):
         limit = 10**9 if method == "hooks-grouped" else 0
         monkeypatch.setattr(per_sample, "_GROUPED_MAX_WEIGHT_PER_POSITION", limit)
+        monkeypatch.setattr(per_sample, "_GRAM_MAX_POSITIONS", 10**9 if method == "hooks-gram" else 0)
         method = "hooks"
     model = request.getfixturevalue(model_name)
     data = request.getfixturevalue("mlp_data" if model_name == "mlp" else "conv_data")
@@ -76,9 +84,13 @@ class _TokenNet(nn.Module):
         return self.head(torch.tanh(self.mix(h)).mean(1))
 
 
-@pytest.mark.parametrize("limit", [0, 10**9])
-def test_empirical_fisher_token_linear_and_conv1d_hooks_match_loop(monkeypatch, limit):
-    monkeypatch.setattr(per_sample, "_GROUPED_MAX_WEIGHT_PER_POSITION", limit)
+@pytest.mark.parametrize("route", ["grouped", "unfold", "gram"])
+@pytest.mark.parametrize("slice_bytes", [None, 1], ids=["whole", "sliced"])
+def test_empirical_fisher_token_linear_and_conv1d_hooks_match_loop(monkeypatch, route, slice_bytes):
+    monkeypatch.setattr(per_sample, "_GROUPED_MAX_WEIGHT_PER_POSITION", 10**9 if route == "grouped" else 0)
+    monkeypatch.setattr(per_sample, "_GRAM_MAX_POSITIONS", 10**9 if route == "gram" else 0)
+    if slice_bytes is not None:
+        monkeypatch.setattr(per_sample, "CPU_SLICE_BYTES", slice_bytes)
     torch.manual_seed(0)
     model = _TokenNet().double()
     params = _eval_params(model)

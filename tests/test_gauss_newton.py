@@ -8,6 +8,7 @@ from torch import nn
 from torch.func import functional_call, hessian, jacrev
 
 import initprune
+from initprune import per_sample
 from initprune.curvature import batch_gradient
 from initprune.errors import InitpruneError
 from initprune.gauss_newton import ggn_diagonal, mc_fisher_diagonal, sample_model_labels
@@ -220,7 +221,16 @@ def test_sample_model_labels_follows_the_distribution():
 
 
 @pytest.mark.parametrize("name", ["conv_bn_maxpool", "residual"])
-def test_hooks_and_vmap_agree(name):
+@pytest.mark.parametrize("conv_route", ["grouped", "unfold", "gram"])
+@pytest.mark.parametrize("slice_bytes", [None, 1], ids=["whole", "sliced"])
+def test_hooks_and_vmap_agree(monkeypatch, name, conv_route, slice_bytes):
+    """Several backward columns per chunk share the unfolded patches; per-sample gradients are made at
+    once or one sample at a time."""
+    limit = 10**9 if conv_route == "grouped" else 0
+    monkeypatch.setattr(per_sample, "_GROUPED_MAX_WEIGHT_PER_POSITION", limit)
+    monkeypatch.setattr(per_sample, "_GRAM_MAX_POSITIONS", 10**9 if conv_route == "gram" else 0)
+    if slice_bytes is not None:
+        monkeypatch.setattr(per_sample, "CPU_SLICE_BYTES", slice_bytes)
     model, batches = build(*NETS[name])
     params = weights(model)
     for fn, kw in ((ggn_diagonal, {}), (mc, {"seed": 1, "samples": 3})):
