@@ -29,6 +29,27 @@ def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int,
     return statistics.median(times)
 
 
+def paired_ratio(
+    fn: Callable[[], object], baseline: Callable[[], object], device: torch.device, repeats: int
+) -> float:
+    """Median over ``repeats`` of time(fn) / time(baseline), each pair timed back to back (after one
+    warm-up of each), alternating which goes first: robust to a machine whose speed drifts."""
+    fn()
+    baseline()
+    ratios = []
+    for i in range(repeats):
+        pair = {}
+        for name in ("fn", "baseline") if i % 2 == 0 else ("baseline", "fn"):
+            call = fn if name == "fn" else baseline
+            synchronize(device)
+            start = time.perf_counter()
+            call()
+            synchronize(device)
+            pair[name] = time.perf_counter() - start
+        ratios.append(pair["fn"] / pair["baseline"])
+    return statistics.median(ratios)
+
+
 def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int:
     """Peak bytes allocated by torch while ``fn()`` runs, above what was allocated before it.
 

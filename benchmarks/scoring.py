@@ -5,7 +5,8 @@
 
 Two networks (a small VGG-style conv net with BatchNorm, and ResNet-20), 100 scoring samples (10 per
 class) of CIFAR-shaped input, everything in one process. For every registered criterion it prints
-time / time(one batched gradient); then the two comparisons with the batch-1 loop formulations:
+time / time(one batched gradient), the median over pairs timed back to back; then the two comparisons
+with the batch-1 loop formulations:
   - fisher_diag vs a loop of autograd.grad at batch size 1 (and its peak memory vs the batched gradient's),
     and fisher_diag in one pass over the 100 samples instead of the default chunks of 64,
   - hutch_diag (10 independent probes per sample) vs a loop over samples at batch size 1 that builds one
@@ -24,7 +25,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import median_seconds, peak_memory_bytes, vgg_small
+from common import median_seconds, paired_ratio, peak_memory_bytes, vgg_small
 
 import initprune
 from initprune.curvature import hessian_vector_product
@@ -97,10 +98,14 @@ def run(model_name: str, device: torch.device, repeats: int, criteria: list[str]
     data = scoring_data(device)
     n_params = sum(p.numel() for p in params.values())
     print(f"\n== {model_name}: {n_params / 1e6:.2f}M prunable weights, 100 samples, device {device} ==")
-    with torch.enable_grad():
-        base = median_seconds(lambda: batched_gradient(model, params, data), device, repeats * 3)
+
+    def gradient() -> None:
+        with torch.enable_grad():
+            batched_gradient(model, params, data)
+
+    base = median_seconds(gradient, device, repeats * 3)
     print(f"one batched gradient: {base * 1e3:.1f} ms (the unit below)")
-    print(f"{'criterion':<18}{'× batched gradient':>20}")
+    print(f"{'criterion':<18}{'× batched gradient':>20}   (median of {repeats} back-to-back pairs)")
     times = {}
     for name in criteria:
         crit_data = None if name in DATA_FREE else data
@@ -109,7 +114,7 @@ def run(model_name: str, device: torch.device, repeats: int, criteria: list[str]
         def call(name: str = name, crit_data=crit_data) -> None:
             initprune.score(model, name, crit_data, input_shape=(3, 32, 32))
 
-        times[name] = median_seconds(call, device, reps)
+        times[name] = paired_ratio(call, gradient, device, reps) * base
         print(f"{name:<18}{times[name] / base:>20.2f}")
 
     if "fisher_diag" in times:
@@ -129,7 +134,7 @@ def run(model_name: str, device: torch.device, repeats: int, criteria: list[str]
         def one_pass() -> None:
             initprune.score(model, "fisher_diag", data, chunk_size=None)
 
-        whole = median_seconds(one_pass, device, repeats)
+        whole = paired_ratio(one_pass, gradient, device, repeats) * base
         mem_whole = peak_memory_bytes(one_pass, device)
         print(
             f"fisher_diag in one pass (chunk_size=None; the default passes 64 samples at a time): "

@@ -188,10 +188,10 @@ def _accumulate(
     # Per-sample gradients of a slice of samples at a time, at most _slice_bytes of them.
     step = max(1, limit // (module.weight.numel() * module.weight.element_size()))
     for lo in range(0, a.shape[0], step):
-        per_sample = per_sample_grads(lo, lo + step)
+        per_sample = per_sample_grads(lo, lo + step)  # a fresh tensor: squared in place
         if s1 is not None:
             s1 += per_sample.sum(0)
-        s2 += torch.linalg.vecdot(per_sample, per_sample, dim=0)
+        s2 += per_sample.square_().sum(0)
 
 
 def _cached_patches(module: nn.Conv1d | nn.Conv2d, a: Tensor, patches: dict) -> Tensor:
