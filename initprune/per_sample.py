@@ -305,8 +305,10 @@ def per_sample_square_sums(
     ``vmap`` when a layer is called twice in one forward). At most ``chunk_size`` samples per pass. With
     several columns each convolution's unfolded input (kernel-size times its input) is kept for the
     chunk and shared by the columns, so a column costs a backward pass and one batched matrix product.
-    A layer's per-sample gradients are made :data:`PER_SAMPLE_SLICE_BYTES` at a time, so wide layers
-    (VGG-16's 2.4M-weight convolutions) never hold chunk × weights at once.
+    A layer's per-sample gradients are made a block of samples at a time (:data:`CPU_SLICE_BYTES`, sized
+    to a cache, on the CPU; :data:`ACCELERATOR_SLICE_BYTES` elsewhere), so wide layers (VGG-16's
+    2.4M-weight convolutions) never hold chunk × weights at once; convolutions with at most
+    :data:`_GRAM_MAX_POSITIONS` output positions skip them, through position Gram matrices.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
