@@ -150,6 +150,12 @@ def _sync_sites(fn) -> Counter:
     return Counter(f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message).lower())
 
 
+def test_sync_detection_sees_a_known_sync():
+    """The two tests below would pass vacuously if synchronizations went unseen."""
+    sites = _sync_sites(lambda: torch.ones(3, device=CUDA).sum().item())
+    assert sum(sites.values()) >= 1
+
+
 def _conv_setup(batches: int):
     torch.manual_seed(0)
     model = tiny_convnet().to(CUDA)
