@@ -72,15 +72,19 @@ def _conv_patches(module: nn.Conv1d | nn.Conv2d, a: Tensor) -> Tensor:
     return patches.reshape(a.shape[0], module.groups, -1, patches.shape[-1])
 
 
+def _per_group(patches: Tensor, dy: Tensor) -> Tensor:
+    """A convolution's output gradient laid out like its patches: (B, groups, Cout/groups, L)."""
+    return dy.reshape(patches.shape[0], patches.shape[1], dy.shape[1] // patches.shape[1], -1)
+
+
 def _conv_per_sample_grads(module: nn.Conv1d | nn.Conv2d, patches: Tensor, dy: Tensor) -> Tensor:
     """Per-sample weight gradients of a convolution from its input patches and output gradient ``dy``.
 
     ∂/∂W = dY_i · unfold(a_i)ᵀ per group: the convolution as a matrix product over its unfolded input
     patches (Opacus, BackPACK).
     """
-    b, groups = patches.shape[0], patches.shape[1]
-    dy = dy.reshape(b, groups, dy.shape[1] // groups, -1)
-    return torch.einsum("bgol,bgil->bgoi", dy, patches).reshape(b, *module.weight.shape)
+    per_sample = torch.einsum("bgol,bgil->bgoi", _per_group(patches, dy), patches)
+    return per_sample.reshape(patches.shape[0], *module.weight.shape)
 
 
 _GROUPED_MAX_WEIGHT_PER_POSITION = 1024
@@ -115,8 +119,7 @@ def _conv_square_sums_gram(module: nn.Conv1d | nn.Conv2d, patches: Tensor, dy: T
     patches. It costs L² multiply-adds per weight and sample against the L of the per-sample route, which
     pays instead to write and read B × weights: for L ≤ 4 this route is several times faster.
     """
-    b, groups = patches.shape[0], patches.shape[1]
-    dy = dy.reshape(b, groups, dy.shape[1] // groups, -1)
+    dy = _per_group(patches, dy)
     dy_outer = (dy.unsqueeze(-1) * dy.unsqueeze(-2)).flatten(-2)  # (B, G, O/G, L²)
     patch_outer = (patches.unsqueeze(-1) * patches.unsqueeze(-2)).flatten(-2)  # (B, G, I, L²)
     return torch.einsum("bgoz,bgiz->goi", dy_outer, patch_outer).reshape(module.weight.shape)
@@ -204,9 +207,7 @@ def _cached_patches(module: nn.Conv1d | nn.Conv2d, a: Tensor, patches: dict) -> 
 
 def _conv_sum_of_grads(module: nn.Conv1d | nn.Conv2d, patches: Tensor, dy: Tensor) -> Tensor:
     """Σ_i g_i: the batch weight gradient, as one contraction over samples and positions."""
-    b, groups = patches.shape[0], patches.shape[1]
-    dy = dy.reshape(b, groups, dy.shape[1] // groups, -1)
-    return torch.einsum("bgol,bgil->goi", dy, patches).reshape(module.weight.shape)
+    return torch.einsum("bgol,bgil->goi", _per_group(patches, dy), patches).reshape(module.weight.shape)
 
 
 def _square_sums_hooks(

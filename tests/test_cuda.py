@@ -19,7 +19,6 @@ from torch import nn
 import initprune
 from initprune.curvature import hutchinson_diagonal, per_sample_gradient_moments, rademacher_probes
 from initprune.experiments import build_config, run_experiment
-from initprune.experiments import run as run_module
 from initprune.models import create_model, model_options, models
 from initprune.prunable import prunable_parameters
 from initprune.samples import functional_parts
@@ -28,7 +27,7 @@ from initprune.train import TrainConfig, train
 
 from .conftest import randomize_bn, tiny_convnet
 from .reference import cat, exact_hessian, mean_loss_fn, split
-from .test_experiments import SMALL, _comparable
+from .test_experiments import SMALL, _comparable, interrupt_after_first_epoch
 from .test_train import conv_net, images, random_mask
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -214,22 +213,8 @@ def test_a_run_on_cuda_resumes_after_an_interruption(tmp_path, monkeypatch):
     assert reference["pruned_weights_stayed_zero"] is True
     assert json.loads((tmp_path / "whole" / "result.json").read_text()) == reference
 
-    real_train = run_module.train
-
-    def killed_after_first_epoch(*args, on_epoch_end, **kwargs):
-        def hook(record):
-            on_epoch_end(record)
-            if record["epoch"] == 1:
-                raise KeyboardInterrupt
-
-        return real_train(*args, on_epoch_end=hook, **kwargs)
-
-    monkeypatch.setattr(run_module, "train", killed_after_first_epoch)
     cut = build_config({**settings, "out": str(tmp_path / "cut")})
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(cut, progress=False)
-    monkeypatch.setattr(run_module, "train", real_train)
-    monkeypatch.setattr(run_module, "prune", lambda *a, **k: pytest.fail("scoring must not run again"))
+    interrupt_after_first_epoch(monkeypatch, cut)
     resumed = run_experiment(cut, progress=False)
     a, b = _comparable(resumed), _comparable(reference)
     assert a.keys() == b.keys()

@@ -79,9 +79,9 @@ def _comparable(result: dict) -> dict:
     return {k: v for k, v in result.items() if k not in TIMING}
 
 
-def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
-    reference = run_experiment(_config(tmp_path / "whole"), progress=False)
-
+def interrupt_after_first_epoch(monkeypatch, config) -> None:
+    """Run ``config`` until a KeyboardInterrupt after its first epoch; then forbid scoring, which a resumed
+    run must not repeat."""
     real_train = run_module.train
 
     def killed_after_first_epoch(*args, on_epoch_end, **kwargs):
@@ -94,10 +94,16 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
 
     monkeypatch.setattr(run_module, "train", killed_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(_config(tmp_path / "cut"), progress=False)
-    assert not (tmp_path / "cut" / "result.json").exists()
+        run_experiment(config, progress=False)
     monkeypatch.setattr(run_module, "train", real_train)
     monkeypatch.setattr(run_module, "prune", lambda *a, **k: pytest.fail("scoring must not run again"))
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    reference = run_experiment(_config(tmp_path / "whole"), progress=False)
+
+    interrupt_after_first_epoch(monkeypatch, _config(tmp_path / "cut"))
+    assert not (tmp_path / "cut" / "result.json").exists()
     resumed = run_experiment(_config(tmp_path / "cut"), progress=False)
     assert _comparable(resumed) == _comparable(reference)
     whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["model"]
