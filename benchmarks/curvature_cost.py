@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from scoring import build, scoring_data
 
 from initprune.curvature import batch_gradient, hutchinson_diagonal, per_sample_gradient_moments
-from initprune.gauss_newton import ggn_diagonal, mc_fisher_diagonal
+from initprune.curvature.ggn import ggn_diagonal, mc_fisher_diagonal
 from initprune.prunable import prunable_parameters
 
 

@@ -18,10 +18,10 @@ from torch import nn
 
 import initprune
 from initprune.curvature import hutchinson_diagonal, per_sample_gradient_moments, rademacher_probes
+from initprune.curvature.samples import functional_parts
 from initprune.experiments import build_config, run_experiment
 from initprune.models import create_model, model_options, models
 from initprune.prunable import prunable_parameters
-from initprune.samples import functional_parts
 from initprune.scores import get_criterion
 from initprune.train import TrainConfig, train
 

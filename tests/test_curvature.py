@@ -6,16 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from initprune import per_sample
 from initprune.curvature import (
     batch_gradient,
     hessian_vector_product,
     hutchinson_diagonal,
+    per_sample,
     per_sample_gradient_moments,
     rademacher_probes,
 )
+from initprune.curvature.samples import functional_parts
 from initprune.prunable import prunable_parameters
-from initprune.samples import functional_parts
 
 from .reference import cat, exact_hessian, exact_hessian_diag, mean_loss_fn, per_sample_grads, rel_err, split
 

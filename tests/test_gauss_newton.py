@@ -8,10 +8,9 @@ from torch import nn
 from torch.func import functional_call, hessian, jacrev
 
 import initprune
-from initprune import per_sample
-from initprune.curvature import batch_gradient
+from initprune.curvature import batch_gradient, per_sample
+from initprune.curvature.ggn import ggn_diagonal, mc_fisher_diagonal, sample_model_labels
 from initprune.errors import InitpruneError
-from initprune.gauss_newton import ggn_diagonal, mc_fisher_diagonal, sample_model_labels
 from initprune.prunable import prunable_parameters
 
 C = 4

@@ -3,7 +3,7 @@
 For a model at initialization (optionally after a BatchNorm warmup) and each temperature T, the reference is
 the exact diagonal of the Hessian of the mean scoring loss. For the networks analysed here — ReLU, max-pool,
 eval-mode BatchNorm, residual sums — it equals the exact generalized Gauss-Newton diagonal
-(:func:`initprune.gauss_newton.ggn_diagonal`, C backward passes), because every logit is linear along each
+(:func:`initprune.curvature.ggn.ggn_diagonal`, C backward passes), because every logit is linear along each
 single weight; :func:`analyze_curvature` checks H_pp = GGN_pp on a few coordinates per setting with exact
 Hessian-vector products (``hessian_check``). Against it we measure:
 
@@ -36,15 +36,17 @@ import torch
 from torch import Tensor, nn
 
 from ..curvature import (
+    Batch,
+    TensorDict,
     batch_gradient,
+    ggn_diagonal,
     hessian_vector_product,
     hutchinson_diagonal,
+    mc_fisher_diagonal,
     per_sample_gradient_moments,
 )
-from ..gauss_newton import ggn_diagonal, mc_fisher_diagonal
 from ..masks import top_k_mask
 from ..prunable import prunable_parameters
-from ..samples import Batch, TensorDict
 from ..scores import scoring_mode
 from ..warmup import warmup_bn
 

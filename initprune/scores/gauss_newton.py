@@ -4,14 +4,13 @@
 In networks piecewise linear in each weight (ReLU, max-pool, eval BatchNorm, residual sums) the GGN
 diagonal *is* the Hessian diagonal that the Hutchinson criteria estimate, computed exactly with C backward
 passes; the MC Fisher estimates the same diagonal with m backward passes at far lower variance than
-Hutchinson (see :mod:`initprune.gauss_newton`).
+Hutchinson (see :mod:`initprune.curvature.ggn`).
 """
 
 from __future__ import annotations
 
-from ..curvature import batch_gradient
+from ..curvature import batch_gradient, ggn_diagonal, mc_fisher_diagonal
 from ..errors import InitpruneError
-from ..gauss_newton import ggn_diagonal, mc_fisher_diagonal
 from .registry import ScoreDict, ScoringContext, register
 
 

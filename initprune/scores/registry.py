@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..curvature.samples import Batch, num_samples
 from ..errors import InitpruneError, unknown_choice
-from ..samples import Batch, num_samples
 
 ScoreDict = dict[str, Tensor]
 

@@ -1,5 +1,4 @@
-"""Pure curvature estimators: batch gradients, Hessian-vector products, per-sample squared gradients
-(the empirical Fisher diagonal) and the Hutchinson Hessian diagonal.
+"""Batch gradients, Hessian-vector products and the Hutchinson Hessian diagonal.
 
 Every function takes a model, a dict ``params`` (name → parameter, the weights to differentiate), and
 ``batches``: a sequence of ``(inputs, targets)`` pairs on the model's device. The loss is the cross-entropy
@@ -18,8 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, vjp, vmap
 
-from .per_sample import loss_gradient_vectors, per_sample_square_sums
-from .progress import progress_bar
+from ..progress import progress_bar
 from .samples import (
     Batch,
     TensorDict,
@@ -77,33 +75,6 @@ def hessian_vector_product(
             if h is not None:
                 total[name] += h
     return total
-
-
-def per_sample_gradient_moments(
-    model: nn.Module,
-    params: Mapping[str, Tensor],
-    batches: Sequence[Batch],
-    *,
-    temperature: float = 1.0,
-    chunk_size: int | None = 64,
-    method: str = "auto",
-    gradient: bool = True,
-) -> tuple[TensorDict, TensorDict]:
-    """Mean gradient and empirical Fisher diagonal from true per-sample gradients.
-
-    Returns ``(g, F)`` with g = (1/N) Σ_i g_i and F = (1/N) Σ_i g_i ⊙ g_i, g_i = ∇ℓ_i the gradient of
-    sample i's own loss ℓ_i = CE(z_i/T, y_i) — not the square of a batch gradient. Both use mean
-    reduction over the N samples; with sum reduction F would be N times larger. The empirical Fisher is
-    the curvature of the paper's FD, FP and FTS criteria (arXiv 2502.11450). Computed in batched passes
-    by :func:`initprune.per_sample.per_sample_square_sums` (``method``, ``chunk_size``: see there).
-    ``gradient=False`` skips g (returned empty).
-    """
-    n = num_samples(batches)
-    vectors = loss_gradient_vectors(temperature)
-    s1, s2 = per_sample_square_sums(
-        model, params, batches, vectors, chunk_size=chunk_size, method=method, sums=gradient
-    )
-    return {k: v / n for k, v in s1.items()}, {k: v / n for k, v in s2.items()}
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 
-from .samples import Batch, TensorDict, functional_parts, iter_chunks
+from .samples import Batch, TensorDict, functional_parts, iter_chunks, num_samples
 
 OutputVectors = Callable[[Tensor, Tensor], list[Tensor]]
 """``(logits (B, C), targets (B,)) -> [v_1, ..., v_m]``, each (B, C): backward vectors at the logits."""
@@ -323,3 +323,30 @@ def per_sample_square_sums(
             if method == "hooks":
                 raise
     return _square_sums_vmap(model, params, batches, vectors, chunk_size, sums)
+
+
+def per_sample_gradient_moments(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    batches: Sequence[Batch],
+    *,
+    temperature: float = 1.0,
+    chunk_size: int | None = 64,
+    method: str = "auto",
+    gradient: bool = True,
+) -> tuple[TensorDict, TensorDict]:
+    """Mean gradient and empirical Fisher diagonal from true per-sample gradients.
+
+    Returns ``(g, F)`` with g = (1/N) Σ_i g_i and F = (1/N) Σ_i g_i ⊙ g_i, g_i = ∇ℓ_i the gradient of
+    sample i's own loss ℓ_i = CE(z_i/T, y_i) — not the square of a batch gradient. Both use mean
+    reduction over the N samples; with sum reduction F would be N times larger. The empirical Fisher is
+    the curvature of the paper's FD, FP and FTS criteria (arXiv 2502.11450). Computed in batched passes
+    by :func:`per_sample_square_sums` (``method``, ``chunk_size``: see there).
+    ``gradient=False`` skips g (returned empty).
+    """
+    n = num_samples(batches)
+    vectors = loss_gradient_vectors(temperature)
+    s1, s2 = per_sample_square_sums(
+        model, params, batches, vectors, chunk_size=chunk_size, method=method, sums=gradient
+    )
+    return {k: v / n for k, v in s1.items()}, {k: v / n for k, v in s2.items()}

@@ -1,0 +1,37 @@
+"""The curvature engine: pure estimators that the criteria (``initprune.scores``) are built on.
+
+Layers, bottom up: ``samples`` (batches, chunks, the tempered loss, functional views of a model) →
+``per_sample`` (batched Σ_i J_iᵀv_i and Σ_i (J_iᵀv_i)²: the empirical Fisher) and ``hvp`` (batch gradients,
+Hessian-vector products, the Hutchinson diagonal) → ``ggn`` (exact Gauss-Newton and Monte-Carlo Fisher
+diagonals on the per-sample engine). Every estimator uses mean reduction over all N scoring samples and
+leaves the model's parameters, buffers and flags as they were.
+"""
+
+from .ggn import ggn_diagonal, mc_fisher_diagonal, sample_model_labels
+from .hvp import (
+    HUTCHINSON_CHUNK_BYTES,
+    batch_gradient,
+    hessian_vector_product,
+    hutchinson_diagonal,
+    rademacher_probes,
+)
+from .per_sample import per_sample_gradient_moments, per_sample_square_sums
+from .samples import Batch, TensorDict, functional_parts, iter_chunks, num_samples
+
+__all__ = [
+    "HUTCHINSON_CHUNK_BYTES",
+    "Batch",
+    "TensorDict",
+    "batch_gradient",
+    "functional_parts",
+    "ggn_diagonal",
+    "hessian_vector_product",
+    "hutchinson_diagonal",
+    "iter_chunks",
+    "mc_fisher_diagonal",
+    "num_samples",
+    "per_sample_gradient_moments",
+    "per_sample_square_sums",
+    "rademacher_probes",
+    "sample_model_labels",
+]
