@@ -35,8 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..distributed import global_samples
 from .per_sample import OutputVectors, per_sample_square_sums
-from .samples import Batch, TensorDict, num_samples
+from .samples import Batch, TensorDict
 
 __all__ = [
     "ggn_diagonal",
@@ -93,7 +94,7 @@ def ggn_diagonal(
     reduction (sum reduction: N times larger); diag(G) ∝ 1/T² up to the change of p with T. ``method``
     and ``chunk_size``: see :func:`initprune.per_sample.per_sample_square_sums`.
     """
-    n = num_samples(batches)
+    n = global_samples(batches)
     _, squares = per_sample_square_sums(
         model, params, batches, ggn_vectors(temperature), chunk_size=chunk_size, method=method, sums=False
     )
@@ -162,7 +163,7 @@ def mc_fisher_diagonal(
     N times larger); ∝ 1/T² up to the change of p with T. The same ``generator`` state gives the same
     labels, independently of how the samples are split into batches or chunks.
     """
-    n = num_samples(batches)
+    n = global_samples(batches)
     vectors = mc_fisher_vectors(temperature, samples, generator)
     _, squares = per_sample_square_sums(
         model, params, batches, vectors, chunk_size=chunk_size, method=method, sums=False

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..distributed import sample_shard, shard_batches
 from ..errors import InitpruneError
 from ..prunable import prunable_parameters
 from . import data_free, fisher, gauss_newton, gradient, hutchinson  # noqa: F401  (registers the criteria)
@@ -99,9 +100,11 @@ def score(
     batches = as_batches(data, device) if data is not None else None
     if input_shape is None and batches is not None:
         input_shape = tuple(batches[0][0].shape[1:])
+    # Under torchrun each rank scores its own part of the samples; the engines sum over all ranks.
+    batches, shard = shard_batches(batches) if batches is not None else (None, None)
     ctx = ScoringContext(
         model, params, batches, int(seed), None if input_shape is None else tuple(input_shape), progress
     )
-    with scoring_mode(model, params):
+    with scoring_mode(model, params), sample_shard(shard):
         scores = crit.fn(ctx, **options)
     return {name: scores[name].detach() for name in params}

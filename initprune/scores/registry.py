@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..curvature.samples import Batch, num_samples
+from ..curvature.samples import Batch
+from ..distributed import global_samples
 from ..errors import InitpruneError, unknown_choice
 
 ScoreDict = dict[str, Tensor]
@@ -37,7 +38,8 @@ class ScoringContext:
 
     @property
     def num_samples(self) -> int:
-        return 0 if self.batches is None else num_samples(self.batches)
+        """N, the scoring samples over all ranks (``batches`` holds this rank's part under torchrun)."""
+        return 0 if self.batches is None else global_samples(self.batches)
 
     def generator(self) -> torch.Generator:
         """A fresh generator on the model's device, seeded with the scoring seed."""
