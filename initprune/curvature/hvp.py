@@ -94,7 +94,7 @@ def probe_seed(generator: torch.Generator) -> int:
     return int(draw)
 
 
-def _mix(seed: int, index: int) -> int:
+def sample_seed(seed: int, index: int) -> int:
     """A well-mixed 63-bit seed for sample ``index`` under base ``seed`` (SplitMix64 finalizer)."""
     z = (seed * 0x9E3779B97F4A7C15 + (index + 1) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
@@ -125,7 +125,7 @@ def rademacher_probes(
     gen = torch.Generator(device=device)
     draws = []
     for i in range(start, start + count):
-        gen.manual_seed(_mix(seed, i))
+        gen.manual_seed(sample_seed(seed, i))
         draws.append(torch.randint(0, 2, (probes, sum(sizes)), generator=gen, device=device))
     flat = (torch.stack(draws) if draws else torch.zeros(0, probes, sum(sizes), device=device)).to(dtype)
     flat = flat.mul_(2).sub_(1)
