@@ -187,7 +187,9 @@ def test_shards_of_a_loader_make_up_its_batches():
 # --------------------------------------------------------------------------------- complete runs
 
 
-def _run_worker(rank: int, port: int, folder: str, interrupt: bool) -> None:
+def _run_worker(rank: int, port: int, folder: str) -> None:
+    """An interrupted run, then the same run again: it resumes from the files alone (nothing else of
+    the first attempt is reused by ``run_experiment``), in the same pair of processes."""
     _join(rank, port)
     if rank != 0:  # only rank 0 writes: every file write goes through os.replace (initprune.atomic)
 
@@ -195,42 +197,47 @@ def _run_worker(rank: int, port: int, folder: str, interrupt: bool) -> None:
             raise AssertionError(f"rank {rank} wrote {dst}")
 
         os.replace = refuse  # the spawned process is thrown away afterwards
-    config = build_config({**RUN, "out": str(Path(folder) / "run")})
-    real_train = run_module.train
-    if interrupt:
+    out = Path(folder) / "run"
+    config = build_config({**RUN, "out": str(out)})
+    real_train, real_prune = run_module.train, run_module.prune
 
-        def killed_after_first_epoch(*args, on_epoch_end, **kwargs):
-            def hook(record):
-                on_epoch_end(record)
-                if record["epoch"] == 1:
-                    raise KeyboardInterrupt
+    def killed_after_first_epoch(*args, on_epoch_end, **kwargs):
+        def hook(record):
+            on_epoch_end(record)
+            if record["epoch"] == 1:
+                raise KeyboardInterrupt
 
-            return real_train(*args, on_epoch_end=hook, **kwargs)
+        return real_train(*args, on_epoch_end=hook, **kwargs)
 
-        run_module.train = killed_after_first_epoch
-        with pytest.raises(KeyboardInterrupt):
-            run_experiment(config, progress=False)
-    else:
+    run_module.train = killed_after_first_epoch
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config, progress=False)
+    dist.barrier()
+    if rank == 0:
+        cut = {"files": sorted(p.name for p in out.iterdir()), "metrics": (out / "metrics.jsonl").read_text()}
+        (Path(folder) / "cut.json").write_text(json.dumps(cut))
+    dist.barrier()
 
-        def no_scoring(*args, **kwargs):
-            raise AssertionError("scoring ran again")
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scoring ran again")
 
-        def resumed(*args, **kwargs):
-            result = real_train(*args, **kwargs)
-            assert result["resumed_from_epoch"] == 1
-            return result
+    def resumed(*args, **kwargs):
+        result = real_train(*args, **kwargs)
+        assert result["resumed_from_epoch"] == 1
+        return result
 
-        run_module.prune, run_module.train = no_scoring, resumed
-        result = run_experiment(config, progress=False)
-        (Path(folder) / f"result{rank}.json").write_text(json.dumps(result))  # not through os.replace
+    run_module.prune, run_module.train = no_scoring, resumed
+    result = run_experiment(config, progress=False)
+    run_module.prune, run_module.train = real_prune, real_train
+    (Path(folder) / f"result{rank}.json").write_text(json.dumps(result))  # not through os.replace
     dist.destroy_process_group()
 
 
 def test_an_interrupted_two_process_run_resumes_to_the_result_of_one_process(tmp_path):
     single = run_experiment(build_config({**RUN, "out": str(tmp_path / "single")}), progress=False)
-    _spawn(_run_worker, str(tmp_path), True)
-    files = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert files == [
+    _spawn(_run_worker, str(tmp_path))
+    cut = json.loads((tmp_path / "cut.json").read_text())
+    assert cut["files"] == [
         "checkpoint.pt",
         "config.yaml",
         "mask.pt",
@@ -238,8 +245,7 @@ def test_an_interrupted_two_process_run_resumes_to_the_result_of_one_process(tmp
         "pruned_init.pt",
         "pruning.json",
     ]
-    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
-    _spawn(_run_worker, str(tmp_path), False)
+    assert len(cut["metrics"].splitlines()) == 1
     results = [json.loads((tmp_path / f"result{r}.json").read_text()) for r in range(WORLD)]
     assert json.loads((tmp_path / "run" / "result.json").read_text()) == results[0]
     mask_single = torch.load(tmp_path / "single" / "mask.pt")["masks"]
@@ -255,6 +261,7 @@ def test_an_interrupted_two_process_run_resumes_to_the_result_of_one_process(tmp
         assert r["test_loss"] == pytest.approx(single["test_loss"], rel=1e-5)
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2]
+    assert history[0] == json.loads(cut["metrics"])
 
 
 def test_sync_batchnorm_is_a_run_setting_off_by_default(tmp_path):
