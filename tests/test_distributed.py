@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 
 from initprune import distributed
 from initprune.curvature import rademacher_probes
-from initprune.data import TensorData, TensorLoader
+from initprune.data import TensorData, TensorLoader, load_dataset
 from initprune.errors import InitpruneError
 from initprune.experiments import build_config, run_experiment
 from initprune.experiments import run as run_module
@@ -25,6 +25,7 @@ from initprune.scores import score
 from initprune.train import TrainConfig, train
 
 from .conftest import randomize_bn, tiny_convnet
+from .test_data import make_tiny
 from .test_experiments import SMALL
 
 WORLD = 2
@@ -182,6 +183,27 @@ def test_shards_of_a_loader_make_up_its_batches():
     assert [loader.global_batch_size(i) for i in range(len(loader))] == [16, 16, 16, 16, 11]
     with pytest.raises(InitpruneError, match="rank"):
         loader.shard(2, 2)
+    with pytest.raises(InitpruneError, match="last batch holds 3 of 75 samples, fewer than the 4"):
+        TensorLoader(data, 8).shard(0, 4)
+    assert len(TensorLoader(data, 8, drop_last=True).shard(0, 4)) == 9
+
+
+def test_shards_of_a_folder_loader_make_up_its_batches(tmp_path):
+    """Image files: the ranks' parts of each batch, decoded and cropped and flipped on the device, are
+    one process's batch (its order and augmentation come from the same generator calls)."""
+    make_tiny(tmp_path)
+    splits = load_dataset("tinyimagenet", data_dir=tmp_path, val_size=0, num_workers=0)
+    assert splits.augmentation == "crop_flip" and len(splits.train) == 6
+
+    def batches(shard: tuple[int, int] | None) -> list:
+        loader = splits.loader("train", 4, seed=3, num_workers=0)
+        return list(loader if shard is None else loader.shard(*shard))
+
+    whole, parts = batches(None), [batches((r, 2)) for r in range(2)]
+    assert [x.shape[0] for x, _ in whole] == [4, 2] and [x.shape[0] for x, _ in parts[1]] == [2, 1]
+    for i, (x, y) in enumerate(whole):
+        assert torch.equal(torch.cat([p[i][0] for p in parts]), x)
+        assert torch.equal(torch.cat([p[i][1] for p in parts]), y)
 
 
 # --------------------------------------------------------------------------------- complete runs

@@ -169,6 +169,12 @@ class EpochLoader:
         """Yield rank ``rank``'s part of every global batch from now on (see the class docstring)."""
         if not 0 <= int(rank) < int(world_size):
             raise InitpruneError(f"rank must be in [0, world_size={world_size}), got {rank!r}")
+        last = self.global_batch_size(len(self) - 1) if len(self) else 0
+        if 0 < last < int(world_size):  # a rank would get an empty batch
+            raise InitpruneError(
+                f"the last batch holds {last} of {len(self.data)} samples, fewer than the {world_size} "
+                f"processes; choose a batch size that leaves none or at least {world_size} samples over"
+            )
         self.rank, self.world_size = int(rank), int(world_size)
         return self
 
