@@ -376,7 +376,7 @@ def _train_epoch(
             bar.set_postfix(loss=f"{float(loss_sum) / count:.4f}", refresh=False)
         if done >= steps:
             break
-    totals = torch.stack([loss_sum.double(), correct.double(), loss_sum.new_tensor(count).double()])
+    totals = torch.stack([loss_sum.double(), correct.double(), correct.new_tensor(count).double()])
     if sharded:
         torch.distributed.all_reduce(totals)
     loss_total, correct_total, count = totals.tolist()  # the one sync
