@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -303,3 +305,10 @@ def test_one_process_is_untouched():
     mine, shard = distributed.shard_batches(batches)
     assert [x.shape[0] for x, _ in mine] == [3, 2] and shard == distributed.Shard(0, 5)
     assert [distributed.shard_range(7, r, 2) for r in range(2)] == [(0, 3), (3, 7)]
+
+
+def test_python_m_initprune_is_the_command(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["initprune", "criteria"])
+    with pytest.raises(SystemExit) as info:
+        runpy.run_module("initprune", run_name="__main__")
+    assert info.value.code == 0 and "hutch_pruner" in capsys.readouterr().out
