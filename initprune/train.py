@@ -466,7 +466,7 @@ def train(
             holder.apply()
         logger.info("resuming from %s at epoch %d of %d", path, start_epoch, num_epochs)
 
-    show = progress and sys.stderr.isatty()
+    show = progress and sys.stderr.isatty() and is_main()  # one bar under torchrun
     for epoch in range(start_epoch, num_epochs):
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)

@@ -166,6 +166,7 @@ def run_experiment(config: RunConfig, *, progress: bool = True) -> dict[str, Any
     """
     out = Path(config.out or config.default_out())
     device = init_from_env(resolve_device(config.device))  # this rank's device under torchrun
+    progress = progress and is_main()
     finished = from_main(_finished_result, out, config)
     if finished is not None:
         return finished

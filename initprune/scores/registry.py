@@ -23,7 +23,11 @@ ScoreDict = dict[str, Tensor]
 
 @dataclass
 class ScoringContext:
-    """What a criterion sees: the model (in eval mode), its prunable parameters, and the scoring data."""
+    """What a criterion sees: the model (in eval mode), its prunable parameters, and the scoring data.
+
+    Under torchrun ``batches`` holds this rank's part of the scoring samples and the curvature engines
+    sum over every rank's part (:mod:`initprune.distributed`); a criterion needs no code of its own.
+    """
 
     model: nn.Module
     params: dict[str, nn.Parameter]
