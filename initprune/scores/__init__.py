@@ -83,7 +83,9 @@ def score(
     the criterion's own (see ``get_criterion(name).options``); an option it does not take is an error.
     ``prunable`` overrides the default choice of prunable weights (``prunable_parameters``). Scoring runs
     in eval mode and leaves the model exactly as it was; ``progress`` shows a bar on a terminal where
-    the criterion is long (Hutchinson).
+    the criterion is long (Hutchinson). Under a process group (torchrun) ``data`` must be the same on
+    every rank: each rank scores its contiguous part of the samples, the curvature sums are all-reduced,
+    and every rank returns the scores one process would compute from all of them.
     """
     crit = get_criterion(criterion)
     crit.check_options(options)
