@@ -34,7 +34,13 @@ from common import median_seconds, paired_ratio, peak_memory_bytes, set_clock, v
 
 import initprune
 import initprune.curvature
-from initprune.curvature import auto_chunk_size, hessian_vector_product, hutchinson_chunk_size, memory_budget
+from initprune.curvature import (
+    auto_chunk_size,
+    hessian_vector_product,
+    hutchinson_chunk_size,
+    memory_budget,
+    rademacher_probes,
+)
 from initprune.curvature.ggn import ggn_vectors
 from initprune.curvature.per_sample import loss_gradient_vectors
 from initprune.models import create_model
@@ -188,6 +194,15 @@ def run(
             )  # fmt: skip
 
         rev = paired_ratio(reverse, gradient, device, 1) * base if hutch_reverse else float("nan")
+        shapes = {k: p.shape for k, p in params.items()}
+        draw = _loop_seconds(
+            lambda d: rademacher_probes(
+                shapes, 10, d[0][0].shape[0], torch.Generator(), device, torch.float32
+            ),
+            data,
+            loop_samples,
+            device,
+        )
         with torch.enable_grad():
             probe = {k: torch.ones_like(p) for k, p in params.items()}
             hvp = median_seconds(
@@ -198,7 +213,8 @@ def run(
             f"(target ≥ 20 on a GPU); loop {loop / base:.1f}× (timed on {min(loop_samples, n)} samples, "
             f"scaled to {n}), batched {times['hutch_diag'] / base:.1f}× one batched gradient "
             f"(forward-over-reverse; reverse-over-reverse {rev / base:.1f}×); "
-            f"floor 10 × one batched HVP = {10 * hvp / base:.1f}×"
+            f"floor 10 × one batched HVP = {10 * hvp / base:.1f}×; drawing the probes alone "
+            f"(rademacher_probes, in both routes) {draw / base:.1f}×"
         )
 
 
