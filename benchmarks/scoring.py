@@ -12,9 +12,10 @@ memory / the batched gradient's; then the comparisons with the batch-1 loop form
 on ``--loop-samples`` samples and scaled to N:
   - fisher_diag vs a loop of autograd.grad at batch size 1, and fisher_diag in passes of 64 samples (the
     former default chunk) instead of the passes the memory budget gives,
-  - hutch_diag (10 independent probes per sample, forward-over-reverse) vs a loop over samples at batch
+  - hutch_diag (10 independent probes per sample, reverse-over-reverse) vs a loop over samples at batch
     size 1 that builds one gradient graph per sample and reuses it for its 10 probes; also the
-    reverse-over-reverse route, and 10 batched HVPs of the mean loss as a floor.
+    forward-over-reverse route (method="jvp"), 10 batched HVPs of the mean loss as a floor, and the cost
+    of drawing the probes alone.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def run(
     samples: int,
     loop_samples: int,
     memory: list[str],
-    hutch_reverse: bool = True,
+    hutch_forward: bool = True,
 ) -> None:
     model = build(model_name, device)
     params = prunable_parameters(model)
@@ -187,13 +188,13 @@ def run(
             lambda d: hutchinson_loop(model, params, d, 10, 200.0), data, loop_samples, device
         )
 
-        def reverse() -> None:
+        def forward() -> None:
             initprune.curvature.hutchinson_diagonal(
                 model, params, data, probes=10, temperature=200.0, generator=torch.Generator().manual_seed(0),
-                method="vjp",
+                method="jvp",
             )  # fmt: skip
 
-        rev = paired_ratio(reverse, gradient, device, 1) * base if hutch_reverse else float("nan")
+        fwd = paired_ratio(forward, gradient, device, 1) * base if hutch_forward else float("nan")
         shapes = {k: p.shape for k, p in params.items()}
         draw = _loop_seconds(
             lambda d: rademacher_probes(
@@ -212,7 +213,7 @@ def run(
             f"hutch_diag (10 probes/sample): {loop / times['hutch_diag']:.1f}× faster than the batch-1 loop "
             f"(target ≥ 20 on a GPU); loop {loop / base:.1f}× (timed on {min(loop_samples, n)} samples, "
             f"scaled to {n}), batched {times['hutch_diag'] / base:.1f}× one batched gradient "
-            f"(forward-over-reverse; reverse-over-reverse {rev / base:.1f}×); "
+            f"(reverse-over-reverse; forward-over-reverse {fwd / base:.1f}×); "
             f"floor 10 × one batched HVP = {10 * hvp / base:.1f}×; drawing the probes alone "
             f"(rademacher_probes, in both routes) {draw / base:.1f}×"
         )
@@ -245,10 +246,10 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument(
-        "--no-hutch-reverse",
-        dest="hutch_reverse",
+        "--no-hutch-forward",
+        dest="hutch_forward",
         action="store_false",
-        help="skip timing hutch_diag's reverse-over-reverse route",
+        help="skip timing hutch_diag's forward-over-reverse route (method='jvp')",
     )
     parser.add_argument(
         "--memory",
@@ -287,7 +288,7 @@ def main() -> None:
                 samples,
                 args.loop_samples,
                 args.memory,
-                args.hutch_reverse,
+                args.hutch_forward,
             )
 
 
