@@ -110,6 +110,8 @@ def test_chunks_grow_with_the_budget(convnet, conv_data):
             )
         )
     assert chunks[0] == (1, 1, 1)
+    # the vmap route holds per-sample gradients of every column: fewer samples per pass than the hooks
+    assert auto_chunk_size(convnet, params, conv_data, ggn_vectors(), "vmap") < chunks[-1][1]
     for small, large in itertools.pairwise(chunks):
         assert all(a <= b for a, b in zip(small, large, strict=True))
     assert all(c > 100 for c in chunks[-1])

@@ -299,7 +299,11 @@ def _patch_bytes(module: nn.Module, input_bytes: int) -> int:
 
 
 def auto_chunk_size(
-    model: nn.Module, params: Mapping[str, Tensor], batches: Sequence[Batch], vectors: OutputVectors
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    batches: Sequence[Batch],
+    vectors: OutputVectors,
+    route: str = "auto",
 ) -> int:
     """Samples per pass of :func:`per_sample_square_sums` within :func:`~initprune.curvature.memory_budget`.
 
@@ -313,9 +317,12 @@ def auto_chunk_size(
       the largest weight of W bytes;
     * vmap route: (1 + m)·A + (2m + 2)·P: the graph, its m batched pullbacks, and per-sample gradients
       with their squares.
+
+    ``route``: ``hooks``, ``vmap``, or ``auto`` (hooks where every parameter is a supported layer's
+    weight).
     """
     x = batches[0][0]
-    owners = weight_owners(model, params)
+    owners = None if route == "vmap" else weight_owners(model, params)
     watched = set(owners.values()) if owners is not None else set()
     saved, inputs, outputs, logits = saved_activation_bytes(model, x, watch=lambda m: m in watched)
     columns = getattr(vectors, "columns", None) or max(1, logits)
@@ -365,15 +372,16 @@ def per_sample_square_sums(
     owners = weight_owners(model, params)
     if method == "hooks" and owners is None:
         raise ValueError("the hooks method needs every parameter to be the weight of a Linear or Conv1d/2d")
-    if chunk_size is None and batches:
-        chunk_size = auto_chunk_size(model, params, batches, vectors)
+    auto = chunk_size is None and len(batches) > 0
     if method != "vmap" and owners is not None:
+        chunk = auto_chunk_size(model, params, batches, vectors, "hooks") if auto else chunk_size
         try:
-            return _square_sums_hooks(model, owners, batches, vectors, chunk_size, sums)
+            return _square_sums_hooks(model, owners, batches, vectors, chunk, sums)
         except _NeedsFallback:
             if method == "hooks":
                 raise
-    return _square_sums_vmap(model, params, batches, vectors, chunk_size, sums)
+    chunk = auto_chunk_size(model, params, batches, vectors, "vmap") if auto else chunk_size
+    return _square_sums_vmap(model, params, batches, vectors, chunk, sums)
 
 
 def per_sample_gradient_moments(
