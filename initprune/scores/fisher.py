@@ -15,7 +15,9 @@ def _moments(ctx: ScoringContext, temperature: float, chunk_size: int | None, gr
 @register("fisher_diag", "FD: empirical Fisher diagonal (1/N) Σ g_i², per-sample gradients", needs_data=True)
 def fisher_diag(ctx: ScoringContext, *, temperature: float = 1.0, chunk_size: int | None = None) -> ScoreDict:
     """FD: F = (1/N) Σ_i g_i ⊙ g_i, the empirical Fisher diagonal from true per-sample gradients g_i = ∇ℓ_i
-    (arXiv 2502.11450). Mean reduction; with sum reduction F is N times larger (same mask)."""
+    (arXiv 2502.11450). Mean reduction; with sum reduction F is N times larger (same mask). ``chunk_size``
+    (every Fisher, GGN and MC-Fisher criterion): samples per batched pass; None sizes the passes by the
+    device's memory budget (``initprune.curvature.set_memory_budget``, ``INITPRUNE_MEMORY_BUDGET``)."""
     _, fisher = _moments(ctx, temperature, chunk_size)
     return fisher
 
