@@ -121,15 +121,40 @@ def _add_sweep(sub: Any) -> None:
     sweep = sub.add_parser(
         "sweep",
         help="a grid of runs (criteria × sparsities × seeds × ...) and a summary table",
-        description="Run every combination of the --grid values on top of the base settings (config file "
-        "and flags, as for `run`). --out is the sweep's folder: each point runs in a subfolder, finished "
-        "points are skipped, and summary.md/csv/json collect the results (mean and std over seeds).",
+        description="Run every combination of the grid's values on top of the base settings (config file "
+        "and flags, as for `run`). The grid: the --grid flags and every list value of the --config file "
+        "(a list of lists for a list setting such as milestones); a --grid key or a flag replaces the "
+        "file's value. Every point is checked before the first runs. --out is the sweep's folder: each "
+        "point runs in a subfolder, finished points are skipped, failed ones are recorded, and "
+        "summary.md/csv/json collect the results (mean and std over seeds). Points that differ only in "
+        "sparsity, scope or training settings share one scoring, kept in <out>/score_cache; iterative "
+        "criteria (rounds > 1, e.g. synflow) score toward the target sparsity and are not cached.",
     )
     sweep.add_argument(
-        "--grid", nargs="+", required=True, type=_grid_item, metavar="KEY=V1,V2",
+        "--grid", nargs="+", default=[], type=_grid_item, metavar="KEY=V1,V2",
         help="swept settings, e.g. criterion=snip,hutch_pruner sparsity=0.9,0.98 seed=0,1,2",
     )  # fmt: skip
     sweep.add_argument("--shard", default=None, help="i/n: run only the points with index i mod n")
+    sweep.add_argument(
+        "--no-score-cache", dest="score_cache", action="store_false",
+        help="score every point itself (default: share single-round scores across sparsities)",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--launcher", choices=("local", "ray"), default="local",
+        help="local: points one after the other here; ray: one Ray task per point (default: local)",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--ray-address", default=None,
+        help="Ray cluster to join, e.g. auto or HOST:6379 (default: a new local Ray instance)",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--gpus-per-run", type=float, default=None,
+        help="GPUs per point, fractions share a GPU (default: 1 where the cluster has GPUs, else 0)",
+    )  # fmt: skip
+    sweep.add_argument("--cpus-per-run", type=float, default=1, help="CPUs per point (default: 1)")
+    sweep.add_argument(
+        "--retries", type=int, default=1, help="times a failed point is retried (ray; default: 1)"
+    )
     _add_settings(sweep)
 
 
@@ -230,13 +255,34 @@ def _print_result(result: dict[str, Any]) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .experiments.sweep import run_sweep
+    from .experiments.sweep import run_sweep, split_grid
 
     settings = _settings(args)
     out = settings.pop("out", None) or "runs/sweep"
-    rows = run_sweep(settings, dict(args.grid), out, shard=args.shard, progress=not args.quiet)
+    base, grid = split_grid(settings, f"config file {args.config}" if args.config else "the settings")
+    for key, values in args.grid:  # a --grid key replaces the file's value
+        base.pop(key.replace("-", "_"), None)
+        grid[key.replace("-", "_")] = values
+    ray_options = (
+        {
+            "address": args.ray_address,
+            "gpus_per_run": args.gpus_per_run,
+            "cpus_per_run": args.cpus_per_run,
+            "retries": args.retries,
+        }
+        if args.launcher == "ray"
+        else {}
+    )
+    rows = run_sweep(
+        base, grid, out, shard=args.shard, progress=not args.quiet, score_cache=args.score_cache,
+        launcher=args.launcher, ray_options=ray_options,
+    )  # fmt: skip
     print((Path(out) / "summary.md").read_text() if rows else "no finished runs yet")
     print(f"summary in {out}/summary.md, .csv, .json")
+    failed = [row for row in rows if "error" in row]
+    if failed:
+        print(f"initprune: {len(failed)} point(s) failed; see {out}/errors.json", file=sys.stderr)
+        return 1
     return 0
 
 

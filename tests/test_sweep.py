@@ -8,7 +8,7 @@ import pytest
 
 from initprune.cli import main
 from initprune.errors import InitpruneError
-from initprune.experiments import sweep as sweep_module
+from initprune.experiments import launchers
 from initprune.experiments.sweep import grid_points, parse_shard, point_folder, run_sweep
 
 from .test_experiments import SMALL
@@ -37,8 +37,8 @@ def test_sweep_runs_every_point_once_and_summarizes_over_seeds(tmp_path, monkeyp
     base = {**SMALL, "epochs": 0.25}
     grid = {"criterion": ["snip", "magnitude"], "seed": [0, 1]}
     calls = []
-    real = sweep_module.run_experiment
-    monkeypatch.setattr(sweep_module, "run_experiment", lambda c, **k: calls.append(c.out) or real(c, **k))
+    real = launchers.run_experiment
+    monkeypatch.setattr(launchers, "run_experiment", lambda c, **k: calls.append(c.out) or real(c, **k))
     run_sweep(base, grid, tmp_path, shard="0/2", progress=False)
     assert len(calls) == 2  # points 0 and 2
     rows = run_sweep(base, grid, tmp_path, shard="1/2", progress=False)
@@ -47,7 +47,7 @@ def test_sweep_runs_every_point_once_and_summarizes_over_seeds(tmp_path, monkeyp
     for row in rows:
         assert 0 <= row["test_accuracy_mean"] <= 1 and row["test_accuracy_std"] >= 0
     run_sweep(base, grid, tmp_path, progress=False)  # everything finished: nothing runs again
-    assert len(calls) == 8
+    assert len(calls) == 4  # finished points are not even started
     assert all((tmp_path / point_folder(p) / "result.json").exists() for p in grid_points(grid))
     table = (tmp_path / "summary.md").read_text()
     assert table.startswith("| criterion | seeds | val_accuracy_mean")
