@@ -2,6 +2,8 @@
 
     initprune run [--config FILE.yaml] [--model vgg16] [--dataset cifar10] ... [--out DIR]
     initprune sweep --grid criterion=snip,hutch_pruner sparsity=0.9,0.98 seed=0,1 [run flags] [--out DIR]
+    initprune sweep --config grid.yaml [--launcher ray [--ray-address ADDR]] --out DIR
+    initprune report DIR [--out DIR] [--at-sparsity S]
     initprune criteria | models | datasets
     initprune analyze curvature --model M --dataset D [--samples N] [--out DIR]
 
@@ -158,6 +160,24 @@ def _add_sweep(sub: Any) -> None:
     _add_settings(sweep)
 
 
+def _add_report(sub: Any) -> None:
+    report = sub.add_parser(
+        "report",
+        help="tables and plots of every run below a folder (a sweep or any folder of runs)",
+        description="Read every result.json below DIR and write results.csv (one row per run, every "
+        "setting and result), report.md (per model and dataset: test accuracy mean ± std over seeds by "
+        "sparsity and criterion, layer collapse, scoring time) and PNG plots (accuracy vs fraction "
+        "remaining, per-layer density, kept-set overlap between criteria, validation accuracy per epoch).",
+    )
+    report.add_argument("dir", metavar="DIR", help="folder of runs")
+    report.add_argument("--out", default=None, help="where to write (default: DIR)")
+    report.add_argument(
+        "--at-sparsity", type=float, default=None,
+        help="sparsity of the per-layer, overlap and per-epoch plots (default: the highest every "
+        "criterion reached)",
+    )  # fmt: skip
+
+
 def _add_analyze(sub: Any) -> None:
     analyze = sub.add_parser("analyze", help="measurements of the estimators")
     what = analyze.add_subparsers(dest="analysis", required=True)
@@ -196,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_sweep(sub)
+    _add_report(sub)
     sub.add_parser("criteria", help="list the pruning criteria")
     sub.add_parser("models", help="list the models")
     sub.add_parser("datasets", help="list the datasets")
@@ -286,6 +307,17 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .experiments.report import write_report
+
+    def warn(line: str) -> None:
+        print(f"initprune: {line}", file=sys.stderr)
+
+    path = write_report(args.dir, args.out, at_sparsity=args.at_sparsity, warn=warn)
+    print(f"report in {path}, results.csv and plots beside it")
+    return 0
+
+
 def _analyze(args: argparse.Namespace) -> int:
     from .analysis.curvature import run_curvature_analysis
     from .experiments.run import resolve_device
@@ -322,6 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "report":
+            return _report(args)
         if args.command == "criteria":
             from .scores import criteria
 

@@ -99,7 +99,7 @@ class ScoreCache:
             "settings": json.loads(json.dumps(settings, default=str)),
             "scores": {name: s.detach().cpu() for name, s in scores.items()},
             "scoring_seconds": scoring_seconds,
-            "torch": torch.__version__,
+            "torch": str(torch.__version__),
         }
         atomic_torch_save(entry, self.path(settings))
 
