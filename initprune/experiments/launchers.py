@@ -7,6 +7,7 @@ points that failed; a failed point never stops the others.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import traceback
 from collections.abc import Callable, Sequence
@@ -64,7 +65,8 @@ def _share_group(config: RunConfig) -> str | None:
     """Points of one group share a scoring; None: not cacheable."""
     if not cacheable(config):
         return None
-    return repr(sorted(score_key(config, torch.device("cpu")).items(), key=lambda kv: kv[0]))
+    key = {**score_key(config, torch.device("cpu")), "device": config.device}
+    return json.dumps(key, sort_keys=True, default=str)
 
 
 def run_ray(
