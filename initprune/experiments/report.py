@@ -126,6 +126,9 @@ def write_report(
         (warn or print)(line)
     if not rows:
         raise InitpruneError(f"no results below {str(root)!r}: no readable {RESULT}")
+    present = sorted({float(r["sparsity"]) for r in rows})
+    if at_sparsity is not None and float(at_sparsity) not in present:
+        raise InitpruneError(f"no run at sparsity {at_sparsity:g}; sparsities present: {present}")
     out = Path(out) if out is not None else Path(root)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -152,20 +155,14 @@ def write_report(
     lines = [f"# Report of {root}", "", f"{len(frame)} runs, {frame['_group'].nunique()} group(s)."]
     if skipped:
         lines += ["", "Skipped:", *[f"- {line}" for line in skipped]]
-    chosen = []
     for group, members in frame.groupby("_group", sort=False):
-        lines += _group_section(str(group), members, out, at_sparsity, chosen)
-    if at_sparsity is not None and not any(chosen):
-        shown = sorted({float(s) for s in frame["sparsity"]})
-        raise InitpruneError(f"no run at sparsity {at_sparsity:g}; sparsities present: {shown}")
+        lines += _group_section(str(group), members, out, at_sparsity)
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 
-def _group_section(
-    group: str, runs: Any, out: Path, at_sparsity: float | None, chosen: list[bool]
-) -> list[str]:
+def _group_section(group: str, runs: Any, out: Path, at_sparsity: float | None) -> list[str]:
     slug = _slug(group)
     runs = runs.assign(sparsity=runs["sparsity"].astype(float))
     dense = runs[runs["sparsity"] == 0.0]
@@ -218,10 +215,8 @@ def _group_section(
         lines.append(f"| {c} | {text} | {len(computed)} | {sum(cached)} |")
 
     if not sparsities:
-        chosen.append(False)
         return lines
     at = _pick_sparsity(pruned, criteria, at_sparsity)
-    chosen.append(at is not None)
     plots = [_plot_accuracy(group, pruned, dense, criteria, out / f"accuracy_{slug}.png")]
     if at is not None:
         at_runs = pruned[pruned["sparsity"] == at]
