@@ -139,7 +139,10 @@ def _schedule(
     pending: dict[Any, tuple[dict, RunConfig]] = {}
     for point, config in first:
         pending[submit(config)] = (point, config)
-    progress.line(f"submitted {len(pending)} points (the other {len(points) - len(pending)} follow them)")
+    progress.line(
+        f"submitted {len(pending)} of {len(points)} points; the others follow the point whose scoring "
+        "they share"
+    )
     errors: dict[str, str] = {}
     while pending:
         (ref,), _ = wait(list(pending), num_returns=1)
