@@ -27,8 +27,6 @@ import torch
 from torch import Tensor
 
 from ..atomic import atomic_torch_save
-from ..masks import Mask, make_mask
-from ..pruning import round_densities
 from ..scores import get_criterion, score
 from ..train import TrainConfig
 from .config import RunConfig
@@ -120,37 +118,22 @@ class ScoreCache:
         return scores, seconds, False
 
 
-def prune_with_cache(
-    cache: ScoreCache,
-    config: RunConfig,
-    model: torch.nn.Module,
-    batches: Any,
-    input_shape: tuple[int, ...],
-    progress: bool = False,
-) -> tuple[Mask, float, bool]:
-    """Prune ``model`` in place as one round of :func:`initprune.pruning.prune` would, with the scores
-    taken from ``cache`` when there; returns (mask, the seconds the scoring took, whether cached).
+def caching_scorer(
+    cache: ScoreCache, settings: dict[str, Any], device: torch.device
+) -> tuple[Callable[..., dict[str, Tensor]], dict[str, Any]]:
+    """(a stand-in for :func:`initprune.scores.score` that takes the scores from ``cache`` under
+    ``settings`` or computes and stores them, a dict that then holds ``seconds``: the time the scoring
+    took, and ``cached``: whether it came from the cache). For :func:`initprune.pruning.prune`'s
+    ``scorer``: the mask is then made by ``prune`` as always, so it is the mask of an uncached run
+    (scoring leaves the model as it was, so skipping it changes nothing else)."""
+    info: dict[str, Any] = {}
 
-    The mask is made exactly as ``prune`` makes it (the same density of its round schedule), so it equals
-    the mask of an uncached run. Scoring leaves the model as it was, so skipping it changes nothing else.
-    """
-    device = next(model.parameters()).device
-
-    def compute() -> dict[str, Tensor]:
-        return score(
-            model,
-            config.criterion,
-            batches,
-            seed=config.seed,
-            input_shape=input_shape,
-            include_classifier=config.include_classifier,
-            exclude_first=config.exclude_first,
-            progress=progress,
-            **config.criterion_options,
+    def scorer(*args: Any, **kwargs: Any) -> dict[str, Tensor]:
+        if info:  # scores of a later round depend on the target sparsity: never under one key
+            raise RuntimeError("a caching scorer scores one round only")
+        scores, info["seconds"], info["cached"] = cache.scores(
+            settings, device, lambda: score(*args, **kwargs)
         )
+        return scores
 
-    scores, seconds, cached = cache.scores(score_key(config, device), device, compute)
-    (density,) = round_densities(config.sparsity, 1)
-    mask = make_mask(scores, 1.0 - density, config.scope)
-    mask.apply(model)
-    return mask, seconds, cached
+    return scorer, info

@@ -28,7 +28,7 @@ from ..pruning import prune
 from ..scores import get_criterion
 from ..train import evaluate, train
 from ..warmup import warmup_bn
-from .cache import ScoreCache, cacheable, prune_with_cache
+from .cache import ScoreCache, cacheable, caching_scorer, score_key
 from .config import RunConfig
 
 logger = logging.getLogger(__name__)
@@ -117,41 +117,38 @@ def _prune(
     warmup_seconds = time.perf_counter() - start
     _stage(progress, f"warmup: {warmup_batches} batches, {warmup_seconds:.1f}s")
     start = time.perf_counter()
-    cached = None
+    scorer, cache_info = None, {}
     if score_cache is not None and cacheable(config):
-        data = batches if crit.needs_data else None
-        cache = ScoreCache(score_cache)
-        mask, cached_seconds, cached = prune_with_cache(
-            cache, config, model, data, tuple(splits.input_shape), progress
-        )
-    else:
-        mask = prune(
-            model,
-            config.criterion,
-            batches if crit.needs_data else None,
-            sparsity=config.sparsity,
-            rounds=config.rounds,
-            scope=config.scope,
-            warmup_batches=0,
-            seed=config.seed,
-            input_shape=tuple(splits.input_shape),
-            include_classifier=config.include_classifier,
-            exclude_first=config.exclude_first,
-            **config.criterion_options,
-        )
+        key = score_key(config, model_device(model))
+        scorer, cache_info = caching_scorer(ScoreCache(score_cache), key, model_device(model))
+    mask = prune(
+        model,
+        config.criterion,
+        batches if crit.needs_data else None,
+        sparsity=config.sparsity,
+        rounds=config.rounds,
+        scope=config.scope,
+        warmup_batches=0,
+        seed=config.seed,
+        input_shape=tuple(splits.input_shape),
+        include_classifier=config.include_classifier,
+        exclude_first=config.exclude_first,
+        scorer=scorer,
+        **config.criterion_options,
+    )
     if model_device(model).type == "cuda":
         torch.cuda.synchronize()
     info = {
         "warmup_seconds": warmup_seconds,
         # a cached scoring reports the time its computation took, and says it was cached
-        "scoring_seconds": time.perf_counter() - start if cached is None else cached_seconds,
+        "scoring_seconds": cache_info.get("seconds", time.perf_counter() - start),
         "criterion_options": {**crit.options, **config.criterion_options},
         "rounds": config.rounds or crit.default_rounds,
         "scoring_samples": config.scoring_per_class * splits.num_classes,
     }
-    if cached is not None:
-        info["scores_cached"] = cached
-    how = " (cached)" if cached else ""
+    if cache_info:
+        info["scores_cached"] = cache_info["cached"]
+    how = " (cached)" if cache_info.get("cached") else ""
     _stage(
         progress,
         f"scoring: {config.criterion} {info['scoring_seconds']:.1f}s{how}, sparsity {mask.sparsity:.4f}",
