@@ -284,6 +284,10 @@ def _sweep(args: argparse.Namespace) -> int:
     for key, values in args.grid:  # a --grid key replaces the file's value
         base.pop(key.replace("-", "_"), None)
         grid[key.replace("-", "_")] = values
+    given = [f for f in ("ray_address", "gpus_per_run") if getattr(args, f) is not None]
+    if args.launcher != "ray" and given:
+        flag = "--" + given[0].replace("_", "-")
+        raise InitpruneError(f"{flag} is an option of --launcher ray (the launcher is {args.launcher})")
     ray_options = (
         {
             "address": args.ray_address,

@@ -22,6 +22,8 @@ def test_without_ray_the_launcher_says_how_to_install_it(tmp_path, capsys, monke
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "pip install 'initprune[ray]'" in err and err.count("\n") == 1
+    assert main([*args[:4], "local", *args[5:], "--ray-address", "auto"]) == 2
+    assert "--ray-address is an option of --launcher ray" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

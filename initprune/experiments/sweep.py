@@ -39,7 +39,7 @@ from .run import RESULT
 
 SUMMARY_FIELDS = (
     "sparsity", "val_accuracy", "test_accuracy", "collapsed_layers", "disconnected_layers",
-    "scoring_seconds", "train_seconds",
+    "scoring_seconds", "scores_cached", "train_seconds",
 )  # fmt: skip
 ERRORS = "errors.json"
 
