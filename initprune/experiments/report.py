@@ -274,6 +274,11 @@ def _plot_accuracy(group: str, pruned: Any, dense: Any, criteria: list[str], pat
     if len(dense):
         ax.axhline(100 * dense["test_accuracy"].astype(float).mean(), color="k", ls="--", label="dense")
     ax.set(xscale="log", xlabel="fraction of weights remaining", ylabel="test accuracy (%)", title=group)
+    from matplotlib.ticker import NullFormatter
+
+    remaining = sorted({1 - s for s in pruned["sparsity"]})
+    ax.set_xticks(remaining, [f"{r:.3g}" for r in remaining])  # the grid's own fractions, not 2×10⁻²
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return _save(plt, fig, path)
