@@ -55,6 +55,9 @@ def test_sweep_runs_every_point_once_and_summarizes_over_seeds(tmp_path, monkeyp
     run_sweep(base, grid, tmp_path, progress=False)  # everything finished: nothing runs again
     assert len(calls) == 4  # finished points are not even started
     assert all((tmp_path / point_folder(p) / "result.json").exists() for p in grid_points(grid))
+    with pytest.raises(InitpruneError, match="other settings"):  # finished points are still checked
+        run_sweep({**base, "lr": 0.5}, grid, tmp_path, progress=False)
+    assert len(calls) == 4
     table = (tmp_path / "summary.md").read_text()
     assert table.startswith("| criterion | seeds | val_accuracy_mean")
     assert len(json.loads((tmp_path / "summary.json").read_text())) == 2

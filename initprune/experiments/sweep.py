@@ -35,7 +35,7 @@ from ..scores import get_criterion
 from ..train import TrainConfig
 from .cache import CACHE_DIR
 from .config import RunConfig, build_config, normalize_keys
-from .run import RESULT
+from .run import RESULT, run_experiment
 
 SUMMARY_FIELDS = (
     "sparsity", "val_accuracy", "test_accuracy", "collapsed_layers", "disconnected_layers",
@@ -224,10 +224,13 @@ def run_sweep(
     index, count = parse_shard(shard)
     configs = sweep_configs(base, grid, out)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "sweep.json", json.dumps({"base": dict(base), "grid": dict(grid)}, indent=2))
     mine = [(p, c) for i, (p, c) in enumerate(configs) if i % count == index]
     todo = [(p, c) for p, c in mine if not is_finished(c)]
+    for _, config in mine:
+        if is_finished(config):  # returns its result, or refuses a folder made with other settings
+            run_experiment(config, progress=False)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "sweep.json", json.dumps({"base": dict(base), "grid": dict(grid)}, indent=2))
     tracker = SweepProgress(len(mine), len(mine) - len(todo), enabled=progress)
     try:
         errors = LAUNCHERS[launcher](
