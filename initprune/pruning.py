@@ -69,7 +69,8 @@ def prune(
     each round keeps the top k of its own scores by :func:`~initprune.reference.reference_mask` without
     regard to earlier rounds (weights pruned before score 0 and fill any excess in ``torch.topk``'s tie
     order), pruned weights are zeroed in the model between rounds, and the last round's mask is applied to
-    the weights as they were before the loop. Layer collapse warns (:class:`LayerCollapseWarning`): a layer
+    the weights as they were before the loop. With one round (every criterion but synflow) it is the
+    reference code's one-shot mask rule. Layer collapse warns (:class:`LayerCollapseWarning`): a layer
     with no weight left, or whose kept weights lie on no input-output path (:mod:`initprune.collapse`).
     """
     sparsity = check_sparsity(sparsity)

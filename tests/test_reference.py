@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -369,3 +370,26 @@ def test_a_stored_config_without_the_new_keys_is_the_same_run(tmp_path):
 def test_new_run_settings_reject_bad_values(tmp_path, key, value, message):
     with pytest.raises(InitpruneError, match=message):
         _config(tmp_path, **{key: value})
+
+
+# ---------------------------------------------------------------- the presets
+
+_CONFIGS = Path(__file__).parent.parent / "configs"
+_REFERENCE_KEYS = {"val_size", "model_options", "criterion_options", "round_schedule", "shortcut_bn_scales",
+                   "select_best_on_test"}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", sorted((_CONFIGS / "paper_reference").glob("*.yaml")), ids=lambda p: p.name)
+def test_each_reference_preset_is_its_paper_preset_with_every_reproduction_option(path):
+    from initprune.experiments import load_config_file
+
+    ref = build_config(load_config_file(path), str(path))
+    paper = build_config(load_config_file(_CONFIGS / "paper" / path.name), path.name)
+    resnet = ref.model.startswith("resnet")
+    assert ref.val_size == 0 and ref.select_best_on_test and ref.round_schedule == "sparsity"
+    assert ref.model_options == ({"init": "pytorch"} if resnet else {"init": "pytorch", "conv_bias": True})
+    assert ref.criterion_options == {"probe_scope": "all"} and ref.shortcut_bn_scales == resnet
+    differing = {k for k, v in ref.to_dict().items() if paper.to_dict()[k] != v}
+    assert differing <= _REFERENCE_KEYS
+    assert "reference code" in path.read_text().splitlines()[0].lower()
+    assert "corrected setting" in (_CONFIGS / "paper" / path.name).read_text().splitlines()[0]

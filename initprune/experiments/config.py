@@ -106,7 +106,7 @@ class RunConfig:
         default="density",
         metadata=_help(
             "Iterative schedule d^((t+1)/R): density (default) or sparsity, the paper's reference code's "
-            "reading (round 0 prunes to s^(1/R), a sparsity of 0.999 for synflow at 0.9; collapses the network)"
+            "reading and mask rule (round 0 prunes to s^(1/R), 0.999 for synflow at 0.9: a collapsed network)"
         ),
     )
     select_best_on_test: bool = field(
