@@ -393,3 +393,16 @@ def test_each_reference_preset_is_its_paper_preset_with_every_reproduction_optio
     assert differing <= _REFERENCE_KEYS
     assert "reference code" in path.read_text().splitlines()[0].lower()
     assert "corrected setting" in (_CONFIGS / "paper" / path.name).read_text().splitlines()[0]
+
+
+def test_cli_flags_of_prune_after_training_and_the_reference_protocol(tmp_path, capsys):
+    from initprune.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**SMALL, "epochs": 1, "criterion": "magnitude"}))
+    argv = ["run", "--config", str(config), "--quiet", "--prune-after-training", "--select-best-on-test"]
+    assert main([*argv, "--val-size", "0", "--out", str(tmp_path / "o")]) == 0
+    result = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert result["prune_after_training"] and result["test_accuracy_selection"] == "best_epoch_on_test"
+    printed = capsys.readouterr().out
+    assert "pruned after training" in printed and "chosen on the test set" in printed
