@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .collapse import disconnected_layers
 from .errors import InitpruneError, LayerCollapseWarning, check_sparsity, unknown_choice
@@ -53,6 +53,7 @@ def prune(
     shortcut_bn_scales: bool = False,
     round_schedule: str = "density",
     progress: bool = False,
+    scorer: Callable[..., dict[str, Tensor]] | None = None,
     **options: Any,
 ) -> Mask:
     """Warm up BatchNorm, score, mask and prune ``model`` in place; return the final :class:`Mask`.
@@ -72,6 +73,8 @@ def prune(
     the weights as they were before the loop. With one round (every criterion but synflow) it is the
     reference code's one-shot mask rule. Layer collapse warns (:class:`LayerCollapseWarning`): a layer
     with no weight left, or whose kept weights lie on no input-output path (:mod:`initprune.collapse`).
+    ``scorer`` stands in for :func:`initprune.scores.score` (called with the same arguments), e.g. to
+    take the scores from a cache.
     """
     sparsity = check_sparsity(sparsity)
     if scope not in SCOPES:
@@ -105,7 +108,7 @@ def prune(
     originals = {name: p.detach().clone() for name, p in params.items()} if reference else {}
     bar = progress_bar(total=rounds, desc=f"{criterion} rounds", enabled=progress and rounds > 1)
     for t, density in enumerate(densities):
-        scores = score(
+        scores = (scorer or score)(
             model,
             criterion,
             batches,
