@@ -406,3 +406,9 @@ def test_cli_flags_of_prune_after_training_and_the_reference_protocol(tmp_path, 
     assert result["prune_after_training"] and result["test_accuracy_selection"] == "best_epoch_on_test"
     printed = capsys.readouterr().out
     assert "pruned after training" in printed and "chosen on the test set" in printed
+
+
+def test_prune_after_training_does_not_share_cached_scores(tmp_path):
+    config = _config(tmp_path / "pat", criterion="magnitude", prune_after_training=True, epochs=1)
+    run_experiment(config, progress=False, score_cache=tmp_path / "cache")
+    assert not list((tmp_path / "cache").glob("*.pt"))
