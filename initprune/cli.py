@@ -275,6 +275,13 @@ def _print_result(result: dict[str, Any]) -> None:
     print("per-layer density: " + ", ".join(f"{k} {v:.3f}" for k, v in result["per_layer_density"].items()))
     collapsed = result["collapsed_layers"]
     print(f"layer collapse: {', '.join(collapsed) if collapsed else 'none'}")
+    if result.get("prune_after_training"):
+        print(f"pruned after training; dense network's test accuracy {pct(result['dense_test_accuracy'])}")
+    if result.get("test_accuracy_selection") == "best_epoch_on_test":
+        print(
+            f"test accuracy of epoch {result['best_test_epoch']}, chosen on the test set (reference-code "
+            f"protocol); final epoch {pct(result['final_test_accuracy'])}"
+        )
     print(f"results in {result['out']}")
 
 

@@ -6,6 +6,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from .collapse import disconnected_layers
@@ -13,14 +14,24 @@ from .errors import InitpruneError, LayerCollapseWarning, check_sparsity, unknow
 from .masks import SCOPES, Mask, make_mask
 from .progress import progress_bar
 from .prunable import prunable_parameters
+from .reference import reference_mask
 from .scores import as_batches, get_criterion, score
 from .warmup import warmup_bn
 
 _ROUND_SEED_STRIDE = 1_000_003  # round t scores with seed + t·stride: fresh probes every round
+ROUND_SCHEDULES = ("density", "sparsity")
 
 
-def round_densities(sparsity: float, rounds: int) -> list[float]:
-    """Exponential schedule on density: d_t = d^((t+1)/R), t = 0..R-1, ending at d = 1 − sparsity."""
+def round_densities(sparsity: float, rounds: int, schedule: str = "density") -> list[float]:
+    """Exponential schedule on density: d_t = d^((t+1)/R), t = 0..R-1, ending at d = 1 − sparsity.
+
+    ``schedule="sparsity"`` reads the same schedule as a sparsity, as the paper's reference code does:
+    s_t = s^((t+1)/R), so d_t = 1 − s^((t+1)/R) (round 0 of 100 at s = 0.9 keeps 0.105%).
+    """
+    if schedule not in ROUND_SCHEDULES:
+        raise unknown_choice("round_schedule", schedule, ROUND_SCHEDULES)
+    if schedule == "sparsity":
+        return [1.0 - sparsity ** ((t + 1) / rounds) for t in range(rounds)]
     density = 1.0 - sparsity
     return [density ** ((t + 1) / rounds) for t in range(rounds)]
 
@@ -39,6 +50,8 @@ def prune(
     input_shape: tuple[int, ...] | None = None,
     include_classifier: bool = False,
     exclude_first: bool = False,
+    shortcut_bn_scales: bool = False,
+    round_schedule: str = "density",
     progress: bool = False,
     scorer: Callable[..., dict[str, Tensor]] | None = None,
     **options: Any,
@@ -49,7 +62,16 @@ def prune(
     d_t = d^((t+1)/R): each round scores the already-pruned model, pruned weights are zeroed between
     rounds and stay pruned. ``warmup_batches`` batches of ``warmup_data`` (default: ``data``) update the
     BatchNorm statistics first (0: no warmup, None: one pass). ``options`` go to the criterion;
-    ``progress`` shows bars on a terminal. Layer collapse warns (:class:`LayerCollapseWarning`): a layer
+    ``progress`` shows bars on a terminal. ``shortcut_bn_scales``: see :func:`prunable_parameters`.
+
+    ``round_schedule="sparsity"`` reproduces the iterative loop of the paper's reference code (not the
+    default: it is not SynFlow's schedule, and it collapses the network): the schedule is read as a
+    sparsity (:func:`round_densities`; round 0 already prunes to 1 − s^(1/R), 99.9% at s = 0.9, R = 100),
+    each round keeps the top k of its own scores by :func:`~initprune.reference.reference_mask` without
+    regard to earlier rounds (weights pruned before score 0 and fill any excess in ``torch.topk``'s tie
+    order), pruned weights are zeroed in the model between rounds, and the last round's mask is applied to
+    the weights as they were before the loop. With one round (every criterion but synflow) it is the
+    reference code's one-shot mask rule. Layer collapse warns (:class:`LayerCollapseWarning`): a layer
     with no weight left, or whose kept weights lie on no input-output path (:mod:`initprune.collapse`).
     ``scorer`` stands in for :func:`initprune.scores.score` (called with the same arguments), e.g. to
     take the scores from a cache.
@@ -62,7 +84,14 @@ def prune(
     rounds = crit.default_rounds if rounds is None else rounds
     if not isinstance(rounds, int) or rounds < 1:
         raise InitpruneError(f"rounds must be a positive integer, got {rounds!r}")
-    params = prunable_parameters(model, include_classifier=include_classifier, exclude_first=exclude_first)
+    if round_schedule not in ROUND_SCHEDULES:
+        raise unknown_choice("round_schedule", round_schedule, ROUND_SCHEDULES)
+    params = prunable_parameters(
+        model,
+        include_classifier=include_classifier,
+        exclude_first=exclude_first,
+        shortcut_bn_scales=shortcut_bn_scales,
+    )
     device = next(iter(params.values())).device
     if crit.needs_data and data is None:
         raise InitpruneError(f"criterion {criterion!r} needs scoring data (data=None was given)")
@@ -74,7 +103,9 @@ def prune(
         warmup_bn(model, source, batches=warmup_batches, progress=progress)
 
     mask: Mask | None = None
-    densities = round_densities(sparsity, rounds)
+    densities = round_densities(sparsity, rounds, round_schedule)
+    reference = round_schedule == "sparsity"
+    originals = {name: p.detach().clone() for name, p in params.items()} if reference else {}
     bar = progress_bar(total=rounds, desc=f"{criterion} rounds", enabled=progress and rounds > 1)
     for t, density in enumerate(densities):
         scores = (scorer or score)(
@@ -88,11 +119,26 @@ def prune(
             **options,
         )
         last = t == rounds - 1
-        mask = make_mask(scores, 1.0 - density, scope, previous=mask, warn=last)
+        if reference:
+            mask = reference_mask(scores, 1.0 - density, scope)
+        else:
+            mask = make_mask(scores, 1.0 - density, scope, previous=mask, warn=last)
         mask.apply(model)
         bar.update()
     bar.close()
     assert mask is not None
+    if reference:
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(originals[name])
+        mask.apply(model)
+        if mask.collapsed():
+            warnings.warn(
+                f"layer collapse at sparsity {sparsity:g} ({scope}): no weight left in "
+                f"{', '.join(mask.collapsed())}",
+                LayerCollapseWarning,
+                stacklevel=2,
+            )
     if input_shape is None and batches is not None:
         input_shape = tuple(batches[0][0].shape[1:])
     if input_shape is not None:

@@ -402,6 +402,7 @@ def train(
     progress: bool = True,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     sync_batchnorm: bool = False,
+    test_loader: Iterable[Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place on ``train_loader`` with ``mask`` (name → bool keep-tensor) held fixed.
 
@@ -424,6 +425,9 @@ def train(
     rank resumes from rank 0's. ``sync_batchnorm`` (CUDA only) normalizes with the statistics of the
     global batch (SyncBatchNorm); without it each rank's BatchNorm layers use the statistics of that
     rank's part of the batch, and the running statistics are rank 0's.
+    With ``test_loader`` a record also has ``test_loss``, ``test_accuracy`` and ``test_top5_accuracy``
+    of every epoch: only for reproducing a protocol that selects an epoch on the test set (the paper's
+    reference code), never for choosing anything in a sound experiment.
     """
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
@@ -492,6 +496,9 @@ def train(
         record["val_loss"] = val.get("loss")
         record["val_accuracy"] = val.get("accuracy")
         record["val_top5_accuracy"] = val.get("top5_accuracy")
+        if test_loader is not None:
+            test = evaluate(model, test_loader, device=device, amp=use_amp)
+            record.update({f"test_{k}": test.get(k) for k in ("loss", "accuracy", "top5_accuracy")})
         record["seconds"] = time.perf_counter() - start
         history.append(record)
         logger.info(

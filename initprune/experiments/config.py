@@ -18,9 +18,19 @@ import yaml
 
 from ..errors import InitpruneError, check_sparsity, unknown_choice
 from ..masks import SCOPES
+from ..pruning import ROUND_SCHEDULES
 from ..train import TrainConfig
 
 DEVICES = ("auto", "cpu", "cuda")
+# Settings added after runs were stored, with the default that reproduces those runs: at that value they
+# are left out of the identity hash, so a stored run keeps its folder name.
+ADDED_KEYS: dict[str, Any] = {
+    "prune_after_training": False,
+    "shortcut_bn_scales": False,
+    "round_schedule": "density",
+    "select_best_on_test": False,
+}
+
 # The testbed: the default model at a quarter width. Any other model gets its own default options.
 DEFAULT_MODEL = "vgg11"
 DEFAULT_MODEL_OPTIONS: dict[str, Any] = {"width": 0.25}
@@ -96,6 +106,35 @@ class RunConfig:
             "omit_default": True,
         },
     )
+    prune_after_training: bool = field(
+        default=False,
+        metadata=_help(
+            "Prune after training (PaT), the reference PaI is measured against: train dense for `epochs`, "
+            "prune the trained network by `criterion` (magnitude for the classic PaT) at `sparsity`, then "
+            "retrain the pruned trained weights with the mask for `epochs` more (no rewinding, no warmup)"
+        ),
+    )
+    shortcut_bn_scales: bool = field(
+        default=False,
+        metadata=_help(
+            "Reproduction of the paper's reference code, not the default: also prune the BatchNorm scales "
+            "of ResNet shortcut projections (its name rule puts them in the global top-k)"
+        ),
+    )
+    round_schedule: str = field(
+        default="density",
+        metadata=_help(
+            "Iterative schedule d^((t+1)/R): density (default) or sparsity, the paper's reference code's "
+            "reading and mask rule (round 0 prunes to s^(1/R), 0.999 for synflow at 0.9: a collapsed network)"
+        ),
+    )
+    select_best_on_test: bool = field(
+        default=False,
+        metadata=_help(
+            "Reproduction of the paper's reference code, not a sound protocol: evaluate the test set after "
+            "every epoch and report the best epoch's test accuracy (labelled in result.json)"
+        ),
+    )
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(epochs=3, schedule="cosine"),
         metadata=_help("Remaining training settings (flags of their own)"),
@@ -124,6 +163,11 @@ class RunConfig:
             )
         if not isinstance(self.sync_batchnorm, bool):
             raise InitpruneError(f"sync_batchnorm must be true or false, got {self.sync_batchnorm!r}")
+        if self.round_schedule not in ROUND_SCHEDULES:
+            raise unknown_choice("round_schedule", self.round_schedule, ROUND_SCHEDULES)
+        for name in ("prune_after_training", "shortcut_bn_scales", "select_best_on_test"):
+            if not isinstance(getattr(self, name), bool):
+                raise InitpruneError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("model_options", "dataset_options", "criterion_options"):
             if not isinstance(getattr(self, name), Mapping):
                 raise InitpruneError(f"{name} must be a mapping of KEY: VALUE, got {getattr(self, name)!r}")
@@ -151,7 +195,11 @@ class RunConfig:
 
     def identity(self) -> str:
         """Hash of every setting that changes the result (``out`` and ``device`` excluded)."""
-        settings = {k: v for k, v in self.to_dict().items() if k not in ("out", "device")}
+        settings = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in ("out", "device") and not (k in ADDED_KEYS and v == ADDED_KEYS[k])
+        }
         text = json.dumps(settings, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 

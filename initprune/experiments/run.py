@@ -4,6 +4,14 @@ The output folder holds ``config.yaml`` (the resolved settings), ``mask.pt`` and
 mask and the pruned network before training: a run interrupted after scoring resumes from them),
 ``checkpoint.pt`` (after every epoch), ``metrics.jsonl`` (one line per epoch) and ``result.json``. A
 finished run is not run again; an interrupted one resumes and ends as an uninterrupted one would.
+
+With ``prune_after_training`` (PaT, the reference pruning at initialization is measured against) the
+network is first trained dense for ``epochs`` in ``dense/`` (its own ``checkpoint.pt`` and
+``metrics.jsonl``), then the trained network is scored by ``criterion`` and pruned at ``sparsity`` with
+no BatchNorm warmup (its statistics are already those of the trained network), and the pruned trained
+weights are retrained with the mask for ``epochs`` more, with a fresh optimizer and the same schedule
+(no rewinding to the initialization). ``mask.pt`` and ``pruned_init.pt`` then hold the mask and the
+pruned trained network. Both phases resume.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from ..scores import get_criterion
 from ..train import evaluate, train
 from ..warmup import warmup_bn
 from .cache import ScoreCache, cacheable, caching_scorer, score_key
-from .config import RunConfig
+from .config import ADDED_KEYS, RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +48,7 @@ MASK = "mask.pt"
 PRUNED_INIT = "pruned_init.pt"
 METRICS = "metrics.jsonl"
 PRUNING_INFO = "pruning.json"
+DENSE = "dense"  # prune_after_training: the dense phase's folder
 
 
 def _write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
@@ -62,6 +71,7 @@ def _claim_output(out: Path, config: RunConfig) -> None:
     settings = config.to_dict()
     if path.exists():
         previous = yaml.safe_load(path.read_text()) or {}
+        previous = {**ADDED_KEYS, **previous}  # a key added since the run was stored has its old default
         same = {k: v for k, v in previous.items() if k not in ("out", "device")}
         ours = {k: v for k, v in settings.items() if k not in ("out", "device")}
         if json.dumps(same, sort_keys=True, default=str) != json.dumps(ours, sort_keys=True, default=str):
@@ -110,7 +120,7 @@ def _prune(
     batches = scoring_batches(
         splits, per_class=config.scoring_per_class, seed=config.seed, augment=config.scoring_augment
     )
-    warmup_batches = config.warmup_batches
+    warmup_batches = 0 if config.prune_after_training else config.warmup_batches
     start = time.perf_counter()
     if warmup_batches != 0:
         warmup_bn(
@@ -120,7 +130,8 @@ def _prune(
     _stage(progress, f"warmup: {warmup_batches} batches, {warmup_seconds:.1f}s")
     start = time.perf_counter()
     scorer, cache_info = None, {}
-    if score_cache is not None and cacheable(config):
+    # PaT scores a trained network: its scores depend on the training settings the cache key leaves out
+    if score_cache is not None and cacheable(config) and not config.prune_after_training:
         key = score_key(config, model_device(model))
         scorer, cache_info = caching_scorer(ScoreCache(score_cache), key, model_device(model))
     mask = prune(
@@ -135,6 +146,8 @@ def _prune(
         input_shape=tuple(splits.input_shape),
         include_classifier=config.include_classifier,
         exclude_first=config.exclude_first,
+        shortcut_bn_scales=config.shortcut_bn_scales,
+        round_schedule=config.round_schedule,
         scorer=scorer,
         **config.criterion_options,
     )
@@ -147,6 +160,7 @@ def _prune(
         "criterion_options": {**crit.options, **config.criterion_options},
         "rounds": config.rounds or crit.default_rounds,
         "scoring_samples": config.scoring_per_class * splits.num_classes,
+        "warmup_batches": warmup_batches,
     }
     if cache_info:
         info["scores_cached"] = cache_info["cached"]
@@ -181,6 +195,52 @@ def _finished_result(out: Path, config: RunConfig) -> dict[str, Any] | None:
     return None
 
 
+def _train_dense(
+    config: RunConfig,
+    model: torch.nn.Module,
+    train_loader: Any,
+    val_loader: Any,
+    test_loader: Any,
+    folder: Path,
+    device: torch.device,
+    progress: bool,
+) -> dict[str, Any]:
+    """Prune after training, phase one: train ``model`` dense in place (resumable in ``folder``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    trained = train(
+        model,
+        train_loader,
+        config.train,
+        val_loader=val_loader,
+        checkpoint_dir=folder,
+        device=device,
+        progress=progress,
+    )
+    history = trained["history"]
+    if is_main():
+        _write_metrics(folder / METRICS, history)
+    test = evaluate(model, test_loader, device=device)
+    return {
+        "dense_val_accuracy": history[-1].get("val_accuracy") if history else None,
+        "dense_test_accuracy": test["accuracy"],
+        "dense_train_seconds": sum(r.get("seconds") or 0.0 for r in history),
+    }
+
+
+def _best_on_test(history: list[dict[str, Any]], final: dict[str, Any]) -> dict[str, Any]:
+    """The reference code's reported numbers: the first epoch of highest test accuracy, its test metrics."""
+    best = max(history, key=lambda r: r["test_accuracy"])  # max() keeps the first of equal values
+    return {
+        "test_accuracy_selection": "best_epoch_on_test",
+        "best_test_epoch": best["epoch"],
+        "test_accuracy": best["test_accuracy"],
+        "test_top5_accuracy": best.get("test_top5_accuracy"),
+        "test_loss": best["test_loss"],
+        "final_test_accuracy": final["accuracy"],
+        "final_test_loss": final["loss"],
+    }
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -213,10 +273,14 @@ def run_experiment(
     )
     _stage(progress, f"data: {config.dataset}, {splits.num_classes} classes, on {device}")
     model = _build_model(config, splits.num_classes, tuple(splits.input_shape)).to(device)
-    mask, info = _prune(config, model, splits, out, progress, score_cache)
-
     train_loader = shard_loader(splits.loader("train", batch_size=config.batch_size, seed=config.seed))
     val_loader = shard_loader(splits.loader("val", batch_size=1024)) if splits.val is not None else None
+    test_loader = shard_loader(splits.loader("test", batch_size=1024))
+    dense: dict[str, Any] = {}
+    if config.prune_after_training:
+        loaders = (train_loader, val_loader, test_loader)
+        dense = _train_dense(config, model, *loaders, out / DENSE, device, progress)
+    mask, info = _prune(config, model, splits, out, progress, score_cache)
 
     metrics = out / METRICS
     history_so_far = (
@@ -246,13 +310,14 @@ def run_experiment(
         progress=progress,
         on_epoch_end=record,
         sync_batchnorm=config.sync_batchnorm,
+        test_loader=test_loader if config.select_best_on_test else None,
     )
     history = trained["history"]
     if is_main():
         _write_metrics(metrics, history)
     train_seconds = sum(r.get("seconds") or 0.0 for r in history) or time.perf_counter() - start
 
-    test = evaluate(model, shard_loader(splits.loader("test", batch_size=1024)), device=device)
+    test = evaluate(model, test_loader, device=device)
     val = evaluate(model, val_loader, device=device) if val_loader is not None else {}
     named = dict(model.named_parameters())
     zeros_hold = all(bool((named[k].detach()[~mask[k].to(device)] == 0).all()) for k in mask)
@@ -267,7 +332,7 @@ def run_experiment(
         "density": mask.density,
         "scope": config.scope,
         "rounds": info["rounds"],
-        "warmup_batches": config.warmup_batches,
+        "warmup_batches": info.get("warmup_batches", config.warmup_batches),
         "scoring_samples": info["scoring_samples"],
         "val_accuracy": val.get("accuracy"),
         "test_accuracy": test["accuracy"],
@@ -289,7 +354,14 @@ def run_experiment(
         "device": str(device),
         "torch": torch.__version__,
         "out": str(out),
+        "prune_after_training": config.prune_after_training,
+        **dense,
+        "test_accuracy_selection": "final_epoch",
     }
+    if config.shortcut_bn_scales or config.round_schedule != "density":
+        result.update(shortcut_bn_scales=config.shortcut_bn_scales, round_schedule=config.round_schedule)
+    if config.select_best_on_test:
+        result.update(_best_on_test(history, test))
     if is_main():
         atomic_write_json(out / RESULT, result)
     _stage(progress, f"result: test accuracy {result['test_accuracy']:.4f}, in {out}")

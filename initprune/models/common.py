@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..errors import InitpruneError
+from ..errors import InitpruneError, unknown_choice
 
 
 def check_positive(what: str, value: float) -> float:
@@ -15,9 +15,41 @@ def check_positive(what: str, value: float) -> float:
     return value
 
 
+def check_bool(what: str, value: bool) -> bool:
+    """Return ``value`` if it is a bool, else raise naming the option."""
+    if not isinstance(value, bool):
+        raise InitpruneError(f"{what} must be true or false, got {value!r}")
+    return value
+
+
 def scaled(channels: int, width: float) -> int:
     """``channels`` times the width multiplier, rounded, at least 1."""
     return max(1, round(channels * width))
+
+
+INITS = ("kaiming", "pytorch")
+
+
+def check_init(init: str) -> str:
+    """Return ``init`` if it is one of :data:`INITS`, else raise naming it and the valid ones."""
+    if init not in INITS:
+        raise unknown_choice("init", init, INITS)
+    return init
+
+
+def initialize(model: nn.Module, init: str, linear_std: float | None = None) -> None:
+    """Initialize a convolutional network: ``kaiming`` (the default) or ``pytorch``.
+
+    ``kaiming`` is :func:`init_conv_bn`. ``pytorch`` keeps the initialization every layer received when it
+    was built (PyTorch's default: weights U(±1/√fan_in), i.e. std 1/√(3·fan_in), biases U(±1/√fan_in),
+    BatchNorm weight 1 and bias 0). The paper's reference code (Gollini/Scalable_Second_Order_PaI, models
+    from kuangliu/pytorch-cifar) uses ``pytorch``; it is not the default because it is not the
+    initialization the networks are trained from in the literature (torchvision's Kaiming fan-out, std
+    √(2/fan_out), √6 times larger where fan_in = fan_out), and its scale follows fan-in instead of fan-out,
+    which changes how one global threshold spreads a mask over the layers.
+    """
+    if check_init(init) == "kaiming":
+        init_conv_bn(model, linear_std=linear_std)
 
 
 def init_conv_bn(model: nn.Module, linear_std: float | None = None) -> None:

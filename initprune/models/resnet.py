@@ -12,9 +12,13 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import check_positive, init_conv_bn, scaled
+from .common import check_init, check_positive, initialize, scaled
 from .registry import register_model
 from .resnet_cifar import BasicBlock
+
+
+def _width(width: float) -> float:
+    return check_positive("width", width)
 
 
 class Bottleneck(nn.Module):
@@ -48,7 +52,9 @@ class ResNet(nn.Module):
     """Four stages of 64/128/256/512 (times ``width``) planes; ``stem`` is ``"cifar"`` or ``"imagenet"``.
 
     Initialization: Kaiming normal (fan_out, ReLU) convolutions, BatchNorm weight 1 and bias 0, PyTorch's
-    default Linear classifier (torchvision's ResNet with ``zero_init_residual=False``).
+    default Linear classifier (torchvision's ResNet with ``zero_init_residual=False``). ``init="pytorch"``
+    keeps PyTorch's default initialization everywhere, as the paper's reference code does (see
+    :func:`~initprune.models.common.initialize`).
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class ResNet(nn.Module):
         in_channels: int,
         width: float,
         stem: str,
+        init: str = "kaiming",
     ) -> None:
         super().__init__()
         planes = [scaled(c, width) for c in (64, 128, 256, 512)]
@@ -80,7 +87,7 @@ class ResNet(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_planes, num_classes)
-        init_conv_bn(self)
+        initialize(self, init)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.stem_pool(F.relu(self.bn1(self.conv1(x))))
@@ -89,30 +96,59 @@ class ResNet(nn.Module):
 
 
 @register_model("resnet18", "ResNet-18 (He et al. 2016), CIFAR stem: 3×3 conv stride 1, no max-pool")
-def resnet18(*, num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> nn.Module:
-    """ResNet-18 (He et al. 2016) with the CIFAR stem; ``width`` multiplies the 64/128/256/512 planes."""
-    return ResNet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels, check_positive("width", width), "cifar")
+def resnet18(
+    *, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, init: str = "kaiming"
+) -> nn.Module:
+    """ResNet-18 (He et al. 2016) with the CIFAR stem; ``width`` multiplies the 64/128/256/512 planes.
+
+    ``init``: kaiming (default) or pytorch (the paper's reference code; see ``models.common.initialize``).
+    """
+    return ResNet(
+        BasicBlock, (2, 2, 2, 2), num_classes, in_channels, _width(width), "cifar", check_init(init)
+    )
 
 
 @register_model("resnet34", "ResNet-34 (He et al. 2016), CIFAR stem: 3×3 conv stride 1, no max-pool")
-def resnet34(*, num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> nn.Module:
-    """ResNet-34 (He et al. 2016) with the CIFAR stem; ``width`` multiplies the 64/128/256/512 planes."""
-    return ResNet(BasicBlock, (3, 4, 6, 3), num_classes, in_channels, check_positive("width", width), "cifar")
+def resnet34(
+    *, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, init: str = "kaiming"
+) -> nn.Module:
+    """ResNet-34 (He et al. 2016) with the CIFAR stem; ``width`` multiplies the 64/128/256/512 planes.
+
+    ``init``: kaiming (default) or pytorch (the paper's reference code; see ``models.common.initialize``).
+    """
+    return ResNet(
+        BasicBlock, (3, 4, 6, 3), num_classes, in_channels, _width(width), "cifar", check_init(init)
+    )
 
 
 @register_model(
     "resnet50", "ResNet-50 (He et al. 2016), Bottleneck blocks, CIFAR stem: 3×3 conv, no max-pool"
 )
-def resnet50(*, num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> nn.Module:
-    """ResNet-50 (He et al. 2016) with the CIFAR stem; ``width`` multiplies the 64/128/256/512 planes."""
-    return ResNet(Bottleneck, (3, 4, 6, 3), num_classes, in_channels, check_positive("width", width), "cifar")
+def resnet50(
+    *, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, init: str = "kaiming"
+) -> nn.Module:
+    """ResNet-50 (He et al. 2016) with the CIFAR stem; ``width`` multiplies the 64/128/256/512 planes.
+
+    ``init``: kaiming (default) or pytorch (the paper's reference code; see ``models.common.initialize``).
+    """
+    return ResNet(
+        Bottleneck, (3, 4, 6, 3), num_classes, in_channels, _width(width), "cifar", check_init(init)
+    )
 
 
 @register_model(
     "resnet50_imagenet", "ResNet-50 (He et al. 2016), ImageNet stem: 7×7 conv stride 2 + max-pool"
 )
-def resnet50_imagenet(*, num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> nn.Module:
+def resnet50_imagenet(
+    *, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, init: str = "kaiming"
+) -> nn.Module:
     """ResNet-50 (He et al. 2016) as torchvision builds it (25.56M parameters with 1000 classes)."""
     return ResNet(
-        Bottleneck, (3, 4, 6, 3), num_classes, in_channels, check_positive("width", width), "imagenet"
+        Bottleneck,
+        (3, 4, 6, 3),
+        num_classes,
+        in_channels,
+        check_positive("width", width),
+        "imagenet",
+        check_init(init),
     )

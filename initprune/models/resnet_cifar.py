@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .common import check_positive, init_conv_bn, scaled
+from .common import check_init, check_positive, initialize, scaled
 from .registry import Builder, register_model
 
 
@@ -43,10 +43,13 @@ class CifarResNet(nn.Module):
     """The CIFAR ResNet of depth 6n + 2 (``blocks`` = n per stage), base width 16 times ``width``.
 
     Initialization: Kaiming normal (fan_out, ReLU) convolutions, BatchNorm weight 1 and bias 0, PyTorch's
-    default Linear classifier (as torchvision's ResNet).
+    default Linear classifier (as torchvision's ResNet); ``init="pytorch"`` keeps PyTorch's default
+    initialization, as the paper's reference code does (see :func:`~initprune.models.common.initialize`).
     """
 
-    def __init__(self, blocks: int, num_classes: int, in_channels: int, width: float) -> None:
+    def __init__(
+        self, blocks: int, num_classes: int, in_channels: int, width: float, init: str = "kaiming"
+    ) -> None:
         super().__init__()
         planes = [scaled(c, width) for c in (16, 32, 64)]
         self.conv1 = nn.Conv2d(in_channels, planes[0], 3, stride=1, padding=1, bias=False)
@@ -62,7 +65,7 @@ class CifarResNet(nn.Module):
         self.layer1, self.layer2, self.layer3 = stages
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_planes, num_classes)
-        init_conv_bn(self)
+        initialize(self, init)
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
@@ -73,13 +76,16 @@ class CifarResNet(nn.Module):
 def _builder(depth: int) -> Builder:
     blocks = (depth - 2) // 6
 
-    def build(*, num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> nn.Module:
-        return CifarResNet(blocks, num_classes, in_channels, check_positive("width", width))
+    def build(
+        *, num_classes: int = 10, in_channels: int = 3, width: float = 1.0, init: str = "kaiming"
+    ) -> nn.Module:
+        return CifarResNet(blocks, num_classes, in_channels, check_positive("width", width), check_init(init))
 
     build.__name__ = f"resnet{depth}"
     build.__doc__ = (
         f"ResNet-{depth} for CIFAR (He et al. 2016), projection shortcuts. ``width`` multiplies the 16/32/64 "
-        "channels (1.0 is the paper's network)."
+        "channels (1.0 is the paper's network). ``init``: kaiming (default) or pytorch (the paper's "
+        "reference code; see ``initprune.models.common.initialize``)."
     )
     description = f"ResNet-{depth} for CIFAR (He et al. 2016): 16/32/64 channels, {blocks} blocks per stage"
     return register_model(f"resnet{depth}", description)(build)

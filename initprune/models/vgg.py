@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .common import check_positive, init_conv_bn, scaled
+from .common import check_bool, check_init, check_positive, initialize, scaled
 from .registry import Builder, register_model
 
 # Output channels of each 3×3 conv; "M" is a 2×2 max-pool (configurations A, B, D, E of the paper).
@@ -30,13 +30,23 @@ class VGG(nn.Module):
     The max-pools use ``ceil_mode=True``: on 32×32 (and 64×64) inputs this is the usual floor pooling, and on
     28×28 inputs the maps go 28→14→7→4→2→1 instead of failing at the fifth pool (a 1×1 map pools to 1×1).
     The adaptive average pool to 1×1 then makes the classifier independent of the input size (64×64 inputs
-    end at 2×2). Convolutions have no bias (BatchNorm follows each one).
+    end at 2×2). Convolutions have no bias by default (BatchNorm follows each one, which cancels it).
 
     Initialization (torchvision's): Kaiming normal (fan_out, ReLU) convolutions, BatchNorm weight 1 and bias
-    0, classifier N(0, 0.01²) with zero bias.
+    0, classifier N(0, 0.01²) with zero bias. ``init="pytorch"`` with ``conv_bias=True`` is the network of
+    the paper's reference code instead (PyTorch's default initialization, convolutions with biases; see
+    :func:`~initprune.models.common.initialize`).
     """
 
-    def __init__(self, config: list[int | str], num_classes: int, in_channels: int, width: float) -> None:
+    def __init__(
+        self,
+        config: list[int | str],
+        num_classes: int,
+        in_channels: int,
+        width: float,
+        init: str = "kaiming",
+        conv_bias: bool = False,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
@@ -45,25 +55,42 @@ class VGG(nn.Module):
                 layers.append(nn.MaxPool2d(2, ceil_mode=True))
             else:
                 out = scaled(int(item), width)
-                layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+                conv = nn.Conv2d(channels, out, 3, padding=1, bias=conv_bias)
+                layers += [conv, nn.BatchNorm2d(out), nn.ReLU()]
                 channels = out
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(channels, num_classes)
-        init_conv_bn(self, linear_std=0.01)
+        initialize(self, init, linear_std=0.01)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.pool(self.features(x)).flatten(1))
 
 
 def _builder(name: str, depth: int) -> Builder:
-    def build(*, num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> nn.Module:
-        return VGG(CONFIGS[name], num_classes, in_channels, check_positive("width", width))
+    def build(
+        *,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        width: float = 1.0,
+        init: str = "kaiming",
+        conv_bias: bool = False,
+    ) -> nn.Module:
+        return VGG(
+            CONFIGS[name],
+            num_classes,
+            in_channels,
+            check_positive("width", width),
+            check_init(init),
+            check_bool("conv_bias", conv_bias),
+        )
 
     build.__name__ = name
     build.__doc__ = (
         f"VGG-{depth} with BatchNorm, CIFAR head (Simonyan & Zisserman 2015). ``width`` multiplies every "
-        "conv's channel count (1.0 is the paper's network)."
+        "conv's channel count (1.0 is the paper's network). ``init`` (kaiming or pytorch) and ``conv_bias`` "
+        "reproduce the paper's reference code with init=pytorch, conv_bias=True (not the default: see "
+        "``initprune.models.common.initialize``)."
     )
     return register_model(name, f"VGG-{depth} with BatchNorm, CIFAR head (Simonyan & Zisserman 2015)")(build)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..curvature import batch_gradient, hessian_vector_product
+from ..errors import InitpruneError, unknown_choice
 from .registry import ScoreDict, ScoringContext, register
 
 
@@ -23,14 +24,43 @@ def snip(ctx: ScoringContext, *, temperature: float = 1.0) -> ScoreDict:
     return {name: (p.detach() * g[name]).abs() for name, p in ctx.params.items()}
 
 
+HVP_SCOPES = ("prunable", "all")
+
+
 @register("grasp", "GraSP (Wang et al. 2020): θ ⊙ Hg with logits/200, keep largest", needs_data=True)
-def grasp(ctx: ScoringContext, *, temperature: float = 200.0) -> ScoreDict:
+def grasp(
+    ctx: ScoringContext,
+    *,
+    temperature: float = 200.0,
+    reference_sign: bool = False,
+    hvp_scope: str = "prunable",
+) -> ScoreDict:
     """GraSP gradient-signal preservation (Wang et al., ICLR 2020): score = θ ⊙ (H g).
 
     g = ∇L and H = ∇²L of the mean loss of logits/T (T = 200 by default, as in GraSP). GraSP removes the
     weights with the largest −θ ⊙ Hg; stored here with the sign flipped, keeping the largest θ ⊙ Hg is
     the same mask. Mean reduction; sum reduction scales scores by N², leaving the mask unchanged.
+
+    Reproduction options of the paper's reference code (Gollini/Scalable_Second_Order_PaI), which runs
+    GraSP as ``reference_sign=True, hvp_scope="all", temperature=1``; none is the default, because together
+    they keep the set GraSP removes:
+
+    - ``reference_sign=True``: score = −θ ⊙ (H g), so the largest −θ ⊙ Hg are *kept* (the reference code
+      scores −θ ⊙ Hg and keeps its top k).
+    - ``hvp_scope="all"``: g and H g over every parameter of the model (biases, BatchNorm, classifier),
+      (H g)_w = Σ_p H_wp g_p over all p, as the reference code's backward passes do; ``prunable`` (the
+      default) restricts both to the prunable weights, GraSP's own choice.
     """
-    g = batch_gradient(ctx.model, ctx.params, ctx.batches, temperature=temperature)
-    hg = hessian_vector_product(ctx.model, ctx.params, ctx.batches, g, temperature=temperature)
-    return {name: p.detach() * hg[name] for name, p in ctx.params.items()}
+    if hvp_scope not in HVP_SCOPES:
+        raise unknown_choice("hvp_scope", hvp_scope, HVP_SCOPES)
+    if not isinstance(reference_sign, bool):
+        raise InitpruneError(f"reference_sign must be true or false, got {reference_sign!r}")
+    params = ctx.params
+    if hvp_scope == "all":
+        params = {n: p for n, p in ctx.model.named_parameters() if p.is_floating_point()}
+        for p in params.values():
+            p.requires_grad_(True)  # scoring_mode restores every flag afterwards
+    g = batch_gradient(ctx.model, params, ctx.batches, temperature=temperature)
+    hg = hessian_vector_product(ctx.model, params, ctx.batches, g, temperature=temperature)
+    sign = -1.0 if reference_sign else 1.0
+    return {name: sign * p.detach() * hg[name] for name, p in ctx.params.items()}
