@@ -6,6 +6,7 @@ import warnings
 from collections.abc import Iterable
 from typing import Any
 
+import torch
 from torch import nn
 
 from .collapse import disconnected_layers
@@ -13,7 +14,15 @@ from .errors import InitpruneError, LayerCollapseWarning, check_sparsity, unknow
 from .masks import SCOPES, Mask, make_mask
 from .progress import progress_bar
 from .prunable import prunable_parameters
-from .scores import as_batches, get_criterion, score
+from .scores import (
+    Criterion,
+    as_batches,
+    check_batches,
+    get_criterion,
+    score_batches,
+    scoring_mode,
+    warn_degenerate,
+)
 from .warmup import warmup_bn
 
 _ROUND_SEED_STRIDE = 1_000_003  # round t scores with seed + t·stride: fresh probes every round
@@ -39,6 +48,7 @@ def prune(
     input_shape: tuple[int, ...] | None = None,
     include_classifier: bool = False,
     exclude_first: bool = False,
+    include_attention: bool = True,
     progress: bool = False,
     **options: Any,
 ) -> Mask:
@@ -50,6 +60,14 @@ def prune(
     BatchNorm statistics first (0: no warmup, None: one pass). ``options`` go to the criterion;
     ``progress`` shows bars on a terminal. Layer collapse warns (:class:`LayerCollapseWarning`): a layer
     with no weight left, or whose kept weights lie on no input-output path (:mod:`initprune.collapse`).
+    The path check feeds real inputs; for a model scored on integer inputs (``nn.Embedding``) it is
+    skipped with a warning that says so. Degenerate first-round scores warn
+    (:class:`DegenerateScoresWarning`).
+
+    Everything that can be checked is checked before the model changes (options, prunable weights, the
+    scoring data: see :func:`initprune.score`); if anything fails later, the model's parameters and
+    buffers are restored to what they were before the call (a copy of its state is held for the
+    duration) and the error is raised: no half-pruned model is left behind.
     """
     sparsity = check_sparsity(sparsity)
     if scope not in SCOPES:
@@ -59,47 +77,100 @@ def prune(
     rounds = crit.default_rounds if rounds is None else rounds
     if not isinstance(rounds, int) or rounds < 1:
         raise InitpruneError(f"rounds must be a positive integer, got {rounds!r}")
-    params = prunable_parameters(model, include_classifier=include_classifier, exclude_first=exclude_first)
+    params = prunable_parameters(
+        model,
+        include_classifier=include_classifier,
+        exclude_first=exclude_first,
+        include_attention=include_attention,
+    )
     device = next(iter(params.values())).device
     if crit.needs_data and data is None:
         raise InitpruneError(f"criterion {criterion!r} needs scoring data (data=None was given)")
     batches = as_batches(data, device) if data is not None else None
+    if batches is not None:
+        with scoring_mode(model, {}):
+            check_batches(model, batches)
+    if warmup_batches != 0 and warmup_data is None and batches is None:
+        raise InitpruneError("BatchNorm warmup needs data: pass data or warmup_data, or warmup_batches=0")
+    if input_shape is None and batches is not None:
+        input_shape = tuple(batches[0][0].shape[1:])
+    saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+    try:
+        return _prune(
+            model, crit, params, batches, sparsity, rounds, scope, warmup_batches, warmup_data, seed,
+            input_shape, progress, options,
+        )  # fmt: skip
+    except BaseException:
+        with torch.no_grad():
+            for k, v in model.state_dict(keep_vars=True).items():
+                v.detach().copy_(saved[k])
+        raise
+
+
+def _prune(
+    model: nn.Module,
+    crit: Criterion,
+    params: dict[str, nn.Parameter],
+    batches: list | None,
+    sparsity: float,
+    rounds: int,
+    scope: str,
+    warmup_batches: int | None,
+    warmup_data: Iterable[Any] | None,
+    seed: int,
+    input_shape: tuple[int, ...] | None,
+    progress: bool,
+    options: dict[str, Any],
+) -> Mask:
     if warmup_batches != 0:
         source = warmup_data if warmup_data is not None else batches
-        if source is None:
-            raise InitpruneError("BatchNorm warmup needs data: pass data or warmup_data, or warmup_batches=0")
         warmup_bn(model, source, batches=warmup_batches, progress=progress)
 
     mask: Mask | None = None
     densities = round_densities(sparsity, rounds)
-    bar = progress_bar(total=rounds, desc=f"{criterion} rounds", enabled=progress and rounds > 1)
+    bar = progress_bar(total=rounds, desc=f"{crit.name} rounds", enabled=progress and rounds > 1)
     for t, density in enumerate(densities):
-        scores = score(
+        scores = score_batches(
             model,
-            criterion,
+            crit,
+            params,
             batches,
-            seed=seed + t * _ROUND_SEED_STRIDE,
-            input_shape=input_shape,
-            prunable=params,
-            progress=progress and rounds == 1,
-            **options,
+            seed + t * _ROUND_SEED_STRIDE,
+            input_shape,
+            progress and rounds == 1,
+            options,
         )
+        if t == 0:  # later rounds score pruned weights 0 by design
+            warn_degenerate(crit.name, scores, stacklevel=4)
         last = t == rounds - 1
         mask = make_mask(scores, 1.0 - density, scope, previous=mask, warn=last)
         mask.apply(model)
         bar.update()
     bar.close()
     assert mask is not None
-    if input_shape is None and batches is not None:
-        input_shape = tuple(batches[0][0].shape[1:])
     if input_shape is not None:
-        empty = set(mask.collapsed())
-        cut = [name for name in disconnected_layers(model, mask, input_shape) if name not in empty]
-        if cut:
-            warnings.warn(
-                f"layer collapse at sparsity {sparsity:g}: the kept weights of {', '.join(cut)} lie on no "
-                "path from the input to the output",
-                LayerCollapseWarning,
-                stacklevel=2,
-            )
+        _check_paths(model, mask, input_shape, batches, sparsity)
     return mask
+
+
+def _check_paths(
+    model: nn.Module, mask: Mask, input_shape: tuple[int, ...], batches: list | None, sparsity: float
+) -> None:
+    """Warn about layers whose kept weights lie on no input-output path (empty layers warn in make_mask)."""
+    if batches is not None and not batches[0][0].is_floating_point():
+        warnings.warn(
+            f"layer-collapse path check skipped: the model is scored on {batches[0][0].dtype} inputs, and "
+            "the path count feeds a real all-ones input; only empty layers were checked",
+            UserWarning,
+            stacklevel=4,
+        )
+        return
+    empty = set(mask.collapsed())
+    cut = [name for name in disconnected_layers(model, mask, input_shape) if name not in empty]
+    if cut:
+        warnings.warn(
+            f"layer collapse at sparsity {sparsity:g}: the kept weights of {', '.join(cut)} lie on no "
+            "path from the input to the output",
+            LayerCollapseWarning,
+            stacklevel=4,
+        )

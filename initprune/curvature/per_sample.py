@@ -51,15 +51,29 @@ def _hook_supported(module: nn.Module) -> bool:
 
 
 def weight_owners(model: nn.Module, params: Mapping[str, Tensor]) -> dict[str, nn.Module] | None:
-    """name → module whose ``weight`` it is, if every parameter is the weight of a hook-supported layer."""
+    """name → module whose ``weight`` it is, if every parameter is the weight of a hook-supported layer
+    and is used by that layer alone.
+
+    A parameter held by several modules (weight tying, ``b.weight = a.weight``) gets None: its per-sample
+    gradient is the sum of every use's contribution, which must be formed before it is squared, so such
+    models take the exact ``vmap`` route (which differentiates through every use).
+    """
+    wanted = {id(p): name for name, p in params.items()}
+    holders: dict[int, list[tuple[nn.Module, str]]] = {}
+    for module in model.modules():
+        for attr, p in module._parameters.items():
+            if p is not None and id(p) in wanted:
+                holders.setdefault(id(p), []).append((module, attr))
     owners = {}
-    for module_name, module in model.named_modules():
-        name = f"{module_name}.weight" if module_name else "weight"
-        if name in params and params[name] is getattr(module, "weight", None):
-            if not _hook_supported(module):
-                return None
-            owners[name] = module
-    return owners if len(owners) == len(params) else None
+    for key, name in wanted.items():
+        held = holders.get(key, [])
+        if len(held) != 1:
+            return None
+        module, attr = held[0]
+        if attr != "weight" or not _hook_supported(module):
+            return None
+        owners[name] = module
+    return owners
 
 
 def _conv_patches(module: nn.Conv1d | nn.Conv2d, a: Tensor) -> Tensor:

@@ -115,6 +115,7 @@ def _prune(
         input_shape=tuple(splits.input_shape),
         include_classifier=config.include_classifier,
         exclude_first=config.exclude_first,
+        include_attention=config.include_attention,
         **config.criterion_options,
     )
     if model_device(model).type == "cuda":
