@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from torch import nn
+
 from ..curvature import batch_gradient, hutchinson_diagonal
+from ..errors import InitpruneError
 from .registry import ChunkSize, OptionSpec, Probes, ScoreDict, ScoringContext, Temperature, register
 
 PROBE_SCOPES = ("prunable", "all")
@@ -16,16 +19,30 @@ def _diagonal(ctx: ScoringContext, probes: int, temperature: float, chunk_size: 
     probe_params = None
     if probe_scope == "all":
         probe_params = {n: p for n, p in ctx.model.named_parameters() if p.is_floating_point()}
-    return hutchinson_diagonal(
-        ctx.model,
-        ctx.params,
-        ctx.batches,
-        probes=probes,
-        temperature=temperature,
-        generator=ctx.generator(),
-        chunk_size=chunk_size,
-        probe_params=probe_params,
-    )
+    try:
+        return hutchinson_diagonal(
+            ctx.model,
+            ctx.params,
+            ctx.batches,
+            probes=probes,
+            temperature=temperature,
+            generator=ctx.generator(),
+            chunk_size=chunk_size,
+            probe_params=probe_params,
+        )
+    except RuntimeError as exc:
+        recurrent = [
+            f"{type(m).__name__} {n!r}" for n, m in ctx.model.named_modules() if isinstance(m, nn.RNNBase)
+        ]
+        if not recurrent:
+            raise
+        # torch.func.vmap batches the per-sample HVPs; its LSTM/GRU support depends on dtype and kernel.
+        reason = str(exc).strip().splitlines()[0]
+        raise InitpruneError(
+            f"Hutchinson criteria cannot score {type(ctx.model).__name__}: torch.func.vmap, which batches "
+            f"the per-sample Hessian-vector products, fails on its {', '.join(recurrent)} ({reason}); "
+            "score the model in float32, or use grasp or a Gauss-Newton/Fisher criterion"
+        ) from None
 
 
 @register(
