@@ -157,10 +157,12 @@ def _check_paths(
     model: nn.Module, mask: Mask, input_shape: tuple[int, ...], batches: list | None, sparsity: float
 ) -> None:
     """Warn about layers whose kept weights lie on no input-output path (empty layers warn in make_mask)."""
-    if batches is not None and not batches[0][0].is_floating_point():
+    lookups = [n for n, m in model.named_modules() if isinstance(m, nn.Embedding | nn.EmbeddingBag)]
+    if lookups or (batches is not None and not batches[0][0].is_floating_point()):
+        why = f"{batches[0][0].dtype} inputs" if batches is not None else f"integer inputs ({lookups[0]})"
         warnings.warn(
-            f"layer-collapse path check skipped: the model is scored on {batches[0][0].dtype} inputs, and "
-            "the path count feeds a real all-ones input; only empty layers were checked",
+            f"layer-collapse path check skipped: the model takes {why}, and the path count feeds a real "
+            "all-ones input; only empty layers were checked",
             UserWarning,
             stacklevel=4,
         )

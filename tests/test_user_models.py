@@ -432,6 +432,13 @@ def test_prune(name, criterion):
         assert all(torch.equal(mask[k], expected[k]) for k in mask)
 
 
+def test_prune_of_an_embedding_model_from_an_input_shape_skips_the_path_check():
+    model = build("embedding_lstm")
+    with pytest.warns(UserWarning, match=r"path check skipped: the model takes integer inputs \(embed\)"):
+        mask = initprune.prune(model, "magnitude", sparsity=0.5, input_shape=(5,))
+    assert mask.sparsity == pytest.approx(0.5, abs=0.01)
+
+
 def test_prune_restores_the_model_when_a_late_step_fails(monkeypatch):
     import initprune.pruning as pruning
 
