@@ -23,6 +23,10 @@ from ..train import TrainConfig
 
 DEVICES = ("auto", "cpu", "cuda")
 
+ADDED_KEYS: dict[str, Any] = {"include_attention": True}
+"""Settings added after run folders were first written, with their defaults: a run that holds the
+default is the run an earlier ``config.yaml`` without the key describes (same identity, same folder)."""
+
 
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
@@ -125,8 +129,13 @@ class RunConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
 
     def identity(self) -> str:
-        """Hash of every setting that changes the result (``out`` and ``device`` excluded)."""
-        settings = {k: v for k, v in self.to_dict().items() if k not in ("out", "device")}
+        """Hash of every setting that changes the result (``out`` and ``device`` excluded; settings added
+        after run folders were first written are left out while they hold their default)."""
+        settings = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in ("out", "device") and not (k in ADDED_KEYS and v == ADDED_KEYS[k])
+        }
         text = json.dumps(settings, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 

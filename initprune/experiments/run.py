@@ -27,7 +27,7 @@ from ..pruning import prune
 from ..scores import get_criterion
 from ..train import evaluate, train
 from ..warmup import warmup_bn
-from .config import RunConfig
+from .config import ADDED_KEYS, RunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ def _claim_output(out: Path, config: RunConfig) -> None:
     settings = config.to_dict()
     if path.exists():
         previous = yaml.safe_load(path.read_text()) or {}
+        # A key added since that file was written, at its default, describes the same run.
+        previous = {**{k: v for k, v in ADDED_KEYS.items() if settings.get(k) == v}, **previous}
         same = {k: v for k, v in previous.items() if k not in ("out", "device")}
         ours = {k: v for k, v in settings.items() if k not in ("out", "device")}
         if json.dumps(same, sort_keys=True, default=str) != json.dumps(ours, sort_keys=True, default=str):
