@@ -439,6 +439,19 @@ def test_prune_of_an_embedding_model_from_an_input_shape_skips_the_path_check():
     assert mask.sparsity == pytest.approx(0.5, abs=0.01)
 
 
+@pytest.mark.filterwarnings("ignore::initprune.LayerCollapseWarning")
+def test_a_layer_with_all_scores_zero_warns_with_its_name():
+    model = build("conv1d")
+    with torch.no_grad():
+        model.c2.weight.zero_()  # zero-initialized: no magnitude, and no gradient reaches c1
+    with pytest.warns(DegenerateScoresWarning, match=r"every score of 'snip' is 0 in c1.weight, c2.weight"):
+        initprune.score(model, "snip", data("conv1d"))
+    with pytest.warns(
+        DegenerateScoresWarning, match=r"every score of 'magnitude' is 0 in c2.weight: .* Likely causes"
+    ):
+        initprune.prune(model, "magnitude", sparsity=0.5)
+
+
 def test_prune_restores_the_model_when_a_late_step_fails(monkeypatch):
     import initprune.pruning as pruning
 

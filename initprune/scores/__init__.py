@@ -157,9 +157,10 @@ def warn_degenerate(criterion: str, scores: Mapping[str, Tensor], stacklevel: in
     """Warn (:class:`DegenerateScoresWarning`) when every score is equal, or a layer's scores are all 0:
     the mask is then chosen by the tie-break (lowest index), not by the criterion."""
     names = list(scores)
-    stats = torch.stack(
-        [torch.stack([s.min(), s.max(), (s != 0).any()]).double().cpu() for s in scores.values()]
-    ).tolist()  # one synchronization for every layer
+    per_layer = [
+        torch.stack([s.min().double(), s.max().double(), (s != 0).any().double()]) for s in scores.values()
+    ]
+    stats = torch.stack(per_layer).cpu().tolist()  # one synchronization for every layer
     low, high = min(r[0] for r in stats), max(r[1] for r in stats)
     cause = (
         "Likely causes: a saturated softmax (one-hot predictions from very large logits: warm up "
