@@ -206,3 +206,12 @@ def test_the_command_refuses_a_bad_option_in_one_line_before_writing(tmp_path):
         assert done.stderr.count("\n") == 1
         assert f"option {key}={shown} is invalid; valid: {valid}" in done.stderr
         assert not out.exists()
+
+
+def test_the_command_reads_numbers_in_exponent_form_as_numbers():
+    from initprune.cli import _key_value
+
+    assert _key_value("temperature=1e-3") == ("temperature", 0.001)
+    assert _key_value("temperature=2E2") == ("temperature", 200.0)
+    assert _key_value("temperature=abc") == ("temperature", "abc")
+    initprune.get_criterion("snip").check_options(dict([_key_value("temperature=1e-3")]))
