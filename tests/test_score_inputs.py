@@ -176,12 +176,28 @@ def test_every_option_of_every_criterion_declares_its_type_and_range():
 
 
 def test_an_undeclared_option_is_refused_at_registration():
-    def scorer(ctx, *, strength: float = 1.0):
+    def scorer(ctx, *, strength: list | None = None):
         return {}
 
-    with pytest.raises(TypeError, match="option 'strength' of scorer must be annotated"):
+    with pytest.raises(TypeError, match="option 'strength' of scorer must be annotated with bool, int"):
         register("undeclared", "test", needs_data=False)(scorer)
     assert "undeclared" not in initprune.criteria()
+
+
+def test_a_plain_annotation_declares_the_type_alone():
+    def scorer(ctx, *, sign: bool = False, scope: str = "a", scale: float | None = None, k: int = 1):
+        return {}
+
+    specs = {name: spec for name, (_, spec) in option_specs(scorer).items()}
+    assert specs == {
+        "sign": OptionSpec(bool),
+        "scope": OptionSpec(str),
+        "scale": OptionSpec(float, none=True),
+        "k": OptionSpec(int),
+    }
+    assert specs["sign"].accepts(True) and not specs["sign"].accepts(1) and not specs["sign"].accepts("false")
+    assert specs["sign"].describe() == "true or false" and specs["scope"].describe() == "a string"
+    assert specs["scale"].accepts(None) and specs["scale"].accepts(-2) and not specs["scale"].accepts("x")
 
 
 def test_option_spec_words():

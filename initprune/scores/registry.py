@@ -3,9 +3,9 @@
 A criterion is a function ``fn(ctx, **options) -> {name: score}`` whose keyword-only parameters are its
 options, with their defaults. Each option declares its type and range in its annotation, as
 ``Annotated[type, OptionSpec(...)]`` (the shared ones: :data:`Temperature`, :data:`Probes`,
-:data:`ChunkSize`, :data:`Samples`); :meth:`Criterion.check_options` checks every given option against
-it once, for the Python API and the command line alike. A criterion only scores: thresholding and masking
-are shared (masks.py).
+:data:`ChunkSize`, :data:`Samples`), or its type alone as a plain ``bool``, ``int``, ``float`` or
+``str``; :meth:`Criterion.check_options` checks every given option against it once, for the Python API
+and the command line alike. A criterion only scores: thresholding and masking are shared (masks.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,10 +32,11 @@ ScoreDict = dict[str, Tensor]
 class OptionSpec:
     """The type and range of one criterion option.
 
-    ``kind`` is ``int``, ``float`` or ``str``: an int option takes integers only (not ``True``/``False``,
-    not 2.0 or 2.5); a float option takes finite real numbers (integers included, booleans not); a str
-    option takes one of ``choices``. ``minimum`` bounds numbers from below (excluded if ``exclusive``);
-    ``none`` also accepts None.
+    ``kind`` is ``bool``, ``int``, ``float`` or ``str``: a bool option takes ``True``/``False`` only; an
+    int option takes integers only (not ``True``/``False``, not 2.0 or 2.5); a float option takes finite
+    real numbers (integers included, booleans not); a str option takes one of ``choices`` (any string if
+    there are none). ``minimum`` bounds numbers from below (excluded if ``exclusive``); ``none`` also
+    accepts None.
     """
 
     kind: type
@@ -45,8 +47,10 @@ class OptionSpec:
 
     def describe(self) -> str:
         """What is valid, in words (used in error messages)."""
-        if self.kind is str:
-            text = "one of " + ", ".join(self.choices)
+        if self.kind is bool:
+            text = "true or false"
+        elif self.kind is str:
+            text = "one of " + ", ".join(self.choices) if self.choices else "a string"
         else:
             text = "an integer" if self.kind is int else "a finite number"
             if self.minimum is not None:
@@ -56,8 +60,10 @@ class OptionSpec:
     def accepts(self, value: Any) -> bool:
         if value is None:
             return self.none
+        if self.kind is bool:
+            return isinstance(value, bool)
         if self.kind is str:
-            return isinstance(value, str) and value in self.choices
+            return isinstance(value, str) and (not self.choices or value in self.choices)
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             return False
         if self.kind is int and not isinstance(value, numbers.Integral):
@@ -79,6 +85,19 @@ ChunkSize = Annotated[int | None, OptionSpec(int, minimum=1, none=True)]
 """Samples per batched pass: an integer >= 1, or None for the engine's own choice."""
 
 
+def _spec_of(hint: Any) -> OptionSpec | None:
+    """The declared spec of an annotation: its ``OptionSpec`` metadata, or for a plain ``bool``, ``int``,
+    ``float`` or ``str`` (or one of them ``| None``) the type alone, without a range."""
+    specs = [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, OptionSpec)]
+    if specs:
+        return specs[0] if len(specs) == 1 else None
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    kinds = [a for a in args if a is not type(None)]
+    if len(kinds) == 1 and kinds[0] in (bool, int, float, str):
+        return OptionSpec(kinds[0], none=len(kinds) < len(args))
+    return None
+
+
 def option_specs(fn: Callable[..., Any]) -> dict[str, tuple[Any, OptionSpec]]:
     """{option: (default, spec)} for the keyword-only parameters of ``fn``; an undeclared one is an error."""
     hints = typing.get_type_hints(fn, include_extras=True)
@@ -86,12 +105,13 @@ def option_specs(fn: Callable[..., Any]) -> dict[str, tuple[Any, OptionSpec]]:
     for p in inspect.signature(fn).parameters.values():
         if p.kind is not inspect.Parameter.KEYWORD_ONLY:
             continue
-        specs = [m for m in getattr(hints.get(p.name), "__metadata__", ()) if isinstance(m, OptionSpec)]
-        if len(specs) != 1:
+        spec = _spec_of(hints.get(p.name))
+        if spec is None:
             raise TypeError(
-                f"option {p.name!r} of {fn.__name__} must be annotated Annotated[type, OptionSpec(...)]"
+                f"option {p.name!r} of {fn.__name__} must be annotated with bool, int, float or str, or "
+                "Annotated[type, OptionSpec(...)] for a range or choices"
             )
-        out[p.name] = (p.default, specs[0])
+        out[p.name] = (p.default, spec)
     return out
 
 
