@@ -14,15 +14,7 @@ from .errors import InitpruneError, LayerCollapseWarning, check_sparsity, unknow
 from .masks import SCOPES, Mask, make_mask
 from .progress import progress_bar
 from .prunable import prunable_parameters
-from .scores import (
-    Criterion,
-    as_batches,
-    check_batches,
-    get_criterion,
-    score_batches,
-    scoring_mode,
-    warn_degenerate,
-)
+from .scores import as_batches, check_batches, get_criterion, score, scoring_mode
 from .warmup import warmup_bn
 
 _ROUND_SEED_STRIDE = 1_000_003  # round t scores with seed + t·stride: fresh probes every round
@@ -61,8 +53,8 @@ def prune(
     ``progress`` shows bars on a terminal. Layer collapse warns (:class:`LayerCollapseWarning`): a layer
     with no weight left, or whose kept weights lie on no input-output path (:mod:`initprune.collapse`).
     The path check feeds real inputs; for a model scored on integer inputs (``nn.Embedding``) it is
-    skipped with a warning that says so. Degenerate first-round scores warn
-    (:class:`DegenerateScoresWarning`).
+    skipped with a warning that says so. Scores that are all equal, or all 0 in a layer, warn
+    (:class:`DegenerateScoresWarning`, from :func:`initprune.score`).
 
     Everything that can be checked is checked before the model changes (options, prunable weights, the
     scoring data: see :func:`initprune.score`); if anything fails later, the model's parameters and
@@ -96,9 +88,9 @@ def prune(
         input_shape = tuple(batches[0][0].shape[1:])
     saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
     try:
-        return _prune(
-            model, crit, params, batches, sparsity, rounds, scope, warmup_batches, warmup_data, seed,
-            input_shape, progress, options,
+        return _prune_in_place(
+            model, criterion, batches, sparsity, rounds, scope, warmup_batches, warmup_data, seed,
+            input_shape, params, progress, options,
         )  # fmt: skip
     except BaseException:
         with torch.no_grad():
@@ -107,10 +99,9 @@ def prune(
         raise
 
 
-def _prune(
+def _prune_in_place(
     model: nn.Module,
-    crit: Criterion,
-    params: dict[str, nn.Parameter],
+    criterion: str,
     batches: list | None,
     sparsity: float,
     rounds: int,
@@ -119,29 +110,29 @@ def _prune(
     warmup_data: Iterable[Any] | None,
     seed: int,
     input_shape: tuple[int, ...] | None,
+    params: dict[str, nn.Parameter],
     progress: bool,
     options: dict[str, Any],
 ) -> Mask:
+    """The steps of :func:`prune` that change the model, after every check."""
     if warmup_batches != 0:
         source = warmup_data if warmup_data is not None else batches
         warmup_bn(model, source, batches=warmup_batches, progress=progress)
 
     mask: Mask | None = None
     densities = round_densities(sparsity, rounds)
-    bar = progress_bar(total=rounds, desc=f"{crit.name} rounds", enabled=progress and rounds > 1)
+    bar = progress_bar(total=rounds, desc=f"{criterion} rounds", enabled=progress and rounds > 1)
     for t, density in enumerate(densities):
-        scores = score_batches(
+        scores = score(
             model,
-            crit,
-            params,
+            criterion,
             batches,
-            seed + t * _ROUND_SEED_STRIDE,
-            input_shape,
-            progress and rounds == 1,
-            options,
+            seed=seed + t * _ROUND_SEED_STRIDE,
+            input_shape=input_shape,
+            prunable=params,
+            progress=progress and rounds == 1,
+            **options,
         )
-        if t == 0:  # later rounds score pruned weights 0 by design
-            warn_degenerate(crit.name, scores, stacklevel=4)
         last = t == rounds - 1
         mask = make_mask(scores, 1.0 - density, scope, previous=mask, warn=last)
         mask.apply(model)

@@ -69,6 +69,6 @@ def test_prune_warns_when_kept_weights_lie_on_no_path(monkeypatch):
     forced = {"0.weight": torch.zeros(4, 3), "2.weight": torch.zeros(4, 4)}
     forced["0.weight"][0] = 1.0
     forced["2.weight"][:, 1] = 1.0
-    monkeypatch.setattr(pruning, "score_batches", lambda *a, **k: {k2: v.clone() for k2, v in forced.items()})
+    monkeypatch.setattr(pruning, "score", lambda *a, **k: {k2: v.clone() for k2, v in forced.items()})
     with pytest.warns(LayerCollapseWarning, match="lie on no path"):
         prune(model, "magnitude", sparsity=0.75, input_shape=(3,))  # keeps exactly the 7 forced

@@ -74,8 +74,8 @@ def test_synflow_defaults_to_100_rounds(monkeypatch):
     import initprune.pruning as pruning
 
     calls = []
-    real = pruning.score_batches
-    monkeypatch.setattr(pruning, "score_batches", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    real = pruning.score
+    monkeypatch.setattr(pruning, "score", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     prune(tiny_convnet(), "synflow", sparsity=0.9, input_shape=(2, 6, 6))
     assert len(calls) == 100
     calls.clear()
@@ -108,13 +108,13 @@ def test_prune_with_warmup_updates_batchnorm_before_scoring(monkeypatch):
     torch.manual_seed(0)
     model = tiny_convnet()
     stats = []
-    real = pruning.score_batches
+    real = pruning.score
 
     def spy(m, *a, **kw):
         stats.append(m[1].running_mean.clone())
         return real(m, *a, **kw)
 
-    monkeypatch.setattr(pruning, "score_batches", spy)
+    monkeypatch.setattr(pruning, "score", spy)
     prune(model, "snip", _data(), sparsity=0.5, warmup_batches=2)
     assert not torch.equal(stats[0], torch.zeros(4))
 
