@@ -42,7 +42,9 @@ def _taylor(ctx: ScoringContext, diag: ScoreDict, temperature: float) -> ScoreDi
 
 
 @register("ggn_diag", "exact GGN diagonal (= Hessian diagonal in ReLU/BN nets), C backwards", needs_data=True)
-def ggn_diag(ctx: ScoringContext, *, temperature: Temperature = 1.0, chunk_size: ChunkSize = 64) -> ScoreDict:
+def ggn_diag(
+    ctx: ScoringContext, *, temperature: Temperature = 1.0, chunk_size: ChunkSize = None
+) -> ScoreDict:
     """diag(G), G = (1/N) Σ_i J_iᵀ Λ_i J_i with Λ_i = (diag(p_i) − p_i p_iᵀ)/T², p_i = softmax(z_i/T):
     the exact generalized Gauss-Newton diagonal of the mean loss (equal to diag(∇²L) in networks piecewise
     linear in each weight). Mean reduction; ∝ 1/T²."""
@@ -51,7 +53,7 @@ def ggn_diag(ctx: ScoringContext, *, temperature: Temperature = 1.0, chunk_size:
 
 @register("ggn_pruner", "OBD with the exact GGN diagonal, ½ θ² ⊙ diag(GGN)", needs_data=True)
 def ggn_pruner(
-    ctx: ScoringContext, *, temperature: Temperature = 1.0, chunk_size: ChunkSize = 64
+    ctx: ScoringContext, *, temperature: Temperature = 1.0, chunk_size: ChunkSize = None
 ) -> ScoreDict:
     """½ θ² ⊙ diag(G): Optimal Brain Damage (LeCun et al. 1990) with the exact GGN diagonal. Mean
     reduction."""
@@ -64,7 +66,7 @@ def ggn_pruner(
     needs_data=True,
 )
 def ggn_taylor(
-    ctx: ScoringContext, *, temperature: Temperature = 1.0, chunk_size: ChunkSize = 64
+    ctx: ScoringContext, *, temperature: Temperature = 1.0, chunk_size: ChunkSize = None
 ) -> ScoreDict:
     """|θ ⊙ g + ½ θ² ⊙ diag(G)| with g = ∇L and the GGN diagonal at the same temperature. Mean reduction
     for both terms."""
@@ -75,7 +77,7 @@ def ggn_taylor(
     "fisher_mc_diag", "true Fisher diagonal by Monte Carlo, labels sampled from the model", needs_data=True
 )
 def fisher_mc_diag(
-    ctx: ScoringContext, *, samples: Samples = 1, temperature: Temperature = 1.0, chunk_size: ChunkSize = 64
+    ctx: ScoringContext, *, samples: Samples = 1, temperature: Temperature = 1.0, chunk_size: ChunkSize = None
 ) -> ScoreDict:
     """F̂ = (1/N) Σ_i (1/m) Σ_s (∇ CE(z_i/T, ŷ_is))², ŷ_is ~ softmax(z_i/T), m = ``samples`` draws per data
     point from the scoring seed: an unbiased estimate of the true Fisher = GGN diagonal. Mean reduction."""
@@ -84,7 +86,7 @@ def fisher_mc_diag(
 
 @register("fisher_mc_pruner", "OBD with the Monte-Carlo true Fisher diagonal, ½ θ² ⊙ F̂", needs_data=True)
 def fisher_mc_pruner(
-    ctx: ScoringContext, *, samples: Samples = 1, temperature: Temperature = 1.0, chunk_size: ChunkSize = 64
+    ctx: ScoringContext, *, samples: Samples = 1, temperature: Temperature = 1.0, chunk_size: ChunkSize = None
 ) -> ScoreDict:
     """½ θ² ⊙ F̂ with the Monte-Carlo true Fisher diagonal F̂ (``fisher_mc_diag``). Mean reduction."""
     return _obd(ctx, _mc(ctx, samples, temperature, chunk_size))
@@ -94,7 +96,7 @@ def fisher_mc_pruner(
     "fisher_mc_taylor", "second-order Taylor with the MC true Fisher, |θ ⊙ g + ½ θ² ⊙ F̂|", needs_data=True
 )
 def fisher_mc_taylor(
-    ctx: ScoringContext, *, samples: Samples = 1, temperature: Temperature = 1.0, chunk_size: ChunkSize = 64
+    ctx: ScoringContext, *, samples: Samples = 1, temperature: Temperature = 1.0, chunk_size: ChunkSize = None
 ) -> ScoreDict:
     """|θ ⊙ g + ½ θ² ⊙ F̂| with g = ∇L and the Monte-Carlo true Fisher diagonal F̂ at the same temperature.
     Mean reduction for both terms."""
