@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .collapse import disconnected_layers
 from .errors import InitpruneError, LayerCollapseWarning, check_sparsity, unknown_choice
@@ -42,6 +42,7 @@ def prune(
     exclude_first: bool = False,
     include_attention: bool = True,
     progress: bool = False,
+    scorer: Callable[..., dict[str, Tensor]] | None = None,
     **options: Any,
 ) -> Mask:
     """Warm up BatchNorm, score, mask and prune ``model`` in place; return the final :class:`Mask`.
@@ -60,6 +61,9 @@ def prune(
     scoring data: see :func:`initprune.score`); if anything fails later, the model's parameters and
     buffers are restored to what they were before the call (a copy of its state is held for the
     duration) and the error is raised: no half-pruned model is left behind.
+
+    ``scorer`` stands in for :func:`initprune.scores.score` (called with the same arguments), e.g. to
+    take the scores from a cache.
     """
     sparsity = check_sparsity(sparsity)
     if scope not in SCOPES:
@@ -90,7 +94,7 @@ def prune(
     try:
         return _prune_in_place(
             model, criterion, batches, sparsity, rounds, scope, warmup_batches, warmup_data, seed,
-            input_shape, params, progress, options,
+            input_shape, params, progress, options, scorer,
         )  # fmt: skip
     except BaseException:
         with torch.no_grad():
@@ -113,6 +117,7 @@ def _prune_in_place(
     params: dict[str, nn.Parameter],
     progress: bool,
     options: dict[str, Any],
+    scorer: Callable[..., dict[str, Tensor]] | None = None,
 ) -> Mask:
     """The steps of :func:`prune` that change the model, after every check."""
     if warmup_batches != 0:
@@ -123,7 +128,7 @@ def _prune_in_place(
     densities = round_densities(sparsity, rounds)
     bar = progress_bar(total=rounds, desc=f"{criterion} rounds", enabled=progress and rounds > 1)
     for t, density in enumerate(densities):
-        scores = score(
+        scores = (scorer or score)(
             model,
             criterion,
             batches,

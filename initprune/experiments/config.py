@@ -22,6 +22,15 @@ from ..scores import get_criterion
 from ..train import TrainConfig
 
 DEVICES = ("auto", "cpu", "cuda")
+# The testbed: the default model at a quarter width. Any other model gets its own default options.
+DEFAULT_MODEL = "vgg11"
+DEFAULT_MODEL_OPTIONS: dict[str, Any] = {"width": 0.25}
+
+
+class _ModelDefaults(dict):
+    """``model_options`` not given: resolved in ``RunConfig.__post_init__`` to the model's own defaults
+    (``DEFAULT_MODEL_OPTIONS`` for ``DEFAULT_MODEL``)."""
+
 
 ADDED_KEYS: dict[str, Any] = {"include_attention": True}
 """Settings added after run folders were first written, with their defaults: a run that holds the
@@ -40,10 +49,13 @@ class RunConfig:
     sparsity by HP (Hutchinson OBD) after a BatchNorm warmup, trained for 3 epochs.
     """
 
-    model: str = field(default="vgg11", metadata=_help("Model name (`initprune models` lists them)"))
+    model: str = field(default=DEFAULT_MODEL, metadata=_help("Model name (`initprune models` lists them)"))
     model_options: dict[str, Any] = field(
-        default_factory=lambda: {"width": 0.25},
-        metadata=_help("Model options as KEY=VALUE (e.g. width=0.25; see `initprune models`)"),
+        default_factory=_ModelDefaults,
+        metadata=_help(
+            "Model options as KEY=VALUE (e.g. width=0.5; see `initprune models`); not given: the model's "
+            f"own defaults, and width={DEFAULT_MODEL_OPTIONS['width']} for the default {DEFAULT_MODEL}"
+        ),
     )
     dataset: str = field(default="fashion_mnist", metadata=_help("Dataset name (`initprune datasets`)"))
     data_dir: str | None = field(default=None, metadata=_help("Where the dataset files are"))
@@ -92,6 +104,8 @@ class RunConfig:
     )
 
     def __post_init__(self) -> None:
+        if type(self.model_options) is _ModelDefaults:
+            self.model_options = dict(DEFAULT_MODEL_OPTIONS) if self.model == DEFAULT_MODEL else {}
         self.sparsity = check_sparsity(self.sparsity)
         if self.scope not in SCOPES:
             raise unknown_choice("scope", self.scope, SCOPES)
@@ -198,7 +212,9 @@ def field_help() -> dict[str, tuple[Any, str]]:
     out: dict[str, tuple[Any, str]] = {}
     defaults = RunConfig()
     for f in fields(RunConfig):
-        if f.name != "train":
+        if f.name == "model_options":  # depends on the model: the help text says how
+            out[f.name] = ("the model's own", f.metadata.get("help", ""))
+        elif f.name != "train":
             out[f.name] = (getattr(defaults, f.name), f.metadata.get("help", ""))
     for f in fields(TrainConfig):
         if f.name not in out:

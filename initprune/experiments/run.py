@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from ..pruning import prune
 from ..scores import get_criterion
 from ..train import evaluate, train
 from ..warmup import warmup_bn
+from .cache import ScoreCache, cacheable, caching_scorer, score_key
 from .config import ADDED_KEYS, RunConfig
 
 logger = logging.getLogger(__name__)
@@ -81,8 +83,19 @@ def _build_model(config: RunConfig, num_classes: int, input_shape: tuple[int, ..
     return create_model(config.model, num_classes=num_classes, in_channels=input_shape[0], **options)
 
 
+def _stage(progress: bool, text: str) -> None:
+    """One flushed line per stage where stdout is a log, not a terminal (bars show on a terminal)."""
+    if progress and not sys.stdout.isatty():
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
 def _prune(
-    config: RunConfig, model: torch.nn.Module, splits: Any, out: Path, progress: bool
+    config: RunConfig,
+    model: torch.nn.Module,
+    splits: Any,
+    out: Path,
+    progress: bool,
+    score_cache: str | Path | None = None,
 ) -> tuple[Mask, dict]:
     """Warm up, score and mask ``model`` (or restore both from an interrupted run)."""
     if (out / MASK).exists() and (out / PRUNED_INIT).exists() and (out / PRUNING_INFO).exists():
@@ -104,7 +117,12 @@ def _prune(
             model, warmup_data, batches=warmup_batches, cumulative=config.warmup_cumulative, progress=progress
         )
     warmup_seconds = time.perf_counter() - start
+    _stage(progress, f"warmup: {warmup_batches} batches, {warmup_seconds:.1f}s")
     start = time.perf_counter()
+    scorer, cache_info = None, {}
+    if score_cache is not None and cacheable(config):
+        key = score_key(config, model_device(model))
+        scorer, cache_info = caching_scorer(ScoreCache(score_cache), key, model_device(model))
     mask = prune(
         model,
         config.criterion,
@@ -118,17 +136,26 @@ def _prune(
         include_classifier=config.include_classifier,
         exclude_first=config.exclude_first,
         include_attention=config.include_attention,
+        scorer=scorer,
         **config.criterion_options,
     )
     if model_device(model).type == "cuda":
         torch.cuda.synchronize()
     info = {
         "warmup_seconds": warmup_seconds,
-        "scoring_seconds": time.perf_counter() - start,
+        # a cached scoring reports the time its computation took, and says it was cached
+        "scoring_seconds": cache_info.get("seconds", time.perf_counter() - start),
         "criterion_options": {**crit.options, **config.criterion_options},
         "rounds": config.rounds or crit.default_rounds,
         "scoring_samples": config.scoring_per_class * splits.num_classes,
     }
+    if cache_info:
+        info["scores_cached"] = cache_info["cached"]
+    how = " (cached)" if cache_info.get("cached") else ""
+    _stage(
+        progress,
+        f"scoring: {config.criterion} {info['scoring_seconds']:.1f}s{how}, sparsity {mask.sparsity:.4f}",
+    )
     mask.save(out / MASK)
     atomic_torch_save(model.state_dict(), out / PRUNED_INIT)
     atomic_write_json(out / PRUNING_INFO, info)
@@ -139,8 +166,13 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def run_experiment(config: RunConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume, or return the finished result of) the experiment ``config`` describes."""
+def run_experiment(
+    config: RunConfig, *, progress: bool = True, score_cache: str | Path | None = None
+) -> dict[str, Any]:
+    """Run (or resume, or return the finished result of) the experiment ``config`` describes.
+
+    ``score_cache``: a folder of scores shared with other runs (a sweep's ``score_cache``), used for
+    single-round criteria (:mod:`initprune.experiments.cache`)."""
     out = Path(config.out or config.default_out())
     if (out / RESULT).exists():
         _claim_output(out, config)
@@ -158,8 +190,9 @@ def run_experiment(config: RunConfig, *, progress: bool = True) -> dict[str, Any
         device=device,
         **config.dataset_options,
     )
+    _stage(progress, f"data: {config.dataset}, {splits.num_classes} classes, on {device}")
     model = _build_model(config, splits.num_classes, tuple(splits.input_shape)).to(device)
-    mask, info = _prune(config, model, splits, out, progress)
+    mask, info = _prune(config, model, splits, out, progress, score_cache)
 
     train_loader = splits.loader("train", batch_size=config.batch_size, seed=config.seed)
     val_loader = splits.loader("val", batch_size=1024) if splits.val is not None else None
@@ -172,6 +205,12 @@ def run_experiment(config: RunConfig, *, progress: bool = True) -> dict[str, Any
     def record(epoch: dict[str, Any]) -> None:
         history_so_far[:] = [r for r in history_so_far if r["epoch"] < epoch["epoch"]] + [epoch]
         _write_metrics(metrics, history_so_far)
+        val = epoch.get("val_accuracy")
+        _stage(
+            progress,
+            f"epoch {epoch['epoch']}: train loss {epoch['train_loss']:.4f}, "
+            f"val accuracy {'n/a' if val is None else f'{val:.4f}'}",
+        )
 
     start = time.perf_counter()
     trained = train(
@@ -219,6 +258,7 @@ def run_experiment(config: RunConfig, *, progress: bool = True) -> dict[str, Any
         "parameters": sum(p.numel() for p in model.parameters()),
         "warmup_seconds": info["warmup_seconds"],
         "scoring_seconds": info["scoring_seconds"],
+        "scores_cached": info.get("scores_cached", False),
         "train_seconds": train_seconds,
         "epochs": config.epochs,
         "seed": config.seed,
@@ -227,4 +267,5 @@ def run_experiment(config: RunConfig, *, progress: bool = True) -> dict[str, Any
         "out": str(out),
     }
     atomic_write_json(out / RESULT, result)
+    _stage(progress, f"result: test accuracy {result['test_accuracy']:.4f}, in {out}")
     return result
