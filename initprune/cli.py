@@ -256,7 +256,10 @@ def _run(args: argparse.Namespace) -> int:
         _settings(args), f"config file {args.config}" if args.config else "the command line"
     )
     result = run_experiment(config, progress=not args.quiet)
-    _print_result(result)
+    from .distributed import is_main
+
+    if is_main():  # under torchrun, one report
+        _print_result(result)
     return 0
 
 

@@ -41,6 +41,7 @@ from .checkpoint import (
     seed_everything,
     set_rng_state,
 )
+from .distributed import from_main, is_distributed, is_main, world_size
 from .errors import InitpruneError, unknown_choice
 from .optim import MaskHolder, epoch_steps, make_optimizer, make_scheduler
 
@@ -296,9 +297,14 @@ def evaluate(
             count += y.shape[0]
     finally:
         model.train(was_training)
+    sums = torch.cat([loss_sum.view(1), correct.double()])
+    if _sharded(loader):  # each rank saw its part of the samples: sum the counts over the ranks
+        sums = torch.cat([sums, sums.new_tensor([count])])
+        torch.distributed.all_reduce(sums)
+        sums, count = sums[:-1], int(sums[-1])
     if count == 0:
         raise InitpruneError("the evaluation loader yielded no batch")
-    loss_total, *totals = torch.cat([loss_sum.view(1), correct.double()]).tolist()  # the one sync
+    loss_total, *totals = sums.tolist()  # the one sync
     result = {"loss": loss_total / count, "accuracy": totals[0] / count}
     result.update({f"top{k}_accuracy": totals[i + 1] / count for i, k in enumerate(ks) if k < classes})
     result["count"] = count
@@ -306,6 +312,12 @@ def evaluate(
 
 
 # ---------------------------------------------------------------- the loop
+
+
+def _sharded(loader: Any) -> bool:
+    """Whether ``loader`` yields this rank's part of every batch (:meth:`EpochLoader.shard`) under a
+    process group, so that sums over its samples are to be taken over the ranks."""
+    return is_distributed() and getattr(loader, "world_size", 1) > 1
 
 
 def _train_epoch(
@@ -329,11 +341,20 @@ def _train_epoch(
     correct = torch.zeros((), dtype=torch.int64, device=device)
     count = done = 0
     lr = optimizer.param_groups[0]["lr"]
+    sharded = _sharded(loader)
     for batch in loader:
         x, y = _to_device(batch, device, channels_last)
         with _autocast(use_amp):
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+        if sharded:
+            # Σ_local ℓ_i · w / B: DistributedDataParallel averages over the w ranks, which makes the
+            # gradient the mean over the B samples of the global batch even when the parts differ in size.
+            weight = world_size() / loader.global_batch_size(done)  # type: ignore[attr-defined]
+            loss = F.cross_entropy(
+                logits.float(), y, label_smoothing=config.label_smoothing, reduction="sum"
+            ).mul(weight)
+        else:
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if holder is not None:
@@ -346,7 +367,7 @@ def _train_epoch(
             holder.after_step()
         scheduler.step()
         n = y.shape[0]
-        loss_sum += loss.detach() * n
+        loss_sum += loss.detach() / weight if sharded else loss.detach() * n
         correct += (logits.detach().argmax(-1) == y).sum()
         count += n
         done += 1
@@ -355,9 +376,12 @@ def _train_epoch(
             bar.set_postfix(loss=f"{float(loss_sum) / count:.4f}", refresh=False)
         if done >= steps:
             break
+    totals = torch.stack([loss_sum.double(), correct.double(), correct.new_tensor(count).double()])
+    if sharded:
+        torch.distributed.all_reduce(totals)
+    loss_total, correct_total, count = totals.tolist()  # the one sync
     if count == 0:
         raise InitpruneError("the training loader yielded no batch")
-    loss_total, correct_total = torch.stack([loss_sum.double(), correct.double()]).tolist()  # the one sync
     return {
         "steps": done,
         "train_loss": loss_total / count,
@@ -377,6 +401,7 @@ def train(
     device: torch.device | str | None = None,
     progress: bool = True,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    sync_batchnorm: bool = False,
 ) -> dict[str, Any]:
     """Train ``model`` in place on ``train_loader`` with ``mask`` (name → bool keep-tensor) held fixed.
 
@@ -392,6 +417,13 @@ def train(
     ``epoch`` (1-based), ``step`` (global steps so far), ``train_loss`` (label-smoothed objective),
     ``train_accuracy``, ``val_loss``, ``val_accuracy`` (and ``val_top5_accuracy``; None without
     ``val_loader``), ``lr`` (the rate of the epoch's last step) and ``seconds``.
+
+    Under a process group (``torchrun``) the model is wrapped in DistributedDataParallel: give each rank
+    its shard of the loaders (:meth:`~initprune.data.loader.EpochLoader.shard`) and the steps, losses and
+    metrics are those of one process on the global batches. Only rank 0 writes the checkpoint, and every
+    rank resumes from rank 0's. ``sync_batchnorm`` (CUDA only) normalizes with the statistics of the
+    global batch (SyncBatchNorm); without it each rank's BatchNorm layers use the statistics of that
+    rank's part of the batch, and the running statistics are rank 0's.
     """
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
@@ -412,6 +444,7 @@ def train(
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    net = _distributed(model, device, sync_batchnorm)
     holder = MaskHolder(model, mask) if mask is not None else None
     if holder is not None:
         holder.apply()
@@ -421,8 +454,8 @@ def train(
     history: list[dict[str, Any]] = []
     start_epoch, step, resumed = 0, 0, None
     path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    if path is not None and path.exists():
-        state = read_checkpoint(path, config, steps_per_epoch)
+    state = from_main(_read_if_present, path, config, steps_per_epoch)  # rank 0's, on every rank
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -433,7 +466,7 @@ def train(
             holder.apply()
         logger.info("resuming from %s at epoch %d of %d", path, start_epoch, num_epochs)
 
-    show = progress and sys.stderr.isatty()
+    show = progress and sys.stderr.isatty() and is_main()  # one bar under torchrun
     for epoch in range(start_epoch, num_epochs):
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
@@ -441,7 +474,7 @@ def train(
         steps = min(steps_per_epoch, total_steps - step)
         with tqdm(total=steps, desc=f"epoch {epoch + 1}/{num_epochs}", disable=not show, leave=False) as bar:
             metrics = _train_epoch(
-                model,
+                net,
                 train_loader,
                 steps,
                 optimizer=optimizer,
@@ -467,7 +500,7 @@ def train(
             num_epochs,
             *(record[k] for k in record if k != "epoch"),
         )
-        if path is not None:
+        if path is not None and is_main():
             save_checkpoint(
                 path,
                 model,
@@ -489,3 +522,21 @@ def train(
         "resumed_from_epoch": resumed,
         "final": history[-1] if history else None,
     }
+
+
+def _read_if_present(path: Path | None, config: TrainConfig, steps_per_epoch: int) -> dict[str, Any] | None:
+    return read_checkpoint(path, config, steps_per_epoch) if path is not None and path.exists() else None
+
+
+def _distributed(model: nn.Module, device: torch.device, sync_batchnorm: bool) -> nn.Module:
+    """``model`` wrapped in DistributedDataParallel under a process group (with SyncBatchNorm layers if
+    asked for), else ``model`` itself."""
+    if not is_distributed():
+        return model
+    if sync_batchnorm:
+        if device.type != "cuda":
+            raise InitpruneError(f"sync_batchnorm needs CUDA devices, got {device.type}; set it to false")
+        # Replaces the BatchNorm children in place; the parameters and buffers are the same tensors.
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)

@@ -35,8 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..distributed import global_samples, sample_start
+from .hvp import probe_seed, sample_seed
 from .per_sample import OutputVectors, per_sample_square_sums
-from .samples import Batch, TensorDict, num_samples
+from .samples import Batch, TensorDict
 
 __all__ = [
     "ggn_diagonal",
@@ -93,23 +95,30 @@ def ggn_diagonal(
     reduction (sum reduction: N times larger); diag(G) ∝ 1/T² up to the change of p with T. ``method``
     and ``chunk_size``: see :func:`initprune.per_sample.per_sample_square_sums`.
     """
-    n = num_samples(batches)
+    n = global_samples(batches)
     _, squares = per_sample_square_sums(
         model, params, batches, ggn_vectors(temperature), chunk_size=chunk_size, method=method, sums=False
     )
     return {name: s / n for name, s in squares.items()}
 
 
-def sample_model_labels(probs: Tensor, samples: int, generator: torch.Generator) -> Tensor:
+def sample_model_labels(
+    probs: Tensor, samples: int, seed: int | torch.Generator, *, start: int = 0
+) -> Tensor:
     """ŷ_is ~ Categorical(probs_i), ``samples`` draws per row i: a (B, samples) integer tensor.
 
-    Inverse-CDF sampling from uniforms drawn row by row in a fixed order on the generator's device, so the
-    labels of sample i do not depend on how the samples are split into batches or chunks.
+    Inverse-CDF sampling from uniforms; row i (global sample index ``start + i``) draws them from a
+    generator seeded by a mix of the base ``seed`` and that index, so the labels of a sample depend
+    neither on how the samples are split into batches or chunks nor on how they are split across
+    processes. A ``torch.Generator`` given as ``seed`` supplies the base seed (one draw).
     """
-    draws = [
-        torch.rand(samples, generator=generator, device=generator.device, dtype=torch.float64)
-        for _ in range(probs.shape[0])
-    ]
+    if isinstance(seed, torch.Generator):
+        seed = probe_seed(seed)
+    gen = torch.Generator(device=probs.device)
+    draws = []
+    for i in range(start, start + probs.shape[0]):
+        gen.manual_seed(sample_seed(seed, i))
+        draws.append(torch.rand(samples, generator=gen, device=probs.device, dtype=torch.float64))
     uniforms = (
         torch.stack(draws).to(probs.device) if draws else probs.new_zeros((0, samples), dtype=torch.float64)
     )
@@ -121,16 +130,20 @@ def sample_model_labels(probs: Tensor, samples: int, generator: torch.Generator)
 def mc_fisher_vectors(temperature: float, samples: int, generator: torch.Generator) -> OutputVectors:
     """m = ``samples`` columns (p_i − onehot(ŷ_is)) / (T √m), ŷ_is ~ Categorical(p_i), p_i = softmax(z_i/T).
 
-    The labels are sampled when the engine calls it, outside of any vmap, from ``generator``.
+    The labels are sampled when the engine calls it, outside of any vmap, by global sample index under a
+    base seed drawn once from ``generator``: the engine calls it once per chunk, in sample order, and the
+    function counts the samples it has seen (from this rank's first global index under torchrun).
     """
     temperature = _check_temperature(temperature)
     if int(samples) != samples or samples < 1:
         raise ValueError(f"samples must be a positive integer, got {samples!r}")
     scale = temperature * math.sqrt(samples)
+    seed, seen = probe_seed(generator), [sample_start()]
 
     def vectors(logits: Tensor, targets: Tensor) -> list[Tensor]:
         probs = torch.softmax(logits / temperature, dim=-1)
-        labels = sample_model_labels(probs, int(samples), generator)
+        labels = sample_model_labels(probs, int(samples), seed, start=seen[0])
+        seen[0] += probs.shape[0]
         return [
             (probs - F.one_hot(labels[:, s], probs.shape[-1]).to(probs.dtype)) / scale
             for s in range(int(samples))
@@ -163,7 +176,7 @@ def mc_fisher_diagonal(
     N times larger); ∝ 1/T² up to the change of p with T. The same ``generator`` state gives the same
     labels, independently of how the samples are split into batches or chunks.
     """
-    n = num_samples(batches)
+    n = global_samples(batches)
     vectors = mc_fisher_vectors(temperature, samples, generator)
     _, squares = per_sample_square_sums(
         model, params, batches, vectors, chunk_size=chunk_size, method=method, sums=False

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, jvp, vjp, vmap
 
+from ..distributed import all_reduce_sums, global_samples, sample_start
 from ..progress import progress_bar
 from .memory import FALLBACK_BUDGET_BYTES, chunk_samples, memory_budget, saved_activation_bytes
 from .samples import (
@@ -24,7 +25,6 @@ from .samples import (
     TensorDict,
     functional_parts,
     iter_chunks,
-    num_samples,
     per_sample_loss_fn,
     scaled_loss,
 )
@@ -34,7 +34,7 @@ def batch_gradient(
     model: nn.Module, params: Mapping[str, Tensor], batches: Sequence[Batch], *, temperature: float = 1.0
 ) -> TensorDict:
     """g = ∇L, the gradient of the mean loss over all N samples. Mean reduction: g = (1/N) Σ_i ∇ℓ_i."""
-    n = num_samples(batches)
+    n = global_samples(batches)
     names = list(params)
     total = {name: torch.zeros_like(p) for name, p in params.items()}
     for x, y in batches:
@@ -43,6 +43,7 @@ def batch_gradient(
         for name, g in zip(names, grads, strict=True):
             if g is not None:
                 total[name] += g
+    all_reduce_sums(total)
     return total
 
 
@@ -58,7 +59,7 @@ def hessian_vector_product(
 
     Mean reduction: H v = (1/N) Σ_i H_i v. Used by GraSP with v = g.
     """
-    n = num_samples(batches)
+    n = global_samples(batches)
     names = list(params)
     total = {name: torch.zeros_like(p) for name, p in params.items()}
     for x, y in batches:
@@ -75,6 +76,7 @@ def hessian_vector_product(
         for name, h in zip(names, hv, strict=True):
             if h is not None:
                 total[name] += h
+    all_reduce_sums(total)
     return total
 
 
@@ -113,23 +115,46 @@ def hutchinson_chunk_size(
     return chunk_samples(memory_budget(x.device), probes * per_probe)
 
 
+def probe_seed(generator: torch.Generator) -> int:
+    """The base seed of a set of probes: one 63-bit draw from ``generator`` (a single read-back)."""
+    draw = torch.empty((), dtype=torch.int64, device=generator.device).random_(generator=generator)
+    return int(draw)
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """A well-mixed 63-bit seed for sample ``index`` under base ``seed`` (SplitMix64 finalizer)."""
+    z = (seed * 0x9E3779B97F4A7C15 + (index + 1) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return (z ^ (z >> 31)) >> 1
+
+
 def rademacher_probes(
     shapes: Mapping[str, torch.Size],
     probes: int,
     count: int,
-    generator: torch.Generator,
+    seed: int | torch.Generator,
     device: torch.device,
     dtype: torch.dtype,
+    *,
+    start: int = 0,
 ) -> TensorDict:
-    """``count`` samples' independent Rademacher (±1) probes: name → (count, probes, *shape).
+    """Independent Rademacher (±1) probes of the samples ``start, ..., start + count - 1``:
+    name → (count, probes, *shape).
 
-    Drawn sample by sample in a fixed order, so the probes of sample i do not depend on how the samples
-    are chunked.
+    Sample i's probes are drawn from a generator seeded by a mix of the base ``seed`` and the global
+    index i, so they depend neither on how the samples are chunked nor on how they are split across
+    processes. A ``torch.Generator`` given as ``seed`` supplies the base seed (:func:`probe_seed`).
     """
+    if isinstance(seed, torch.Generator):
+        seed = probe_seed(seed)
     sizes = [torch.Size(s).numel() for s in shapes.values()]
-    flat = torch.stack(
-        [torch.randint(0, 2, (probes, sum(sizes)), generator=generator, device=device) for _ in range(count)]
-    ).to(dtype)
+    gen = torch.Generator(device=device)
+    draws = []
+    for i in range(start, start + count):
+        gen.manual_seed(sample_seed(seed, i))
+        draws.append(torch.randint(0, 2, (probes, sum(sizes)), generator=gen, device=device))
+    flat = (torch.stack(draws) if draws else torch.zeros(0, probes, sum(sizes), device=device)).to(dtype)
     flat = flat.mul_(2).sub_(1)
     parts = flat.split(sizes, dim=-1)
     return {
@@ -202,9 +227,12 @@ def hutchinson_diagonal(
     if chunk_size is None and batches:
         chunk_size = hutchinson_chunk_size(model, probed, batches, probes)
     chunks = list(iter_chunks(batches, chunk_size))
+    seed, start = probe_seed(generator), sample_start()
     for x, y in progress_bar(chunks, desc="Hutchinson", enabled=progress):
-        z = rademacher_probes(shapes, probes, x.shape[0], generator, device, dtype)
+        z = rademacher_probes(shapes, probes, x.shape[0], seed, device, dtype, start=start)
+        start += x.shape[0]
         for name, value in batched(x, y, z).items():
             total[name] += value.sum(0)
-    n = num_samples(batches)
+    all_reduce_sums(total)
+    n = global_samples(batches)
     return {name: t / (probes * n) for name, t in total.items()}

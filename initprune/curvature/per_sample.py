@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 
+from ..distributed import all_reduce_sums, global_samples
 from .memory import chunk_samples, memory_budget, saved_activation_bytes
-from .samples import Batch, TensorDict, functional_parts, iter_chunks, num_samples
+from .samples import Batch, TensorDict, functional_parts, iter_chunks
 
 OutputVectors = Callable[[Tensor, Tensor], list[Tensor]]
 """``(logits (B, C), targets (B,)) -> [v_1, ..., v_m]``, each (B, C): backward vectors at the logits.
@@ -275,6 +276,7 @@ def _square_sums_hooks(
         for h in handles:
             h.remove()
         records.clear()
+    all_reduce_sums(s1, s2)
     return s1, s2
 
 
@@ -312,6 +314,7 @@ def _square_sums_vmap(
             if sums:
                 s1[name] += chunk_sums[name].sum(0)
             s2[name] += chunk_squares[name].sum(0)
+    all_reduce_sums(s1, s2)
     return s1, s2
 
 
@@ -343,6 +346,7 @@ def _square_sums_loop(
                         if sums:
                             s1[name] += g
                         s2[name] += g.square()
+    all_reduce_sums(s1, s2)
     return s1, s2
 
 
@@ -465,7 +469,7 @@ def per_sample_gradient_moments(
     by :func:`per_sample_square_sums` (``method``, ``chunk_size``: see there).
     ``gradient=False`` skips g (returned empty).
     """
-    n = num_samples(batches)
+    n = global_samples(batches)
     vectors = loss_gradient_vectors(temperature)
     s1, s2 = per_sample_square_sums(
         model, params, batches, vectors, chunk_size=chunk_size, method=method, sums=gradient

@@ -183,22 +183,43 @@ class FolderLoader(EpochLoader):
         self.epoch += 1
         generator = torch.Generator().manual_seed(seed)
         self.data.seed = seed
+        batching: dict = {"batch_size": self.batch_size, "shuffle": self.shuffle, "drop_last": self.drop_last}
+        if self.world_size > 1:
+            # The order one process would draw (the same generator calls), cut into this rank's parts.
+            order = (
+                torch.utils.data.RandomSampler(self.data, generator=generator)
+                if self.shuffle
+                else torch.utils.data.SequentialSampler(self.data)
+            )
+            batching = {"batch_sampler": _RankBatches(self, order)}
         loader = torch.utils.data.DataLoader(
             self.data,
-            batch_size=self.batch_size,
-            shuffle=self.shuffle,
+            **batching,
             generator=generator,
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
-            drop_last=self.drop_last,
         )
         params = None
         if self.transform.augments:
             params = self.transform.draw(len(self.data), generator).to(self.device)
-        lo = 0
-        for x, y in loader:
-            hi = lo + x.shape[0]
+        for i, (x, y) in enumerate(loader):
+            lo, hi = self.part(i * self.batch_size, i * self.batch_size + self.global_batch_size(i))
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             yield self.transform(x, None if params is None else params[lo:hi]), y
-            lo = hi
+
+
+class _RankBatches(torch.utils.data.Sampler):
+    """The global batches of ``order`` (as ``BatchSampler`` makes them), each cut to the loader's part."""
+
+    def __init__(self, loader: FolderLoader, order: torch.utils.data.Sampler) -> None:
+        self.loader = loader
+        self.batches = torch.utils.data.BatchSampler(order, loader.batch_size, loader.drop_last)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches:
+            a, b = self.loader.part(0, len(batch))
+            yield batch[a:b]

@@ -140,7 +140,12 @@ class BatchTransform:
 
 class EpochLoader:
     """What every initprune loader shares: batches of ``batch_size`` over ``data`` (the last one partial
-    unless ``drop_last``), one epoch per ``iter()``, and ``set_epoch`` to replay an epoch."""
+    unless ``drop_last``), one epoch per ``iter()``, and ``set_epoch`` to replay an epoch.
+
+    After :meth:`shard` (rank r of w processes) every batch is rank r's contiguous part of the global
+    batch of ``batch_size`` that one process would yield: the same number of batches on every rank, and
+    together the ranks see exactly one process's samples, in its order and with its augmentation.
+    """
 
     def __init__(self, data: Sized, batch_size: int, seed: int, drop_last: bool) -> None:
         if int(batch_size) < 1:
@@ -150,6 +155,7 @@ class EpochLoader:
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.epoch = 0
+        self.rank, self.world_size = 0, 1
 
     def __len__(self) -> int:
         n = len(self.data)
@@ -158,6 +164,30 @@ class EpochLoader:
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter()`` produce epoch ``epoch``."""
         self.epoch = int(epoch)
+
+    def shard(self, rank: int, world_size: int) -> EpochLoader:
+        """Yield rank ``rank``'s part of every global batch from now on (see the class docstring)."""
+        if not 0 <= int(rank) < int(world_size):
+            raise InitpruneError(f"rank must be in [0, world_size={world_size}), got {rank!r}")
+        last = self.global_batch_size(len(self) - 1) if len(self) else 0
+        if 0 < last < int(world_size):  # a rank would get an empty batch
+            raise InitpruneError(
+                f"the last batch holds {last} of {len(self.data)} samples, fewer than the {world_size} "
+                f"processes; choose a batch size that leaves none or at least {world_size} samples over"
+            )
+        self.rank, self.world_size = int(rank), int(world_size)
+        return self
+
+    def global_batch_size(self, index: int) -> int:
+        """The number of samples of global batch ``index`` over all ranks."""
+        return min(self.batch_size, len(self.data) - index * self.batch_size)
+
+    def part(self, lo: int, hi: int) -> tuple[int, int]:
+        """This rank's positions ``[a, b)`` of the global batch at positions ``[lo, hi)``."""
+        if self.world_size == 1:
+            return lo, hi
+        size = hi - lo
+        return lo + size * self.rank // self.world_size, lo + size * (self.rank + 1) // self.world_size
 
 
 class TensorLoader(EpochLoader):
@@ -204,7 +234,7 @@ class TensorLoader(EpochLoader):
         params = self.transform.draw(n, generator).to(device) if self.transform.augments else None
         images, targets = self.data.tensors
         for i in range(len(self)):
-            lo, hi = i * bs, min((i + 1) * bs, n)
+            lo, hi = self.part(i * bs, min((i + 1) * bs, n))
             if order is None:
                 x, y = images[lo:hi], targets[lo:hi]
             else:

@@ -98,6 +98,13 @@ class RunConfig:
     out: str | None = field(
         default=None, metadata=_help("Output folder (default: runs/<model>-<dataset>-<criterion>-...-<hash>)")
     )
+    sync_batchnorm: bool = field(
+        default=False,
+        metadata={
+            **_help("Under torchrun on CUDA: BatchNorm statistics of the global batch (SyncBatchNorm)"),
+            "omit_default": True,
+        },
+    )
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(epochs=3, schedule="cosine"),
         metadata=_help("Remaining training settings (flags of their own)"),
@@ -124,6 +131,8 @@ class RunConfig:
             raise InitpruneError(
                 f"warmup_batches must be an integer >= 0 or none, got {self.warmup_batches!r}"
             )
+        if not isinstance(self.sync_batchnorm, bool):
+            raise InitpruneError(f"sync_batchnorm must be true or false, got {self.sync_batchnorm!r}")
         for name in ("model_options", "dataset_options", "criterion_options"):
             if not isinstance(getattr(self, name), Mapping):
                 raise InitpruneError(f"{name} must be a mapping of KEY: VALUE, got {getattr(self, name)!r}")
@@ -135,8 +144,17 @@ class RunConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Flat dict of every setting (run fields and training fields), as written to config.yaml."""
-        flat = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "train"}
+        """Flat dict of every setting (run fields and training fields), as written to config.yaml.
+
+        A field marked ``omit_default`` appears only when it differs from its default, so that the run
+        folders written before it existed still describe the same runs (and keep their identity).
+        """
+        flat = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "train"
+            and not (f.metadata.get("omit_default") and getattr(self, f.name) == f.default)
+        }
         for f in fields(TrainConfig):
             if f.name not in flat:
                 flat[f.name] = getattr(self.train, f.name)

@@ -21,6 +21,7 @@ import yaml
 from ..atomic import atomic_torch_save, atomic_write_json, atomic_write_text
 from ..collapse import disconnected_layers
 from ..data import load_dataset, scoring_batches
+from ..distributed import barrier, from_main, init_from_env, is_main, shard_loader
 from ..errors import InitpruneError
 from ..masks import Mask
 from ..models import create_model, model_options
@@ -98,10 +99,11 @@ def _prune(
     score_cache: str | Path | None = None,
 ) -> tuple[Mask, dict]:
     """Warm up, score and mask ``model`` (or restore both from an interrupted run)."""
-    if (out / MASK).exists() and (out / PRUNED_INIT).exists() and (out / PRUNING_INFO).exists():
-        model.load_state_dict(torch.load(out / PRUNED_INIT, weights_only=True))
-        info = json.loads((out / PRUNING_INFO).read_text())
-        return Mask.load(out / MASK), info
+    saved = from_main(_saved_pruning, out)  # rank 0's files, on every rank
+    if saved is not None:
+        state, info, mask = saved
+        model.load_state_dict(state)
+        return mask, info
     crit = get_criterion(config.criterion)
     crit.check_options(config.criterion_options)
     warmup_data = splits.loader(
@@ -156,10 +158,30 @@ def _prune(
         progress,
         f"scoring: {config.criterion} {info['scoring_seconds']:.1f}s{how}, sparsity {mask.sparsity:.4f}",
     )
-    mask.save(out / MASK)
-    atomic_torch_save(model.state_dict(), out / PRUNED_INIT)
-    atomic_write_json(out / PRUNING_INFO, info)
+    if is_main():
+        mask.save(out / MASK)
+        atomic_torch_save(model.state_dict(), out / PRUNED_INIT)
+        atomic_write_json(out / PRUNING_INFO, info)
     return mask, info
+
+
+def _saved_pruning(out: Path) -> tuple[dict[str, Any], dict, Mask] | None:
+    """The pruned initialization, pruning.json and mask of an interrupted run, if all three were saved."""
+    if (out / MASK).exists() and (out / PRUNED_INIT).exists() and (out / PRUNING_INFO).exists():
+        state = torch.load(out / PRUNED_INIT, weights_only=True, map_location="cpu")
+        return state, json.loads((out / PRUNING_INFO).read_text()), Mask.load(out / MASK)
+    return None
+
+
+def _finished_result(out: Path, config: RunConfig) -> dict[str, Any] | None:
+    """The result of a finished run in ``out``; else None, after claiming the folder for ``config``."""
+    if (out / RESULT).exists():
+        _claim_output(out, config)
+        logger.info("%s is finished; delete it to run again", out)
+        return json.loads((out / RESULT).read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    _claim_output(out, config)
+    return None
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -172,15 +194,17 @@ def run_experiment(
     """Run (or resume, or return the finished result of) the experiment ``config`` describes.
 
     ``score_cache``: a folder of scores shared with other runs (a sweep's ``score_cache``), used for
-    single-round criteria (:mod:`initprune.experiments.cache`)."""
+    single-round criteria (:mod:`initprune.experiments.cache`).
+
+    Under torchrun every rank runs this: the ranks score their parts of the scoring samples, train one
+    network with DistributedDataParallel on their shards of the data, and only rank 0 writes files.
+    """
     out = Path(config.out or config.default_out())
-    if (out / RESULT).exists():
-        _claim_output(out, config)
-        logger.info("%s is finished; delete it to run again", out)
-        return json.loads((out / RESULT).read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    _claim_output(out, config)
-    device = resolve_device(config.device)
+    device = init_from_env(resolve_device(config.device))  # this rank's device under torchrun
+    progress = progress and is_main()
+    finished = from_main(_finished_result, out, config)
+    if finished is not None:
+        return finished
 
     splits = load_dataset(
         config.dataset,
@@ -194,8 +218,8 @@ def run_experiment(
     model = _build_model(config, splits.num_classes, tuple(splits.input_shape)).to(device)
     mask, info = _prune(config, model, splits, out, progress, score_cache)
 
-    train_loader = splits.loader("train", batch_size=config.batch_size, seed=config.seed)
-    val_loader = splits.loader("val", batch_size=1024) if splits.val is not None else None
+    train_loader = shard_loader(splits.loader("train", batch_size=config.batch_size, seed=config.seed))
+    val_loader = shard_loader(splits.loader("val", batch_size=1024)) if splits.val is not None else None
 
     metrics = out / METRICS
     history_so_far = (
@@ -204,7 +228,8 @@ def run_experiment(
 
     def record(epoch: dict[str, Any]) -> None:
         history_so_far[:] = [r for r in history_so_far if r["epoch"] < epoch["epoch"]] + [epoch]
-        _write_metrics(metrics, history_so_far)
+        if is_main():
+            _write_metrics(metrics, history_so_far)
         val = epoch.get("val_accuracy")
         _stage(
             progress,
@@ -223,12 +248,14 @@ def run_experiment(
         device=device,
         progress=progress,
         on_epoch_end=record,
+        sync_batchnorm=config.sync_batchnorm,
     )
     history = trained["history"]
-    _write_metrics(metrics, history)
+    if is_main():
+        _write_metrics(metrics, history)
     train_seconds = sum(r.get("seconds") or 0.0 for r in history) or time.perf_counter() - start
 
-    test = evaluate(model, splits.loader("test", batch_size=1024), device=device)
+    test = evaluate(model, shard_loader(splits.loader("test", batch_size=1024)), device=device)
     val = evaluate(model, val_loader, device=device) if val_loader is not None else {}
     named = dict(model.named_parameters())
     zeros_hold = all(bool((named[k].detach()[~mask[k].to(device)] == 0).all()) for k in mask)
@@ -266,6 +293,8 @@ def run_experiment(
         "torch": torch.__version__,
         "out": str(out),
     }
-    atomic_write_json(out / RESULT, result)
+    if is_main():
+        atomic_write_json(out / RESULT, result)
     _stage(progress, f"result: test accuracy {result['test_accuracy']:.4f}, in {out}")
+    barrier()  # every rank returns once result.json is there
     return result

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ..distributed import sample_shard, shard_batches
 from ..errors import DegenerateScoresWarning, InitpruneError
 from ..prunable import prunable_parameters
 from . import data_free, fisher, gauss_newton, gradient, hutchinson  # noqa: F401  (registers the criteria)
@@ -211,7 +212,9 @@ def score(
     leaves the model exactly as it was; second-order criteria run attention on the math kernel (which
     has a double backward). Scores that are all equal, or all 0 in a layer, warn
     (:class:`DegenerateScoresWarning`). ``progress`` shows a bar on a terminal where the criterion is
-    long (Hutchinson).
+    long (Hutchinson). Under a process group (torchrun) ``data`` must be the same on every rank: each
+    rank scores its contiguous part of the samples, the curvature sums are all-reduced, and every rank
+    returns the scores one process would compute from all of them.
     """
     crit = get_criterion(criterion)
     crit.check_options(options)
@@ -252,9 +255,11 @@ def score_batches(
     """Run ``crit`` on checked batches and options (what :func:`score` does after its checks)."""
     if input_shape is None and batches is not None:
         input_shape = tuple(batches[0][0].shape[1:])
+    # Under torchrun each rank scores its own part of the samples; the engines sum over all ranks.
+    batches, shard = shard_batches(batches) if batches is not None else (None, None)
     ctx = ScoringContext(
         model, dict(params), batches, int(seed), None if input_shape is None else tuple(input_shape), progress
     )
-    with scoring_mode(model, params), attention_backend(crit):
+    with scoring_mode(model, params), attention_backend(crit), sample_shard(shard):
         scores = crit.fn(ctx, **options)
     return {name: scores[name].detach() for name in params}

@@ -22,7 +22,8 @@ from typing import Annotated, Any
 import torch
 from torch import Tensor, nn
 
-from ..curvature.samples import Batch, num_samples
+from ..curvature.samples import Batch
+from ..distributed import global_samples
 from ..errors import InitpruneError, unknown_choice
 
 ScoreDict = dict[str, Tensor]
@@ -117,7 +118,11 @@ def option_specs(fn: Callable[..., Any]) -> dict[str, tuple[Any, OptionSpec]]:
 
 @dataclass
 class ScoringContext:
-    """What a criterion sees: the model (in eval mode), its prunable parameters, and the scoring data."""
+    """What a criterion sees: the model (in eval mode), its prunable parameters, and the scoring data.
+
+    Under torchrun ``batches`` holds this rank's part of the scoring samples and the curvature engines
+    sum over every rank's part (:mod:`initprune.distributed`); a criterion needs no code of its own.
+    """
 
     model: nn.Module
     params: dict[str, nn.Parameter]
@@ -132,7 +137,8 @@ class ScoringContext:
 
     @property
     def num_samples(self) -> int:
-        return 0 if self.batches is None else num_samples(self.batches)
+        """N, the scoring samples over all ranks (``batches`` holds this rank's part under torchrun)."""
+        return 0 if self.batches is None else global_samples(self.batches)
 
     def generator(self) -> torch.Generator:
         """A fresh generator on the model's device, seeded with the scoring seed."""
