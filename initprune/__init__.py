@@ -5,7 +5,7 @@ The system of *What Scalable Second-Order Information Knows for Pruning at Initi
 and train the sparse network with the mask held fixed.
 """
 
-from .errors import InitpruneError, LayerCollapseWarning
+from .errors import DegenerateScoresWarning, InitpruneError, LayerCollapseWarning
 from .masks import Mask, make_mask
 from .prunable import prunable_parameters
 from .pruning import prune
@@ -13,6 +13,7 @@ from .scores import criteria, get_criterion, score
 from .warmup import warmup_bn
 
 __all__ = [
+    "DegenerateScoresWarning",
     "InitpruneError",
     "LayerCollapseWarning",
     "Mask",

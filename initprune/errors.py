@@ -13,6 +13,11 @@ class LayerCollapseWarning(UserWarning):
     """A prunable layer was left with no weight, which cuts every path through the network."""
 
 
+class DegenerateScoresWarning(UserWarning):
+    """A criterion's scores are all equal, or all 0 in a layer: the mask there is the tie-break's, not the
+    criterion's (a saturated bounded activation, dead units or a zero-initialized layer, typically)."""
+
+
 def unknown_choice(kind: str, value: object, valid: Iterable[str]) -> InitpruneError:
     """Build the error for a name that is not one of ``valid``."""
     choices = ", ".join(sorted(valid))

@@ -1,10 +1,23 @@
 """Which parameters are prunable: chosen by module type, never by name substrings.
 
-By default the ``weight`` of every convolution (``Conv1d/2d/3d`` and transposed convolutions) and every
-``Linear`` is prunable, except the final classifier layer (the last such module in registration order).
-Biases and normalization parameters are not pruned, with one reproduction option:
-``shortcut_bn_scales=True`` adds the scales (``weight``) of the BatchNorm layers inside residual shortcut
-projections, as the paper's reference code does on ResNets.
+The rule: the weight matrices that multiply activations in the standard PyTorch layers are prunable,
+
+* ``weight`` of every convolution (``Conv1d/2d/3d`` and transposed convolutions) and every ``Linear``;
+* the attention projections of ``nn.MultiheadAttention``: ``in_proj_weight`` (or ``q_proj_weight``,
+  ``k_proj_weight`` and ``v_proj_weight`` when keys and values have their own sizes) and
+  ``out_proj.weight`` — unless ``include_attention=False``, which keeps all of them dense;
+* the input and recurrent matrices of ``nn.RNN``, ``nn.LSTM`` and ``nn.GRU`` (``weight_ih_l*``,
+  ``weight_hh_l*``, ``weight_hr_l*``, both directions),
+
+in registration order; the last of them is the final classifier, which is kept dense unless
+``include_classifier=True``. Biases, normalization parameters, embedding tables and bare parameters of
+custom modules (positional embeddings, class tokens) are never pruned. A parameter shared by several
+modules (weight tying) is prunable once, and only if every place it is used is: a weight tied to the
+classifier, or to a layer kept dense, stays dense.
+
+One reproduction option adds normalization parameters: ``shortcut_bn_scales=True`` adds the scales
+(``weight``) of the BatchNorm layers inside residual shortcut projections, as the paper's reference code
+does on ResNets.
 """
 
 from __future__ import annotations
@@ -14,6 +27,8 @@ from torch import nn
 from .errors import InitpruneError
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.modules.conv._ConvNd, nn.Linear)
+
+_ATTENTION_PROJECTIONS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
 
 
 def prunable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -44,35 +59,82 @@ def shortcut_batchnorms(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return found
 
 
+def _weight_names(module: nn.Module) -> list[str]:
+    """The prunable weight attributes of one module by its type (no children)."""
+    if isinstance(module, PRUNABLE_TYPES):
+        return ["weight"]
+    if isinstance(module, nn.MultiheadAttention):
+        return list(_ATTENTION_PROJECTIONS)
+    if isinstance(module, nn.RNNBase):
+        return [name for name in module._flat_weights_names if name.startswith("weight_")]
+    return []
+
+
+def prunable_weights(model: nn.Module, *, include_attention: bool = True) -> list[tuple[str, nn.Module, str]]:
+    """Every use of a prunable weight matrix in registration order: ``(module path, module, attribute)``.
+
+    A tied parameter appears once per module using it; ``include_attention=False`` leaves out the
+    projections of ``nn.MultiheadAttention`` (its ``out_proj`` included).
+    """
+    attention = [m for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
+    skipped = set() if include_attention else {id(m) for a in attention for m in (a, a.out_proj)}
+    uses = []
+    for module_name, module in model.named_modules():
+        if id(module) in skipped:
+            continue
+        for attr in _weight_names(module):
+            if isinstance(module._parameters.get(attr), nn.Parameter):
+                uses.append((module_name, module, attr))
+    return uses
+
+
 def prunable_parameters(
     model: nn.Module,
     *,
     include_classifier: bool = False,
     exclude_first: bool = False,
+    include_attention: bool = True,
     shortcut_bn_scales: bool = False,
 ) -> dict[str, nn.Parameter]:
-    """Map ``model.named_parameters()`` names to the prunable weights.
+    """Map ``model.named_parameters()`` names to the prunable weights (the rule: see the module docstring).
 
-    ``include_classifier`` also prunes the last conv/linear layer (the classifier); ``exclude_first`` keeps
-    the first one dense. ``shortcut_bn_scales`` also prunes the scales of the BatchNorm layers in residual
-    shortcut projections (:func:`shortcut_batchnorms`): the paper's reference code skips parameters by
-    name (``bias``, ``bn``, ``linear``, ``fc``), and its ResNets name the shortcut BatchNorm ``shortcut.1``,
-    so those scales enter its global top-k. A reproduction option, not the default: a BatchNorm scale is
-    not a connection, and pruning one silences a whole channel of the residual sum. Raises
-    :class:`InitpruneError` if nothing is left to prune.
+    Prunable: the ``weight`` of every ``Conv*d``/``ConvTranspose*d`` and ``Linear``, the projections of
+    ``nn.MultiheadAttention`` (``in_proj_weight`` or ``q/k/v_proj_weight``, and ``out_proj.weight``) and
+    the weight matrices of ``nn.RNN``/``LSTM``/``GRU``, in registration order. ``include_classifier``
+    also prunes the last of them (the classifier); ``exclude_first`` keeps the first one dense;
+    ``include_attention=False`` keeps every ``nn.MultiheadAttention`` projection dense. A tied parameter
+    is listed once, under its ``named_parameters()`` name, and only if every use of it is prunable.
+    ``shortcut_bn_scales`` also prunes the scales of the BatchNorm layers in residual shortcut projections
+    (:func:`shortcut_batchnorms`): the paper's reference code skips parameters by name (``bias``, ``bn``,
+    ``linear``, ``fc``), and its ResNets name the shortcut BatchNorm ``shortcut.1``, so those scales enter
+    its global top-k. A reproduction option, not the default: a BatchNorm scale is not a connection, and
+    pruning one silences a whole channel of the residual sum. Raises :class:`InitpruneError` if nothing is
+    left to prune.
     """
-    modules = prunable_modules(model)
-    if modules and not include_classifier:
-        modules = modules[:-1]
-    if modules and exclude_first:
-        modules = modules[1:]
-    if not modules:
+    uses = prunable_weights(model, include_attention=include_attention)
+    if uses and not include_classifier:
+        uses = uses[:-1]
+    if uses and exclude_first:
+        uses = uses[1:]
+    chosen = {(id(module), attr) for _, module, attr in uses}
+    # Every place a parameter is held: a tied weight is prunable only if all of them are chosen.
+    holders: dict[int, list[tuple[int, str]]] = {}
+    for module in model.modules():
+        for attr, p in module._parameters.items():
+            if p is not None:
+                holders.setdefault(id(p), []).append((id(module), attr))
+    kept = {
+        id(module._parameters[attr])
+        for _, module, attr in uses
+        if all(h in chosen for h in holders[id(module._parameters[attr])])
+    }
+    if not kept:
         raise InitpruneError(
-            f"model {type(model).__name__} has no prunable parameters: initprune prunes the weights of "
-            "Conv*d and Linear modules, except the final classifier unless include_classifier=True"
+            f"model {type(model).__name__} has no prunable parameters: initprune prunes the weight matrices "
+            "of Conv*d, Linear, MultiheadAttention and RNN/LSTM/GRU modules, except the final classifier "
+            "unless include_classifier=True"
         )
     if shortcut_bn_scales:
-        modules = modules + shortcut_batchnorms(model)
-    owned = {id(module.weight): f"{name}.weight" if name else "weight" for name, module in modules}
+        kept |= {id(m.weight) for _, m in shortcut_batchnorms(model)}
     # named_parameters() deduplicates shared weights; use its names so keys match the model everywhere.
-    return {name: p for name, p in model.named_parameters() if id(p) in owned}
+    return {name: p for name, p in model.named_parameters() if id(p) in kept}

@@ -15,7 +15,7 @@ from .masks import SCOPES, Mask, make_mask
 from .progress import progress_bar
 from .prunable import prunable_parameters
 from .reference import reference_mask
-from .scores import as_batches, get_criterion, score
+from .scores import as_batches, check_batches, get_criterion, score, scoring_mode
 from .warmup import warmup_bn
 
 _ROUND_SEED_STRIDE = 1_000_003  # round t scores with seed + t·stride: fresh probes every round
@@ -51,6 +51,7 @@ def prune(
     include_classifier: bool = False,
     exclude_first: bool = False,
     shortcut_bn_scales: bool = False,
+    include_attention: bool = True,
     round_schedule: str = "density",
     progress: bool = False,
     scorer: Callable[..., dict[str, Tensor]] | None = None,
@@ -73,6 +74,15 @@ def prune(
     the weights as they were before the loop. With one round (every criterion but synflow) it is the
     reference code's one-shot mask rule. Layer collapse warns (:class:`LayerCollapseWarning`): a layer
     with no weight left, or whose kept weights lie on no input-output path (:mod:`initprune.collapse`).
+    The path check feeds real inputs; for a model scored on integer inputs (``nn.Embedding``) it is
+    skipped with a warning that says so. Scores that are all equal, or all 0 in a layer, warn
+    (:class:`DegenerateScoresWarning`, from :func:`initprune.score`).
+
+    Everything that can be checked is checked before the model changes (options, prunable weights, the
+    scoring data: see :func:`initprune.score`); if anything fails later, the model's parameters and
+    buffers are restored to what they were before the call (a copy of its state is held for the
+    duration) and the error is raised: no half-pruned model is left behind.
+
     ``scorer`` stands in for :func:`initprune.scores.score` (called with the same arguments), e.g. to
     take the scores from a cache.
     """
@@ -91,15 +101,52 @@ def prune(
         include_classifier=include_classifier,
         exclude_first=exclude_first,
         shortcut_bn_scales=shortcut_bn_scales,
+        include_attention=include_attention,
     )
     device = next(iter(params.values())).device
     if crit.needs_data and data is None:
         raise InitpruneError(f"criterion {criterion!r} needs scoring data (data=None was given)")
     batches = as_batches(data, device) if data is not None else None
+    if batches is not None:
+        with scoring_mode(model, {}):
+            check_batches(model, batches)
+    if warmup_batches != 0 and warmup_data is None and batches is None:
+        raise InitpruneError("BatchNorm warmup needs data: pass data or warmup_data, or warmup_batches=0")
+    if input_shape is None and batches is not None:
+        input_shape = tuple(batches[0][0].shape[1:])
+    saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+    try:
+        return _prune_in_place(
+            model, criterion, batches, sparsity, rounds, scope, warmup_batches, warmup_data, seed,
+            input_shape, params, progress, options, scorer, round_schedule,
+        )  # fmt: skip
+    except BaseException:
+        with torch.no_grad():
+            for k, v in model.state_dict(keep_vars=True).items():
+                v.detach().copy_(saved[k])
+        raise
+
+
+def _prune_in_place(
+    model: nn.Module,
+    criterion: str,
+    batches: list | None,
+    sparsity: float,
+    rounds: int,
+    scope: str,
+    warmup_batches: int | None,
+    warmup_data: Iterable[Any] | None,
+    seed: int,
+    input_shape: tuple[int, ...] | None,
+    params: dict[str, nn.Parameter],
+    progress: bool,
+    options: dict[str, Any],
+    scorer: Callable[..., dict[str, Tensor]] | None = None,
+    round_schedule: str = "density",
+) -> Mask:
+    """The steps of :func:`prune` that change the model, after every check."""
     if warmup_batches != 0:
         source = warmup_data if warmup_data is not None else batches
-        if source is None:
-            raise InitpruneError("BatchNorm warmup needs data: pass data or warmup_data, or warmup_batches=0")
         warmup_bn(model, source, batches=warmup_batches, progress=progress)
 
     mask: Mask | None = None
@@ -137,18 +184,33 @@ def prune(
                 f"layer collapse at sparsity {sparsity:g} ({scope}): no weight left in "
                 f"{', '.join(mask.collapsed())}",
                 LayerCollapseWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-    if input_shape is None and batches is not None:
-        input_shape = tuple(batches[0][0].shape[1:])
     if input_shape is not None:
-        empty = set(mask.collapsed())
-        cut = [name for name in disconnected_layers(model, mask, input_shape) if name not in empty]
-        if cut:
-            warnings.warn(
-                f"layer collapse at sparsity {sparsity:g}: the kept weights of {', '.join(cut)} lie on no "
-                "path from the input to the output",
-                LayerCollapseWarning,
-                stacklevel=2,
-            )
+        _check_paths(model, mask, input_shape, batches, sparsity)
     return mask
+
+
+def _check_paths(
+    model: nn.Module, mask: Mask, input_shape: tuple[int, ...], batches: list | None, sparsity: float
+) -> None:
+    """Warn about layers whose kept weights lie on no input-output path (empty layers warn in make_mask)."""
+    lookups = [n for n, m in model.named_modules() if isinstance(m, nn.Embedding | nn.EmbeddingBag)]
+    if lookups or (batches is not None and not batches[0][0].is_floating_point()):
+        why = f"{batches[0][0].dtype} inputs" if batches is not None else f"integer inputs ({lookups[0]})"
+        warnings.warn(
+            f"layer-collapse path check skipped: the model takes {why}, and the path count feeds a real "
+            "all-ones input; only empty layers were checked",
+            UserWarning,
+            stacklevel=4,
+        )
+        return
+    empty = set(mask.collapsed())
+    cut = [name for name in disconnected_layers(model, mask, input_shape) if name not in empty]
+    if cut:
+        warnings.warn(
+            f"layer collapse at sparsity {sparsity:g}: the kept weights of {', '.join(cut)} lie on no "
+            "path from the input to the output",
+            LayerCollapseWarning,
+            stacklevel=4,
+        )

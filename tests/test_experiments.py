@@ -236,3 +236,22 @@ def test_every_preset_is_a_valid_config(path):
     if "paper" in str(path):
         assert config.train.epochs == 160 and config.batch_size == 512
     create_model(config.model, num_classes=10, in_channels=3, **config.model_options)
+
+
+def test_a_finished_folder_from_before_include_attention_is_still_finished(tmp_path):
+    import shutil
+
+    from initprune import InitpruneError
+    from initprune.experiments import load_config_file
+
+    root = Path(__file__).resolve().parent.parent / "docs/results/fashion_mnist/criteria_warmup"
+    source = root / "criterion=snip,warmup_batches=0"
+    folder = tmp_path / "old"
+    shutil.copytree(source, folder)
+    assert "include_attention" not in (folder / "config.yaml").read_text()
+    config = build_config({**load_config_file(folder / "config.yaml"), "out": str(folder)})
+    assert run_experiment(config, progress=False) == json.loads((source / "result.json").read_text())
+    changed = build_config({**load_config_file(folder / "config.yaml"), "out": str(folder)})
+    changed.include_attention = False
+    with pytest.raises(InitpruneError, match="differing: include_attention"):
+        run_experiment(changed, progress=False)

@@ -60,9 +60,9 @@ def test_grasp_reference_options_keep_the_largest_minus_theta_hg_over_all_parame
 
 
 def test_grasp_options_reject_bad_values(convnet, conv_data):
-    with pytest.raises(InitpruneError, match=r"hvp_scope 'some'; valid: all, prunable"):
+    with pytest.raises(InitpruneError, match=r"hvp_scope='some' is invalid; valid: one of prunable, all"):
         score(convnet, "grasp", conv_data, hvp_scope="some")
-    with pytest.raises(InitpruneError, match="reference_sign must be true or false"):
+    with pytest.raises(InitpruneError, match=r"reference_sign='yes' is invalid; valid: true or false"):
         score(convnet, "grasp", conv_data, reference_sign="yes")
 
 

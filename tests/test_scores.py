@@ -212,7 +212,9 @@ def test_options_a_criterion_does_not_take_are_an_error(conv_data):
         score(tiny_convnet().double(), "snip", conv_data, probes=10)
     with pytest.raises(InitpruneError, match=r"'magnitude' does not take option.*options: none"):
         score(tiny_convnet(), "magnitude", temperature=2.0)
-    with pytest.raises(InitpruneError, match=r"probe_scope 'some'; valid: all, prunable"):
+    with pytest.raises(
+        InitpruneError, match=r"option probe_scope='some' is invalid; valid: one of prunable, all"
+    ):
         score(tiny_convnet().double(), "hutch_diag", conv_data, probe_scope="some")
 
 

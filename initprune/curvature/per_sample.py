@@ -14,6 +14,7 @@ the Monte-Carlo Fisher diagonal. Samples must not interact (BatchNorm in eval mo
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -31,7 +32,7 @@ OutputVectors = Callable[[Tensor, Tensor], list[Tensor]]
 The function may carry an attribute ``columns``: m, for sizing chunks by memory; without it (or ``None``)
 m is taken to be C, one column per logit."""
 
-METHODS = ("auto", "hooks", "vmap")
+METHODS = ("auto", "hooks", "vmap", "loop")
 
 
 def loss_gradient_vectors(temperature: float = 1.0) -> OutputVectors:
@@ -58,15 +59,29 @@ def _hook_supported(module: nn.Module) -> bool:
 
 
 def weight_owners(model: nn.Module, params: Mapping[str, Tensor]) -> dict[str, nn.Module] | None:
-    """name → module whose ``weight`` it is, if every parameter is the weight of a hook-supported layer."""
+    """name → module whose ``weight`` it is, if every parameter is the weight of a hook-supported layer
+    and is used by that layer alone.
+
+    A parameter held by several modules (weight tying, ``b.weight = a.weight``) gets None: its per-sample
+    gradient is the sum of every use's contribution, which must be formed before it is squared, so such
+    models take the exact ``vmap`` route (which differentiates through every use).
+    """
+    wanted = {id(p): name for name, p in params.items()}
+    holders: dict[int, list[tuple[nn.Module, str]]] = {}
+    for module in model.modules():
+        for attr, p in module._parameters.items():
+            if p is not None and id(p) in wanted:
+                holders.setdefault(id(p), []).append((module, attr))
     owners = {}
-    for module_name, module in model.named_modules():
-        name = f"{module_name}.weight" if module_name else "weight"
-        if name in params and params[name] is getattr(module, "weight", None):
-            if not _hook_supported(module):
-                return None
-            owners[name] = module
-    return owners if len(owners) == len(params) else None
+    for key, name in wanted.items():
+        held = holders.get(key, [])
+        if len(held) != 1:
+            return None
+        module, attr = held[0]
+        if attr != "weight" or not _hook_supported(module):
+            return None
+        owners[name] = module
+    return owners
 
 
 def _conv_patches(module: nn.Conv1d | nn.Conv2d, a: Tensor) -> Tensor:
@@ -265,6 +280,12 @@ def _square_sums_hooks(
     return s1, s2
 
 
+def _has_recurrent(model: nn.Module) -> bool:
+    """Whether ``model`` holds an RNN/LSTM/GRU, whose kernels ``torch.func.vmap`` does not batch reliably
+    (float64 LSTMs fail, float32 ones fall back to a slow loop)."""
+    return any(isinstance(m, nn.RNNBase) for m in model.modules())
+
+
 def _square_sums_vmap(
     model: nn.Module,
     params: Mapping[str, Tensor],
@@ -285,11 +306,46 @@ def _square_sums_vmap(
     for x, y in iter_chunks(batches, chunk_size):
         with torch.no_grad():
             columns = torch.stack(vectors(model(x), y), dim=1)  # (B, m, C)
-        chunk_sums, chunk_squares = vmap(one_sample)(x, columns)
+        with warnings.catch_warnings():
+            # Exact either way; attention kernels without a batching rule run sample by sample.
+            warnings.filterwarnings("ignore", message="There is a performance drop", category=UserWarning)
+            chunk_sums, chunk_squares = vmap(one_sample)(x, columns)
         for name in s2:
             if sums:
                 s1[name] += chunk_sums[name].sum(0)
             s2[name] += chunk_squares[name].sum(0)
+    all_reduce_sums(s1, s2)
+    return s1, s2
+
+
+def _square_sums_loop(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    batches: Sequence[Batch],
+    vectors: OutputVectors,
+    chunk_size: int | None,
+    sums: bool,
+) -> tuple[TensorDict, TensorDict]:
+    """The reference route: one forward of each sample alone and one backward per column, for modules
+    ``torch.func.vmap`` cannot batch (the recurrent layers). The columns of a chunk are made from its
+    logits at once, as in the batched routes, so sampled labels do not depend on the route."""
+    names = list(params)
+    s1 = {name: torch.zeros_like(p) for name, p in params.items()} if sums else {}
+    s2 = {name: torch.zeros_like(p) for name, p in params.items()}
+    for x, y in iter_chunks(batches, chunk_size):
+        logits = [model(x[i : i + 1]) for i in range(x.shape[0])]
+        columns = vectors(torch.cat(logits).detach(), y)
+        for i, z in enumerate(logits):
+            for c, v in enumerate(columns):
+                grads = torch.autograd.grad(
+                    z, [params[k] for k in names], v[i : i + 1], retain_graph=c < len(columns) - 1,
+                    allow_unused=True,
+                )  # fmt: skip
+                for name, g in zip(names, grads, strict=True):
+                    if g is not None:
+                        if sums:
+                            s1[name] += g
+                        s2[name] += g.square()
     all_reduce_sums(s1, s2)
     return s1, s2
 
@@ -358,13 +414,18 @@ def per_sample_square_sums(
 
     ``method``: ``hooks`` computes per-sample weight gradients of Linear and Conv1d/2d layers from each
     layer's saved input and output gradient, one batched backward per column that skips the weight
-    gradients (as Opacus and BackPACK do); ``vmap`` uses ``torch.func`` and works for any module;
-    ``auto`` takes ``hooks`` where every parameter is the weight of a supported layer (and falls back to
-    ``vmap`` when a layer is called twice in one forward). At most ``chunk_size`` samples per pass;
-    ``None`` sizes the passes by the device's memory budget (:func:`auto_chunk_size`,
-    :func:`~initprune.curvature.set_memory_budget`, ``INITPRUNE_MEMORY_BUDGET``). With
-    several columns each convolution's unfolded input (kernel-size times its input) is kept for the
-    chunk and shared by the columns, so a column costs a backward pass and one batched matrix product.
+    gradients (as Opacus and BackPACK do); ``vmap`` uses ``torch.func`` and works for any module that
+    ``vmap`` can batch; ``loop`` runs each sample alone (exact for every module, slow). ``auto`` takes
+    ``hooks`` where every parameter is the weight of a supported layer used by that layer alone (and
+    falls back when a layer is called twice in one forward); otherwise ``vmap``, or ``loop`` for models
+    with recurrent layers. A parameter used in several places (weight tying) gets the per-sample
+    gradient summed over all its uses before it is squared, on the ``vmap`` and ``loop`` routes. At most
+    ``chunk_size`` samples per pass; ``None`` sizes the passes by the device's memory budget
+    (:func:`auto_chunk_size`, :func:`~initprune.curvature.set_memory_budget`,
+    ``INITPRUNE_MEMORY_BUDGET``; the loop route takes the vmap route's size, an upper bound of its
+    memory). With several columns each convolution's unfolded input (kernel-size times its input) is
+    kept for the chunk and shared by the columns, so a column costs a backward pass and one batched
+    matrix product.
     A layer's per-sample gradients are made a block of samples at a time (:data:`CPU_SLICE_BYTES`, sized
     to a cache, on the CPU; :data:`ACCELERATOR_SLICE_BYTES` elsewhere), so wide layers (VGG-16's
     2.4M-weight convolutions) never hold chunk × weights at once; convolutions with at most
@@ -376,7 +437,7 @@ def per_sample_square_sums(
     if method == "hooks" and owners is None:
         raise ValueError("the hooks method needs every parameter to be the weight of a Linear or Conv1d/2d")
     auto = chunk_size is None and len(batches) > 0
-    if method != "vmap" and owners is not None:
+    if method in ("auto", "hooks") and owners is not None:
         chunk = auto_chunk_size(model, params, batches, vectors, "hooks") if auto else chunk_size
         try:
             return _square_sums_hooks(model, owners, batches, vectors, chunk, sums)
@@ -384,6 +445,8 @@ def per_sample_square_sums(
             if method == "hooks":
                 raise
     chunk = auto_chunk_size(model, params, batches, vectors, "vmap") if auto else chunk_size
+    if method == "loop" or (method == "auto" and _has_recurrent(model)):
+        return _square_sums_loop(model, params, batches, vectors, chunk, sums)
     return _square_sums_vmap(model, params, batches, vectors, chunk, sums)
 
 

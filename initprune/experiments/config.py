@@ -19,6 +19,7 @@ import yaml
 from ..errors import InitpruneError, check_sparsity, unknown_choice
 from ..masks import SCOPES
 from ..pruning import ROUND_SCHEDULES
+from ..scores import get_criterion
 from ..train import TrainConfig
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -29,7 +30,10 @@ ADDED_KEYS: dict[str, Any] = {
     "shortcut_bn_scales": False,
     "round_schedule": "density",
     "select_best_on_test": False,
+    "include_attention": True,
 }
+"""Settings added after run folders were first written, with their defaults: a run that holds the
+default is the run an earlier ``config.yaml`` without the key describes (same identity, same folder)."""
 
 # The testbed: the default model at a quarter width. Any other model gets its own default options.
 DEFAULT_MODEL = "vgg11"
@@ -90,6 +94,9 @@ class RunConfig:
     scoring_augment: bool = field(default=False, metadata=_help("Augment the scoring samples"))
     include_classifier: bool = field(default=False, metadata=_help("Also prune the final classifier"))
     exclude_first: bool = field(default=False, metadata=_help("Keep the first layer dense"))
+    include_attention: bool = field(
+        default=True, metadata=_help("Prune nn.MultiheadAttention projections (false: keep them dense)")
+    )
     batch_size: int = field(default=512, metadata=_help("Training batch size"))
     epochs: float = field(default=3, metadata=_help("Training epochs; fractions allowed (0.1 = a tenth)"))
     lr: float = field(default=0.03, metadata=_help("Base learning rate"))
@@ -171,6 +178,8 @@ class RunConfig:
         for name in ("model_options", "dataset_options", "criterion_options"):
             if not isinstance(getattr(self, name), Mapping):
                 raise InitpruneError(f"{name} must be a mapping of KEY: VALUE, got {getattr(self, name)!r}")
+        # The criterion and its options are checked by the registry, before anything is written.
+        get_criterion(self.criterion).check_options(self.criterion_options)
         # The run-level training fields are the source of truth for the TrainConfig.
         self.train = dataclasses.replace(
             self.train, epochs=self.epochs, lr=self.lr, schedule=self.schedule, seed=self.seed
@@ -194,7 +203,8 @@ class RunConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
 
     def identity(self) -> str:
-        """Hash of every setting that changes the result (``out`` and ``device`` excluded)."""
+        """Hash of every setting that changes the result (``out`` and ``device`` excluded; settings added
+        after run folders were first written are left out while they hold their default)."""
         settings = {
             k: v
             for k, v in self.to_dict().items()

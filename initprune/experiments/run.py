@@ -71,7 +71,8 @@ def _claim_output(out: Path, config: RunConfig) -> None:
     settings = config.to_dict()
     if path.exists():
         previous = yaml.safe_load(path.read_text()) or {}
-        previous = {**ADDED_KEYS, **previous}  # a key added since the run was stored has its old default
+        # A key added since that file was written, at its default, describes the same run.
+        previous = {**{k: v for k, v in ADDED_KEYS.items() if settings.get(k) == v}, **previous}
         same = {k: v for k, v in previous.items() if k not in ("out", "device")}
         ours = {k: v for k, v in settings.items() if k not in ("out", "device")}
         if json.dumps(same, sort_keys=True, default=str) != json.dumps(ours, sort_keys=True, default=str):
@@ -148,6 +149,7 @@ def _prune(
         exclude_first=config.exclude_first,
         shortcut_bn_scales=config.shortcut_bn_scales,
         round_schedule=config.round_schedule,
+        include_attention=config.include_attention,
         scorer=scorer,
         **config.criterion_options,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import torch
+from torch import nn
 
 from ..errors import InitpruneError
 from .registry import ScoreDict, ScoringContext, register
@@ -39,11 +40,23 @@ def synflow(ctx: ScoringContext) -> ScoreDict:
     floating buffer (BatchNorm statistics included) is made non-negative, in eval mode. The computation
     runs in float64 on a copy of the model, so the caller's model is never touched and the products of
     many layers neither overflow nor underflow. Scores are returned in float64. It uses no data; the input
-    shape comes from ``input_shape`` or from the scoring data. Through ``prune`` it runs 100 rounds with
-    density_t = d^((t+1)/100) (the paper's schedule).
+    shape comes from ``input_shape`` or from the scoring data; a model that takes integer inputs
+    (``nn.Embedding``) has no all-ones input and is refused with an error. Through ``prune`` it runs 100
+    rounds with density_t = d^((t+1)/100) (the paper's schedule).
     """
     if ctx.input_shape is None:
         raise InitpruneError("synflow needs the input shape: pass input_shape=(C, H, W) or scoring data")
+    lookups = [
+        f"{type(m).__name__} {n!r}"
+        for n, m in ctx.model.named_modules()
+        if isinstance(m, nn.Embedding | nn.EmbeddingBag)
+    ]
+    if lookups or (ctx.batches is not None and not ctx.batches[0][0].is_floating_point()):
+        why = f"it looks up integer inputs in {', '.join(lookups)}" if lookups else "its inputs are integers"
+        raise InitpruneError(
+            f"synflow cannot score {type(ctx.model).__name__}: {why}, and SynFlow feeds the network an "
+            "all-ones real input; use a data-dependent criterion"
+        )
     net = copy.deepcopy(ctx.model).double().eval()
     with torch.no_grad():
         for tensor in [*net.parameters(), *net.buffers()]:

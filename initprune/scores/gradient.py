@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from ..curvature import batch_gradient, hessian_vector_product
-from ..errors import InitpruneError, unknown_choice
-from .registry import ScoreDict, ScoringContext, register
+from .registry import OptionSpec, ScoreDict, ScoringContext, Temperature, register
 
 
 @register("grad_norm", "first order: |g|, the magnitude of the loss gradient", needs_data=True)
-def grad_norm(ctx: ScoringContext, *, temperature: float = 1.0) -> ScoreDict:
+def grad_norm(ctx: ScoringContext, *, temperature: Temperature = 1.0) -> ScoreDict:
     """Score = |g|, g = ∇L with L the mean cross-entropy of logits/T over the N scoring samples."""
     g = batch_gradient(ctx.model, ctx.params, ctx.batches, temperature=temperature)
     return {name: v.abs() for name, v in g.items()}
 
 
 @register("snip", "SNIP (Lee et al. 2019): |θ ⊙ g|", needs_data=True)
-def snip(ctx: ScoringContext, *, temperature: float = 1.0) -> ScoreDict:
+def snip(ctx: ScoringContext, *, temperature: Temperature = 1.0) -> ScoreDict:
     """SNIP connection sensitivity (Lee et al., ICLR 2019): score = |θ ⊙ g|, g = ∇L (mean reduction).
 
     Sum reduction would scale every score by N, which leaves the mask unchanged.
@@ -27,13 +28,18 @@ def snip(ctx: ScoringContext, *, temperature: float = 1.0) -> ScoreDict:
 HVP_SCOPES = ("prunable", "all")
 
 
-@register("grasp", "GraSP (Wang et al. 2020): θ ⊙ Hg with logits/200, keep largest", needs_data=True)
+@register(
+    "grasp",
+    "GraSP (Wang et al. 2020): θ ⊙ Hg with logits/200, keep largest",
+    needs_data=True,
+    second_order=True,
+)
 def grasp(
     ctx: ScoringContext,
     *,
-    temperature: float = 200.0,
+    temperature: Temperature = 200.0,
     reference_sign: bool = False,
-    hvp_scope: str = "prunable",
+    hvp_scope: Annotated[str, OptionSpec(str, choices=HVP_SCOPES)] = "prunable",
 ) -> ScoreDict:
     """GraSP gradient-signal preservation (Wang et al., ICLR 2020): score = θ ⊙ (H g).
 
@@ -51,10 +57,6 @@ def grasp(
       (H g)_w = Σ_p H_wp g_p over all p, as the reference code's backward passes do; ``prunable`` (the
       default) restricts both to the prunable weights, GraSP's own choice.
     """
-    if hvp_scope not in HVP_SCOPES:
-        raise unknown_choice("hvp_scope", hvp_scope, HVP_SCOPES)
-    if not isinstance(reference_sign, bool):
-        raise InitpruneError(f"reference_sign must be true or false, got {reference_sign!r}")
     params = ctx.params
     if hvp_scope == "all":
         params = {n: p for n, p in ctx.model.named_parameters() if p.is_floating_point()}

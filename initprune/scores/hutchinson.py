@@ -2,41 +2,62 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from torch import nn
+
 from ..curvature import batch_gradient, hutchinson_diagonal
-from ..errors import InitpruneError, unknown_choice
-from .registry import ScoreDict, ScoringContext, register
+from ..errors import InitpruneError
+from .registry import ChunkSize, OptionSpec, Probes, ScoreDict, ScoringContext, Temperature, register
 
 PROBE_SCOPES = ("prunable", "all")
+ProbeScope = Annotated[str, OptionSpec(str, choices=PROBE_SCOPES)]
+"""Which parameters the probes span: the prunable weights only, or every parameter."""
 
 
 def _diagonal(ctx: ScoringContext, probes: int, temperature: float, chunk_size: int | None, probe_scope: str):
-    if probe_scope not in PROBE_SCOPES:
-        raise unknown_choice("probe_scope", probe_scope, PROBE_SCOPES)
-    if int(probes) < 1:
-        raise InitpruneError(f"probes must be a positive integer, got {probes!r}")
     probe_params = None
     if probe_scope == "all":
         probe_params = {n: p for n, p in ctx.model.named_parameters() if p.is_floating_point()}
-    return hutchinson_diagonal(
-        ctx.model,
-        ctx.params,
-        ctx.batches,
-        probes=int(probes),
-        temperature=temperature,
-        generator=ctx.generator(),
-        chunk_size=chunk_size,
-        probe_params=probe_params,
-    )
+    try:
+        return hutchinson_diagonal(
+            ctx.model,
+            ctx.params,
+            ctx.batches,
+            probes=probes,
+            temperature=temperature,
+            generator=ctx.generator(),
+            chunk_size=chunk_size,
+            probe_params=probe_params,
+        )
+    except RuntimeError as exc:
+        recurrent = [
+            f"{type(m).__name__} {n!r}" for n, m in ctx.model.named_modules() if isinstance(m, nn.RNNBase)
+        ]
+        if not recurrent:
+            raise
+        # torch.func.vmap batches the per-sample HVPs; its LSTM/GRU support depends on dtype and kernel.
+        reason = str(exc).strip().splitlines()[0]
+        raise InitpruneError(
+            f"Hutchinson criteria cannot score {type(ctx.model).__name__}: torch.func.vmap, which batches "
+            f"the per-sample Hessian-vector products, fails on its {', '.join(recurrent)} ({reason}); "
+            "score the model in float32, or use grasp or a Gauss-Newton/Fisher criterion"
+        ) from None
 
 
-@register("hutch_diag", "HD: Hutchinson Hessian diagonal, 10 probes per sample, logits/200", needs_data=True)
+@register(
+    "hutch_diag",
+    "HD: Hutchinson Hessian diagonal, 10 probes per sample, logits/200",
+    needs_data=True,
+    second_order=True,
+)
 def hutch_diag(
     ctx: ScoringContext,
     *,
-    probes: int = 10,
-    temperature: float = 200.0,
-    chunk_size: int | None = None,
-    probe_scope: str = "prunable",
+    probes: Probes = 10,
+    temperature: Temperature = 200.0,
+    chunk_size: ChunkSize = None,
+    probe_scope: ProbeScope = "prunable",
 ) -> ScoreDict:
     """HD: ĥ = (1/(kN)) Σ_i Σ_j z_ij ⊙ (H_i z_ij), signed, k independent Rademacher probes per sample
     (Hutchinson 1989; arXiv 2502.11450). Logits divided by T = 200 as in the paper's reference code.
@@ -46,14 +67,19 @@ def hutch_diag(
     return _diagonal(ctx, probes, temperature, chunk_size, probe_scope)
 
 
-@register("hutch_pruner", "HP: OBD with the Hutchinson diagonal, ½ θ² ⊙ ĥ (signed)", needs_data=True)
+@register(
+    "hutch_pruner",
+    "HP: OBD with the Hutchinson diagonal, ½ θ² ⊙ ĥ (signed)",
+    needs_data=True,
+    second_order=True,
+)
 def hutch_pruner(
     ctx: ScoringContext,
     *,
-    probes: int = 10,
-    temperature: float = 200.0,
-    chunk_size: int | None = None,
-    probe_scope: str = "prunable",
+    probes: Probes = 10,
+    temperature: Temperature = 200.0,
+    chunk_size: ChunkSize = None,
+    probe_scope: ProbeScope = "prunable",
 ) -> ScoreDict:
     """HP: ½ θ² ⊙ ĥ (signed), Optimal Brain Damage with the Hutchinson Hessian diagonal ĥ
     (arXiv 2502.11450). Mean reduction."""
@@ -61,14 +87,19 @@ def hutch_pruner(
     return {name: 0.5 * p.detach().square() * diag[name] for name, p in ctx.params.items()}
 
 
-@register("hutch_taylor", "HTS: second-order Taylor |θ ⊙ g + ½ θ² ⊙ ĥ|, logits/200", needs_data=True)
+@register(
+    "hutch_taylor",
+    "HTS: second-order Taylor |θ ⊙ g + ½ θ² ⊙ ĥ|, logits/200",
+    needs_data=True,
+    second_order=True,
+)
 def hutch_taylor(
     ctx: ScoringContext,
     *,
-    probes: int = 10,
-    temperature: float = 200.0,
-    chunk_size: int | None = None,
-    probe_scope: str = "prunable",
+    probes: Probes = 10,
+    temperature: Temperature = 200.0,
+    chunk_size: ChunkSize = None,
+    probe_scope: ProbeScope = "prunable",
 ) -> ScoreDict:
     """HTS: |θ ⊙ g + ½ θ² ⊙ ĥ| with g = ∇L and the Hutchinson diagonal ĥ, both at the same temperature
     (T = 200 by default, as the paper's reference code). Mean reduction."""

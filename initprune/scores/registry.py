@@ -1,15 +1,23 @@
 """The criterion registry and the context a criterion scores in.
 
 A criterion is a function ``fn(ctx, **options) -> {name: score}`` whose keyword-only parameters are its
-options, with their defaults. It only scores: thresholding and masking are shared (masks.py).
+options, with their defaults. Each option declares its type and range in its annotation, as
+``Annotated[type, OptionSpec(...)]`` (the shared ones: :data:`Temperature`, :data:`Probes`,
+:data:`ChunkSize`, :data:`Samples`), or its type alone as a plain ``bool``, ``int``, ``float`` or
+``str``; :meth:`Criterion.check_options` checks every given option against it once, for the Python API
+and the command line alike. A criterion only scores: thresholding and masking are shared (masks.py).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+import math
+import numbers
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +27,93 @@ from ..distributed import global_samples
 from ..errors import InitpruneError, unknown_choice
 
 ScoreDict = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """The type and range of one criterion option.
+
+    ``kind`` is ``bool``, ``int``, ``float`` or ``str``: a bool option takes ``True``/``False`` only; an
+    int option takes integers only (not ``True``/``False``, not 2.0 or 2.5); a float option takes finite
+    real numbers (integers included, booleans not); a str option takes one of ``choices`` (any string if
+    there are none). ``minimum`` bounds numbers from below (excluded if ``exclusive``); ``none`` also
+    accepts None.
+    """
+
+    kind: type
+    minimum: float | None = None
+    exclusive: bool = False
+    choices: tuple[str, ...] = ()
+    none: bool = False
+
+    def describe(self) -> str:
+        """What is valid, in words (used in error messages)."""
+        if self.kind is bool:
+            text = "true or false"
+        elif self.kind is str:
+            text = "one of " + ", ".join(self.choices) if self.choices else "a string"
+        else:
+            text = "an integer" if self.kind is int else "a finite number"
+            if self.minimum is not None:
+                text += f" {'>' if self.exclusive else '>='} {self.minimum:g}"
+        return text + (" or None" if self.none else "")
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.none
+        if self.kind is bool:
+            return isinstance(value, bool)
+        if self.kind is str:
+            return isinstance(value, str) and (not self.choices or value in self.choices)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        if self.kind is int and not isinstance(value, numbers.Integral):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.minimum is not None:
+            return value > self.minimum if self.exclusive else value >= self.minimum
+        return True
+
+
+Temperature = Annotated[float, OptionSpec(float, minimum=0.0, exclusive=True)]
+"""Softmax temperature T of the scored loss CE(z/T, y): finite, > 0."""
+Probes = Annotated[int, OptionSpec(int, minimum=1)]
+"""Hutchinson probes per sample: an integer >= 1."""
+Samples = Annotated[int, OptionSpec(int, minimum=1)]
+"""Monte-Carlo label draws per sample: an integer >= 1."""
+ChunkSize = Annotated[int | None, OptionSpec(int, minimum=1, none=True)]
+"""Samples per batched pass: an integer >= 1, or None for the engine's own choice."""
+
+
+def _spec_of(hint: Any) -> OptionSpec | None:
+    """The declared spec of an annotation: its ``OptionSpec`` metadata, or for a plain ``bool``, ``int``,
+    ``float`` or ``str`` (or one of them ``| None``) the type alone, without a range."""
+    specs = [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, OptionSpec)]
+    if specs:
+        return specs[0] if len(specs) == 1 else None
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    kinds = [a for a in args if a is not type(None)]
+    if len(kinds) == 1 and kinds[0] in (bool, int, float, str):
+        return OptionSpec(kinds[0], none=len(kinds) < len(args))
+    return None
+
+
+def option_specs(fn: Callable[..., Any]) -> dict[str, tuple[Any, OptionSpec]]:
+    """{option: (default, spec)} for the keyword-only parameters of ``fn``; an undeclared one is an error."""
+    hints = typing.get_type_hints(fn, include_extras=True)
+    out = {}
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind is not inspect.Parameter.KEYWORD_ONLY:
+            continue
+        spec = _spec_of(hints.get(p.name))
+        if spec is None:
+            raise TypeError(
+                f"option {p.name!r} of {fn.__name__} must be annotated with bool, int, float or str, or "
+                "Annotated[type, OptionSpec(...)] for a range or choices"
+            )
+        out[p.name] = (p.default, spec)
+    return out
 
 
 @dataclass
@@ -59,35 +154,55 @@ class Criterion:
     fn: Callable[..., ScoreDict]
     needs_data: bool
     default_rounds: int = 1
+    second_order: bool = False
 
     @property
     def options(self) -> dict[str, Any]:
         """The options this criterion takes, with their defaults."""
-        params = inspect.signature(self.fn).parameters.values()
-        return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        return {name: default for name, (default, _) in option_specs(self.fn).items()}
 
-    def check_options(self, options: dict[str, Any]) -> None:
-        unknown = sorted(set(options) - set(self.options))
+    @property
+    def option_specs(self) -> dict[str, OptionSpec]:
+        """The declared type and range of every option."""
+        return {name: spec for name, (_, spec) in option_specs(self.fn).items()}
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Raise :class:`InitpruneError` for an option this criterion does not take, or a value outside
+        the option's declared type and range (naming the option, the value and what is valid)."""
+        specs = self.option_specs
+        unknown = sorted(set(options) - set(specs))
         if unknown:
-            valid = ", ".join(self.options) or "none"
+            valid = ", ".join(specs) or "none"
             raise InitpruneError(
                 f"criterion {self.name!r} does not take option(s) {', '.join(map(repr, unknown))}; "
                 f"its options: {valid}"
             )
+        for name, value in options.items():
+            if not specs[name].accepts(value):
+                raise InitpruneError(
+                    f"criterion {self.name!r}: option {name}={value!r} is invalid; "
+                    f"valid: {specs[name].describe()}"
+                )
 
 
 _REGISTRY: dict[str, Criterion] = {}
 
 
 def register(
-    name: str, description: str, *, needs_data: bool, default_rounds: int = 1
+    name: str, description: str, *, needs_data: bool, default_rounds: int = 1, second_order: bool = False
 ) -> Callable[[Callable[..., ScoreDict]], Callable[..., ScoreDict]]:
-    """Decorator adding a scoring function to the registry under ``name``."""
+    """Decorator adding a scoring function to the registry under ``name``.
+
+    Every keyword-only parameter of the function is an option and must declare its type and range
+    (``Annotated[type, OptionSpec(...)]``). ``second_order``: the criterion differentiates twice (Hessian-
+    vector products), so it scores with the attention kernels that have a double backward.
+    """
 
     def wrap(fn: Callable[..., ScoreDict]) -> Callable[..., ScoreDict]:
         if name in _REGISTRY:
             raise ValueError(f"criterion {name!r} is registered twice")
-        _REGISTRY[name] = Criterion(name, description, fn, needs_data, default_rounds)
+        option_specs(fn)  # every option declared, or fail at import
+        _REGISTRY[name] = Criterion(name, description, fn, needs_data, default_rounds, second_order)
         return fn
 
     return wrap
