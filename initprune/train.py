@@ -377,6 +377,7 @@ def train(
     device: torch.device | str | None = None,
     progress: bool = True,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    settings_hash: str | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place on ``train_loader`` with ``mask`` (name → bool keep-tensor) held fixed.
 
@@ -392,6 +393,9 @@ def train(
     ``epoch`` (1-based), ``step`` (global steps so far), ``train_loss`` (label-smoothed objective),
     ``train_accuracy``, ``val_loss``, ``val_accuracy`` (and ``val_top5_accuracy``; None without
     ``val_loader``), ``lr`` (the rate of the epoch's last step) and ``seconds``.
+
+    ``settings_hash`` names the run the checkpoints belong to: it is written into them, and a checkpoint
+    carrying another one is refused.
     """
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
@@ -422,7 +426,7 @@ def train(
     start_epoch, step, resumed = 0, 0, None
     path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     if path is not None and path.exists():
-        state = read_checkpoint(path, config, steps_per_epoch)
+        state = read_checkpoint(path, config, steps_per_epoch, settings_hash)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -479,6 +483,7 @@ def train(
                 steps_per_epoch,
                 history,
                 train_loader,
+                settings_hash=settings_hash,
             )
         if on_epoch_end is not None:
             on_epoch_end(dict(record))
