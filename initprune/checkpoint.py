@@ -76,13 +76,13 @@ def _load(path: Path, mmap: bool = False) -> dict[str, Any]:
     except Exception as exc:  # a truncated or foreign file: say which, in one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InitpruneError(
-            f"training checkpoint {str(path)!r} is corrupt ({first}); delete it and run again to train "
-            "from the start of training"
+            f"training checkpoint {str(path)!r} is corrupt ({first}); delete it and run the same command "
+            "again to train from the start"
         ) from None
     if not isinstance(state, dict) or state.get("format") != "initprune.train":
         raise InitpruneError(
-            f"{str(path)!r} is not an initprune training checkpoint; delete it and run again to train from "
-            "the start of training"
+            f"{str(path)!r} is not an initprune training checkpoint; delete it and run the same command "
+            "again to train from the start"
         )
     return state
 

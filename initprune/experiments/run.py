@@ -257,16 +257,19 @@ def lock_folder(out: Path) -> Iterator[None]:
     for _ in range(3):
         try:
             fd = os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except FileNotFoundError:  # a run that failed before writing anything removed it: make it again
+            out.mkdir(parents=True, exist_ok=True)
+            continue
+        try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(fd)  # type: ignore[arg-type]
+            os.close(fd)
             raise InitpruneError(
                 f"output folder {str(out)!r} is in use by another run (which holds its lock); wait for it "
                 "to end, or choose another --out"
             ) from None
         except OSError as exc:
-            if fd is not None:
-                os.close(fd)
+            os.close(fd)
             raise InitpruneError(f"cannot lock output folder {str(out)!r}: {exc.strerror}") from None
         # The folder may have been removed and made again between the open and the lock: lock the new one.
         try:
@@ -441,9 +444,9 @@ def run_experiment(config: RunConfig, *, progress: bool = True) -> dict[str, Any
     if (out / RESULT).exists():
         return _finished_result(out, config)
     created = _make_folder(out)
-    started = False
-    try:
-        with lock_folder(out):
+    with lock_folder(out):
+        started = False
+        try:
             _check_writable(out)
             if (out / RESULT).exists():  # finished by another process in the meantime
                 return _finished_result(out, config)
@@ -465,11 +468,11 @@ def run_experiment(config: RunConfig, *, progress: bool = True) -> dict[str, Any
                 _record_identity(out, config, identity)
             started = True
             return _run(config, out, identity, splits, model, device, progress)
-    except BaseException:
-        if created and not started:
-            with contextlib.suppress(OSError):
-                out.rmdir()  # only if empty: nothing was written
-        raise
+        except BaseException:
+            if created and not started:  # under the lock, so no other run is writing into it
+                with contextlib.suppress(OSError):
+                    out.rmdir()  # only if empty: nothing was written
+            raise
 
 
 def _run(
