@@ -112,6 +112,41 @@ def initprune(*args, patch: str = "", timeout: float = 300) -> subprocess.Comple
     )
 
 
+DRIVER = """
+import contextlib, io, json, sys, traceback
+from initprune.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    results.append([code, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+def initprune_each(commands: list[list], timeout: float = 600) -> list[subprocess.CompletedProcess]:
+    """Each command line through ``initprune.cli:main``, one after the other in one subprocess (one
+    import of torch for all); per command its exit status and what it wrote to stderr."""
+    argvs = json.dumps([[str(a) for a in argv] for argv in commands])
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, argvs], capture_output=True, text=True, env=_env(), timeout=timeout,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    return [
+        subprocess.CompletedProcess(argv, code, "", err)
+        for argv, (code, err) in zip(commands, results, strict=True)
+    ]
+
+
 def _refused(done: subprocess.CompletedProcess, *needles: str) -> str:
     """The error line of a refused command, checked: status 2, one line, no traceback, every needle."""
     err = done.stderr
@@ -149,14 +184,13 @@ def test_a_given_data_dir_is_the_only_place_read_and_is_recorded(tmp_path, made)
         (empty, [str(empty), "lacks train-images-idx3-ubyte[.gz]", "t10k-labels-idx1-ubyte[.gz]"]),
         (partial, [str(partial), "lacks train-labels-idx1-ubyte[.gz]", "download them from"]),
     ]
-    running = []
-    for i, (data_dir, _) in enumerate(cases):
-        args = _run_args(made["tiny.yaml"], tmp_path / f"out{i}", "--dataset", "fashion_mnist")
-        args += ["--data-dir", data_dir, "--dataset-options", "download=false", "--model", "lenet300"]
-        running.append(subprocess.Popen(_cli_command(args), stderr=subprocess.PIPE, text=True, env=_env()))
-    for (_, needles), process in zip(cases, running, strict=True):
-        _, err = process.communicate(timeout=300)
-        _refused(subprocess.CompletedProcess([], process.returncode, "", err), *needles)
+    commands = [
+        [*_run_args(made["tiny.yaml"], tmp_path / f"out{i}", "--dataset", "fashion_mnist"), "--data-dir",
+         data_dir, "--dataset-options", "download=false"]
+        for i, (data_dir, _) in enumerate(cases)
+    ]  # fmt: skip
+    for (_, needles), done in zip(cases, initprune_each(commands), strict=True):
+        _refused(done, *needles)
     assert not any((tmp_path / f"out{i}").exists() for i in range(len(cases)))
 
     # The folder read is recorded in result.json.
@@ -212,30 +246,30 @@ def test_bad_config_files_and_flags_exit_2_through_the_command(tmp_path, made):
         "datadir.yaml": ("data_dir: 5\n", ["data_dir", "got 5"]),
         "criterion.yaml": ("criterion: [snip]\n", ["criterion must be a string", "['snip']"]),
     }
-    runs = []
+    commands, expected = [], []
     for name, (text, needles) in files.items():
         (tmp_path / name).write_text(text)
-        args = ["run", "--quiet", "--config", tmp_path / name, "--out", tmp_path / f"out-{name}"]
-        runs.append(
-            (needles, subprocess.Popen(_cli_command(args), stderr=subprocess.PIPE, text=True, env=_env()))
-        )
+        commands.append(["run", "--quiet", "--config", tmp_path / name, "--out", tmp_path / f"out-{name}"])
+        expected.append(needles)
     flags = [
         (["--seed", str(2**64)], ["seed must be an integer in [0, 2**64)", str(2**64)]),
         (["--out", made["tiny.yaml"]], ["is a file, not a folder", str(made["tiny.yaml"])]),
     ]
     for more, needles in flags:
-        args = ["run", "--quiet", "--config", made["tiny.yaml"], "--out", tmp_path / "flag-out", *more]
-        runs.append(
-            (needles, subprocess.Popen(_cli_command(args), stderr=subprocess.PIPE, text=True, env=_env()))
+        commands.append(
+            ["run", "--quiet", "--config", made["tiny.yaml"], "--out", tmp_path / "flag-out", *more]
         )
-    for needles, process in runs:
-        _, err = process.communicate(timeout=300)
-        _refused(subprocess.CompletedProcess([], process.returncode, "", err), *needles)
+        expected.append(needles)
+    commands.append(["run", "--quiet", "--seed", "1.5", "--out", tmp_path / "flag-out"])  # argparse's
+    results = initprune_each(commands)
+    for needles, done in zip(expected, results, strict=False):
+        _refused(done, *needles)
+    assert results[-1].returncode == 2 and "--seed" in results[-1].stderr and "'1.5'" in results[-1].stderr
     assert not list(tmp_path.glob("out-*")) and not (tmp_path / "flag-out").exists()
     assert yaml.safe_load(made["tiny.yaml"].read_text()) == TINY  # the file named by --out is untouched
-    # A flag of the wrong type is argparse's error, also status 2.
-    done = initprune("run", "--quiet", "--seed", "1.5", "--out", tmp_path / "x")
-    assert done.returncode == 2 and "--seed" in done.stderr and "1.5" in done.stderr
+    # The exit status itself, through the command as installed.
+    done = initprune("run", "--quiet", "--config", tmp_path / "maybe.yaml", "--out", tmp_path / "x")
+    _refused(done, "scoring_augment", "'maybe'")
 
 
 # ---------------------------------------------------------------- 3 and 4. identity of a folder and its files
@@ -245,16 +279,14 @@ def test_an_edited_config_yaml_changes_nothing_about_its_folder(tmp_path, made):
     finished = _copy(made["whole"], tmp_path / "finished")
     unfinished = _copy(made["cut"], tmp_path / "unfinished")
     mask_before = (unfinished / "mask.pt").read_bytes()
-    runs = []
+    commands = []
     for folder in (finished, unfinished):
         settings = yaml.safe_load((folder / "config.yaml").read_text())
         settings["sparsity"] = 0.5
         (folder / "config.yaml").write_text(yaml.safe_dump(settings))
-        args = _run_args(folder / "config.yaml", folder)
-        runs.append(subprocess.Popen(_cli_command(args), stderr=subprocess.PIPE, text=True, env=_env()))
-    for process in runs:
-        _, err = process.communicate(timeout=300)
-        _refused(subprocess.CompletedProcess([], process.returncode, "", err), "differing: sparsity", "0.5")
+        commands.append(_run_args(folder / "config.yaml", folder))
+    for done in initprune_each(commands):
+        _refused(done, "differing: sparsity", "0.5")
     assert (unfinished / "mask.pt").read_bytes() == mask_before
     assert not (unfinished / "result.json").exists()
 
@@ -341,19 +373,24 @@ def test_two_runs_started_together_into_one_folder_never_mix(tmp_path, made):
 # ---------------------------------------------------------------- 8. corrupt files
 
 
-@pytest.mark.parametrize("name", [*DERIVED, "result.json", "run.json"])
-def test_a_corrupt_file_is_named_with_what_to_do(tmp_path, made, reference, name):
-    source = made["whole"] if name == "result.json" else made["cut"]
-    folder = _copy(source, tmp_path / "run")
-    (folder / name).write_bytes(b"\x00garbage{\n")
-    err = _refused(initprune(*_run_args(made["tiny.yaml"], folder)), name, "corrupt")
-    if name == "run.json":
-        assert "delete the folder" in err
-        return
-    assert "delete it and run the same command again" in err
-    # Doing what it says ends as an uninterrupted run would.
-    (folder / name).unlink()
-    assert _comparable(run_experiment(_config(folder), progress=False)) == _comparable(reference)
+def test_a_corrupt_file_is_named_with_what_to_do(tmp_path, made, reference):
+    names = [*DERIVED, "result.json", "run.json"]
+    folders = []
+    for name in names:
+        source = made["whole"] if name == "result.json" else made["cut"]
+        folder = _copy(source, tmp_path / name)
+        (folder / name).write_bytes(b"\x00garbage{\n")
+        folders.append(folder)
+    results = initprune_each([_run_args(made["tiny.yaml"], folder) for folder in folders])
+    for name, folder, done in zip(names, folders, results, strict=True):
+        err = _refused(done, name, "corrupt")
+        if name == "run.json":
+            assert "delete the folder" in err
+            continue
+        assert "delete it and run the same command again" in err, err
+        # Doing what it says ends as an uninterrupted run would.
+        (folder / name).unlink()
+        assert _comparable(run_experiment(_config(folder), progress=False)) == _comparable(reference), name
 
 
 def test_mask_load_of_garbage_says_corrupt(tmp_path):
@@ -436,9 +473,7 @@ def test_no_space_left_mid_run_then_the_rerun_resumes_exactly(tmp_path, made, re
     torch.load(out / "pruned_init.pt", weights_only=True)
     json.loads((out / "pruning.json").read_text())
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1]
-    done = initprune(*_run_args(made["tiny.yaml"], out))
-    assert done.returncode == 0, done.stderr
-    assert _comparable(json.loads((out / "result.json").read_text())) == _comparable(reference)
+    assert _comparable(run_experiment(_config(out), progress=False)) == _comparable(reference)
     whole = torch.load(made["whole"] / "checkpoint.pt", weights_only=True)["model"]
     resumed = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
@@ -488,20 +523,14 @@ def test_a_failed_command_leaves_nothing_and_the_corrected_one_is_accepted(tmp_p
           "download=false"], ["does not exist"]),
         (["--dataset-options", "input_shape=[1,8,8]", "train_size=320", "test_size=-1"], ["test_size"]),
     ]  # fmt: skip
-    (tmp_path / "existing").mkdir()
+    (tmp_path / "existing").mkdir()  # a folder that was there stays (empty), the others are not made
     outs = [tmp_path / "existing", *(tmp_path / f"run{i}" for i in range(1, len(bad)))]
-    runs = [
-        subprocess.Popen(_cli_command(_run_args(made["tiny.yaml"], out, *more)), stderr=subprocess.PIPE,
-                         text=True, env=_env())
-        for out, (more, _) in zip(outs, bad, strict=True)
-    ]  # fmt: skip
-    for (_, needles), process in zip(bad, runs, strict=True):
-        _, err = process.communicate(timeout=300)
-        _refused(subprocess.CompletedProcess([], process.returncode, "", err), *needles)
-    assert [p.name for p in tmp_path.iterdir() if p.name != "missing"] == ["existing"]
-    assert list((tmp_path / "existing").iterdir()) == []  # a folder that was there is left, empty
-    done = initprune(*_run_args(made["tiny.yaml"], tmp_path / "existing"))
-    assert done.returncode == 0, done.stderr
+    commands = [_run_args(made["tiny.yaml"], out, *more) for out, (more, _) in zip(outs, bad, strict=True)]
+    results = initprune_each([*commands, _run_args(made["tiny.yaml"], tmp_path / "existing")])
+    for (_, needles), done in zip(bad, results, strict=False):
+        _refused(done, *needles)
+    assert results[-1].returncode == 0, results[-1].stderr  # the corrected command, into the same folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]
     result = json.loads((tmp_path / "existing" / "result.json").read_text())
     assert _comparable(result) == _comparable(reference)
 
