@@ -646,3 +646,44 @@ def test_the_committed_run_folders_are_still_recognized_as_finished():
         config = build_config({**load_config_file(folder / "config.yaml"), "out": str(folder)})
         assert run_experiment(config, progress=False) == json.loads(path.read_text())
         assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+
+
+# ---------------------------------------------------------------- checks a sweep can make before any run
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"criterion": "nosuch"}, "unknown criterion 'nosuch'"),
+        ({"criterion_options": {"probes": 3}}, "does not take option(s) 'probes'"),
+        ({"model": "vgg7"}, "unknown model 'vgg7'"),
+        ({"model_options": {"depth": 3}}, "does not take option(s) 'depth'"),
+        ({"dataset": "nosuch"}, "unknown dataset 'nosuch'"),
+        ({"dataset_options": {"nosuch": 1}}, "unknown option(s) ['nosuch']"),
+        ({"data_dir": "/nonexistent/data"}, "'/nonexistent/data' does not exist"),
+        ({"val_size": 320}, "val_size=320 leaves no training data"),
+        ({"dataset": "cifar10", "dataset_options": {}, "val_size": 50000}, "cifar10 has 50000 training"),
+    ],
+)
+def test_validate_config_catches_what_a_run_would_fail_on(tmp_path, changes, message):
+    from initprune.experiments import validate_config
+
+    config = _config(tmp_path / "run", **changes)
+    with pytest.raises(InitpruneError) as info:
+        validate_config(config)
+    assert message in str(info.value)
+    with pytest.raises(InitpruneError):
+        run_experiment(config, progress=False)
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_typed_fields_hold_for_the_library_too():
+    from initprune.experiments import RunConfig
+
+    with pytest.raises(InitpruneError, match=r"exclude_first must be a boolean.*'false'"):
+        RunConfig(exclude_first="false")
+    with pytest.raises(InitpruneError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
+        RunConfig(seed=-1)
+    assert RunConfig(out=Path("x"), data_dir=Path("d")).out == "x"
+    # One spelling per value: a float field given an integer is the same run, in its hash too.
+    assert _config(Path("a"), epochs=2).settings_hash() == _config(Path("b"), epochs=2.0).settings_hash()
