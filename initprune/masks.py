@@ -134,7 +134,10 @@ class Mask(Mapping[str, Tensor]):
             raise InitpruneError(f"{str(path)!r} is not an initprune mask file (not written by Mask.save)")
         masks = payload.get("masks")
         if not isinstance(masks, dict) or not all(torch.is_tensor(m) for m in masks.values()):
-            raise InitpruneError(f"mask file {str(path)!r} is corrupt: it holds no name -> tensor masks")
+            raise InitpruneError(
+                f"mask file {str(path)!r} is corrupt: it holds no name -> tensor masks (in a run folder: "
+                "delete it and run again to recompute it)"
+            )
         return cls(masks)
 
 

@@ -231,15 +231,17 @@ def check_identity(out: Path, config: RunConfig) -> FolderIdentity | None:
 
 
 def _record_identity(out: Path, config: RunConfig, identity: FolderIdentity) -> None:
-    """Write run.json (the folder's identity), then config.yaml for people if it is not there."""
-    payload = {
-        "format": RUN_FORMAT,
-        "version": 1,
-        "settings_hash": identity.settings_hash,
-        "adopted": identity.adopted,
-        "settings": config.to_dict(),
-    }
-    atomic_write_text(out / RUN_FILE, json.dumps(payload, indent=2, default=str) + "\n")
+    """Write run.json (the folder's identity) unless it is there, then config.yaml for people unless it is
+    there (an adopted folder's stays as it was)."""
+    if not identity.recorded:
+        payload = {
+            "format": RUN_FORMAT,
+            "version": 1,
+            "settings_hash": identity.settings_hash,
+            "adopted": identity.adopted,
+            "settings": config.to_dict(),
+        }
+        atomic_write_text(out / RUN_FILE, json.dumps(payload, indent=2, default=str) + "\n")
     if not (out / CONFIG).exists():
         atomic_write_text(out / CONFIG, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
@@ -437,12 +439,12 @@ def run_experiment(config: RunConfig, *, progress: bool = True) -> dict[str, Any
     Everything that can be checked is checked before anything is written (see :func:`validate_config`);
     the folder's identity is written only once the data and model are loaded, so a command that fails
     before leaves nothing a rerun would trust (and removes the folder it made)."""
-    validate_config(config)
     out = Path(config.out or config.default_out())
     if out.exists() and not out.is_dir():
         raise InitpruneError(f"--out {str(out)!r} is a file, not a folder; choose another --out")
-    if (out / RESULT).exists():
+    if (out / RESULT).exists():  # finished: nothing is read but the folder's record and its result
         return _finished_result(out, config)
+    validate_config(config)
     created = _make_folder(out)
     with lock_folder(out):
         started = False
@@ -464,8 +466,7 @@ def run_experiment(config: RunConfig, *, progress: bool = True) -> dict[str, Any
             model = _build_model(config, splits.num_classes, tuple(splits.input_shape)).to(device)
             if identity is None:
                 identity = FolderIdentity(config.settings_hash(), recorded=False, adopted=False)
-            if not identity.recorded:
-                _record_identity(out, config, identity)
+            _record_identity(out, config, identity)
             started = True
             return _run(config, out, identity, splits, model, device, progress)
         except BaseException:
