@@ -181,13 +181,12 @@ def normalize_keys(values: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
-def _type_hints() -> dict[str, Any]:
+@functools.cache
+def _hints() -> dict[str, Any]:
+    """The declared type of every setting."""
     hints = typing.get_type_hints(TrainConfig)
     hints.update(typing.get_type_hints(RunConfig))
     return hints
-
-
-_HINTS: dict[str, Any] = {}
 
 
 def _is_number(value: Any) -> bool:
@@ -235,10 +234,9 @@ def _expected(value: Any, hint: Any) -> str | None:
 
 def check_types(values: Mapping[str, Any], source: str) -> None:
     """Raise naming the key, its value and the type it needs if a value is not of its field's type."""
-    if not _HINTS:
-        _HINTS.update(_type_hints())
+    hints = _hints()
     for key, value in values.items():
-        if key in _HINTS and (wanted := _expected(value, _HINTS[key])) is not None:
+        if key in hints and (wanted := _expected(value, hints[key])) is not None:
             raise InitpruneError(f"{key} must be {wanted}, got {value!r} (in {source})")
 
 
@@ -294,9 +292,7 @@ def default_settings() -> dict[str, Any]:
 
 def _canonical(key: str, value: Any) -> Any:
     """One spelling per value: numbers of float fields as floats (``epochs: 1`` is ``epochs: 1.0``)."""
-    if not _HINTS:
-        _HINTS.update(_type_hints())
-    hint = _HINTS.get(key)
+    hint = _hints().get(key)
     floats = hint is float or (typing.get_origin(hint) is not None and float in typing.get_args(hint))
     if floats and _is_number(value) and bool not in typing.get_args(hint):
         return float(value)
