@@ -328,23 +328,22 @@ def test_the_mask_of_another_run_is_refused_through_the_command(tmp_path, made):
 def test_a_locked_folder_is_refused_and_kill_9_releases_it(tmp_path, made):
     out = tmp_path / "run"
     out.mkdir()
+    # The holder takes the same lock as a run (flock on the folder) without importing torch.
     hold = (
-        "import sys, time; from pathlib import Path; from initprune.experiments.run import lock_folder\n"
-        "with lock_folder(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(300)\n"
+        "import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDONLY)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nprint('locked', flush=True)\ntime.sleep(300)\n"
     )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True, env=_env()
-    )
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         _refused(initprune(*_run_args(made["tiny.yaml"], out)), "in use by another run", str(out))
         assert _untrusted(out) == []
+        with pytest.raises(InitpruneError, match="in use by another run"):
+            run_experiment(_config(out), progress=False)
     finally:
         holder.kill()  # SIGKILL: the kernel drops the lock with the process
         holder.wait()
-    done = initprune(*_run_args(made["tiny.yaml"], out))
-    assert done.returncode == 0, done.stderr
-    assert (out / "result.json").exists()
+    assert run_experiment(_config(out), progress=False)["test_accuracy"] is not None
 
 
 def test_two_runs_started_together_into_one_folder_never_mix(tmp_path, made):
