@@ -662,6 +662,7 @@ def test_the_committed_run_folders_are_still_recognized_as_finished():
         ({"data_dir": "/nonexistent/data"}, "'/nonexistent/data' does not exist"),
         ({"val_size": 320}, "val_size=320 leaves no training data"),
         ({"dataset": "cifar10", "dataset_options": {}, "val_size": 50000}, "cifar10 has 50000 training"),
+        ({"dataset": "mnist", "dataset_options": {"download": "no"}}, "download of 'mnist' must be true or"),
     ],
 )
 def test_validate_config_catches_what_a_run_would_fail_on(tmp_path, changes, message):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -292,6 +293,12 @@ def _spec_and_options(name: str, options: dict[str, Any]) -> tuple[DatasetSpec, 
         raise InitpruneError(
             f"unknown option(s) {unknown} for dataset {name!r}; valid: {', '.join(sorted(valid))}"
         )
+    for key, value in options.items():  # an option whose default is a bool or an int takes only that
+        kind = type(valid[key])
+        if kind is bool and not isinstance(value, bool):
+            raise InitpruneError(f"dataset option {key} of {name!r} must be true or false, got {value!r}")
+        if kind is int and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+            raise InitpruneError(f"dataset option {key} of {name!r} must be an integer, got {value!r}")
     return spec, valid
 
 
