@@ -211,9 +211,9 @@ def test_a_given_data_dir_is_the_only_place_read_and_is_recorded(tmp_path, made)
 @pytest.mark.parametrize(
     ("text", "needles"),
     [
-        ('exclude_first: "false"\n', ["exclude_first must be a boolean", "'false'"]),
-        ('nesterov: "false"\n', ["nesterov must be a boolean", "'false'"]),
-        ("scoring_augment: maybe\n", ["scoring_augment must be a boolean", "'maybe'"]),
+        ('exclude_first: "false"\n', ["exclude_first must be true or false", "'false'"]),
+        ('nesterov: "false"\n', ["nesterov must be true or false", "'false'"]),
+        ("scoring_augment: maybe\n", ["scoring_augment must be true or false", "'maybe'"]),
         ("batch_size: 64.5\n", ["batch_size must be an integer", "64.5"]),
         ('lr: "0.1"\n', ["lr must be a number", "'0.1'"]),
         ("amp: yes please\n", ["amp must be true, false or auto", "'yes please'"]),
@@ -682,7 +682,7 @@ def test_validate_config_catches_what_a_run_would_fail_on(tmp_path, changes, mes
 def test_typed_fields_hold_for_the_library_too():
     from initprune.experiments import RunConfig
 
-    with pytest.raises(InitpruneError, match=r"exclude_first must be a boolean.*'false'"):
+    with pytest.raises(InitpruneError, match=r"exclude_first must be true or false.*'false'"):
         RunConfig(exclude_first="false")
     with pytest.raises(InitpruneError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
         RunConfig(seed=-1)

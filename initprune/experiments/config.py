@@ -211,7 +211,7 @@ def _expected(value: Any, hint: Any) -> str | None:
             return None
         return " or ".join(w for w in wanted if w) + (" or null" if type(None) in args else "")
     if hint is bool:
-        return None if isinstance(value, bool) else "a boolean (true or false, unquoted)"
+        return None if isinstance(value, bool) else "true or false (a YAML boolean, unquoted)"
     if hint is int:
         return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
     if hint is float:
