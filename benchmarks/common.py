@@ -9,6 +9,16 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+_CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = time.perf_counter
+
+
+def set_clock(name: str) -> None:
+    """``wall`` (elapsed seconds) or ``cpu`` (this process's CPU seconds, all threads: steadier than wall
+    time on a machine shared with other jobs, meaningless for work done on an accelerator)."""
+    global _clock
+    _clock = _CLOCKS[name]
+
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
@@ -22,10 +32,10 @@ def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int,
     synchronize(device)
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = _clock()
         fn()
         synchronize(device)
-        times.append(time.perf_counter() - start)
+        times.append(_clock() - start)
     return statistics.median(times)
 
 
@@ -42,10 +52,10 @@ def paired_ratio(
         for name in ("fn", "baseline") if i % 2 == 0 else ("baseline", "fn"):
             call = fn if name == "fn" else baseline
             synchronize(device)
-            start = time.perf_counter()
+            start = _clock()
             call()
             synchronize(device)
-            pair[name] = time.perf_counter() - start
+            pair[name] = _clock() - start
         ratios.append(pair["fn"] / pair["baseline"])
     return statistics.median(ratios)
 

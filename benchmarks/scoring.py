@@ -1,16 +1,21 @@
 """Scoring cost of every criterion, as ratios to one batched gradient over the same samples.
 
     python benchmarks/scoring.py [--quick] [--device cpu|cuda] [--models vgg_small resnet20]
-    python benchmarks/scoring.py --models vgg16 resnet18 --criteria fisher_diag   # the paper's networks
+    python benchmarks/scoring.py --models vgg16 resnet18 vit_small --samples 100 1000 --loop-samples 5
 
-Two networks (a small VGG-style conv net with BatchNorm, and ResNet-20), 100 scoring samples (10 per
-class) of CIFAR-shaped input, everything in one process. For every registered criterion it prints
-time / time(one batched gradient), the median over pairs timed back to back; then the two comparisons
-with the batch-1 loop formulations:
-  - fisher_diag vs a loop of autograd.grad at batch size 1 (and its peak memory vs the batched gradient's),
-    and fisher_diag in one pass over the 100 samples instead of the default chunks of 64,
-  - hutch_diag (10 independent probes per sample) vs a loop over samples at batch size 1 that builds one
-    gradient graph per sample and reuses it for its 10 probes.
+Networks (by default a small VGG-style conv net with BatchNorm and ResNet-20; any registered model), N
+scoring samples (``--samples``, N/10 per class) of CIFAR-shaped input (3×32×32), everything in one
+process. The header gives the memory budget and the chunk sizes it gives each engine. For every criterion
+it prints time / time(one batched gradient), the median over pairs timed back to back (``--clock cpu``
+times CPU seconds of this process, steadier on a shared machine), and for those in ``--memory`` the peak
+memory / the batched gradient's; then the comparisons with the batch-1 loop formulations, which are timed
+on ``--loop-samples`` samples and scaled to N:
+  - fisher_diag vs a loop of autograd.grad at batch size 1, and fisher_diag in passes of 64 samples (the
+    former default chunk) instead of the passes the memory budget gives,
+  - hutch_diag (10 independent probes per sample, reverse-over-reverse) vs a loop over samples at batch
+    size 1 that builds one gradient graph per sample and reuses it for its 10 probes; also the
+    forward-over-reverse route (method="jvp"), 10 batched HVPs of the mean loss as a floor, and the cost
+    of drawing the probes alone.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,14 +31,24 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import median_seconds, paired_ratio, peak_memory_bytes, vgg_small
+from common import median_seconds, paired_ratio, peak_memory_bytes, set_clock, vgg_small
 
 import initprune
-from initprune.curvature import hessian_vector_product
+import initprune.curvature
+from initprune.curvature import (
+    auto_chunk_size,
+    hessian_vector_product,
+    hutchinson_chunk_size,
+    memory_budget,
+    rademacher_probes,
+)
+from initprune.curvature.ggn import ggn_vectors
+from initprune.curvature.per_sample import loss_gradient_vectors
 from initprune.models import create_model
 from initprune.prunable import prunable_parameters
 
 DATA_FREE = {"random", "magnitude", "synflow"}
+LOSS, GGN = loss_gradient_vectors(), ggn_vectors()
 
 
 def build(name: str, device: torch.device) -> nn.Module:
@@ -92,20 +108,56 @@ def hutchinson_loop(model: nn.Module, params: dict, data, probes: int, temperatu
     return total
 
 
-def run(model_name: str, device: torch.device, repeats: int, criteria: list[str]) -> None:
+def _loop_seconds(loop: Callable[[list], object], data, samples: int, device: torch.device) -> float:
+    """Seconds of a batch-1 loop over all N samples, timed on the first ``samples`` of them and scaled
+    by N / samples (the loop's cost is linear in N)."""
+    x, y = data[0]
+    n = x.shape[0]
+    k = min(samples, n)
+    with torch.enable_grad():
+        seconds = median_seconds(lambda: loop([(x[:k], y[:k])]), device, 1, warmup=0)
+    return seconds * n / k
+
+
+def _peak_ratio(fn: Callable[[], object], base_peak: int, device: torch.device) -> str:
+    peak = peak_memory_bytes(fn, device)
+    return f"{peak / base_peak:.2f}× ({peak / 2**20:.0f} MiB)"
+
+
+def run(
+    model_name: str,
+    device: torch.device,
+    repeats: int,
+    criteria: list[str],
+    samples: int,
+    loop_samples: int,
+    memory: list[str],
+    hutch_forward: bool = True,
+) -> None:
     model = build(model_name, device)
     params = prunable_parameters(model)
-    data = scoring_data(device)
+    data = scoring_data(device, per_class=samples // 10)
+    n = data[0][0].shape[0]
     n_params = sum(p.numel() for p in params.values())
-    print(f"\n== {model_name}: {n_params / 1e6:.2f}M prunable weights, 100 samples, device {device} ==")
+    budget = memory_budget(device)
+    print(
+        f"\n== {model_name}: {n_params / 1e6:.2f}M prunable weights, {n} samples, device {device}; "
+        f"memory budget {budget / 2**20:.0f} MiB: chunks of {auto_chunk_size(model, params, data, LOSS)} "
+        f"(fisher), {auto_chunk_size(model, params, data, GGN)} (ggn), "
+        f"{hutchinson_chunk_size(model, params, data, 10)} (hutch) samples =="
+    )
 
     def gradient() -> None:
         with torch.enable_grad():
             batched_gradient(model, params, data)
 
     base = median_seconds(gradient, device, repeats * 3)
-    print(f"one batched gradient: {base * 1e3:.1f} ms (the unit below)")
-    print(f"{'criterion':<18}{'× batched gradient':>20}   (median of {repeats} back-to-back pairs)")
+    with torch.enable_grad():
+        base_peak = peak_memory_bytes(lambda: batched_gradient(model, params, data), device)
+    print(f"one batched gradient: {base * 1e3:.1f} ms, peak memory {base_peak / 2**20:.0f} MiB (the units)")
+    print(
+        f"{'criterion':<18}{'× batched gradient':>20}   (median of {repeats} back-to-back pairs)   peak mem."
+    )
     times = {}
     for name in criteria:
         crit_data = None if name in DATA_FREE else data
@@ -115,44 +167,55 @@ def run(model_name: str, device: torch.device, repeats: int, criteria: list[str]
             initprune.score(model, name, crit_data, input_shape=(3, 32, 32))
 
         times[name] = paired_ratio(call, gradient, device, reps) * base
-        print(f"{name:<18}{times[name] / base:>20.2f}")
+        mem = _peak_ratio(call, base_peak, device) if name in memory else "-"
+        print(f"{name:<18}{times[name] / base:>20.2f}   {mem:>40}", flush=True)
 
     if "fisher_diag" in times:
-        loop_reps = max(1, repeats // 2)
-        with torch.enable_grad():
-            loop = median_seconds(lambda: fisher_loop(model, params, data), device, loop_reps)
-        mem_fd = peak_memory_bytes(lambda: initprune.score(model, "fisher_diag", data), device)
-        with torch.enable_grad():
-            mem_base = peak_memory_bytes(lambda: batched_gradient(model, params, data), device)
+        loop = _loop_seconds(lambda d: fisher_loop(model, params, d), data, loop_samples, device)
         print(
-            f"fisher_diag: {times['fisher_diag'] / base:.2f}× one batched gradient (target ≤ 1.5); "
-            f"{loop / times['fisher_diag']:.1f}× faster than the batch-1 loop ({loop / base:.1f}×); "
-            f"peak memory {mem_fd / mem_base:.2f}× the batched gradient's (target ≤ 2; "
-            f"{mem_fd / 2**20:.0f} vs {mem_base / 2**20:.0f} MiB)"
+            f"fisher_diag: {times['fisher_diag'] / base:.2f}× one batched gradient (target ≤ 1.5 on a GPU); "
+            f"{loop / times['fisher_diag']:.1f}× faster than the batch-1 loop ({loop / base:.1f}×; "
+            f"timed on {min(loop_samples, n)} samples, scaled to {n})"
         )
 
-        def one_pass() -> None:
-            initprune.score(model, "fisher_diag", data, chunk_size=None)
+        def chunked() -> None:
+            initprune.score(model, "fisher_diag", data, chunk_size=64)
 
-        whole = paired_ratio(one_pass, gradient, device, repeats) * base
-        mem_whole = peak_memory_bytes(one_pass, device)
-        print(
-            f"fisher_diag in one pass (chunk_size=None; the default passes 64 samples at a time): "
-            f"{whole / base:.2f}× one batched gradient, peak memory {mem_whole / mem_base:.2f}×"
-        )
+        old = paired_ratio(chunked, gradient, device, repeats) * base
+        print(f"fisher_diag in passes of 64 samples (the former default): {old / base:.2f}× batched gradient")
     if "hutch_diag" in times:
+        loop = _loop_seconds(
+            lambda d: hutchinson_loop(model, params, d, 10, 200.0), data, loop_samples, device
+        )
+
+        def forward() -> None:
+            initprune.curvature.hutchinson_diagonal(
+                model, params, data, probes=10, temperature=200.0, generator=torch.Generator().manual_seed(0),
+                method="jvp",
+            )  # fmt: skip
+
+        fwd = paired_ratio(forward, gradient, device, 1) * base if hutch_forward else float("nan")
+        shapes = {k: p.shape for k, p in params.items()}
+        draw = _loop_seconds(
+            lambda d: rademacher_probes(
+                shapes, 10, d[0][0].shape[0], torch.Generator(), device, torch.float32
+            ),
+            data,
+            loop_samples,
+            device,
+        )
         with torch.enable_grad():
-            hloop = median_seconds(
-                lambda: hutchinson_loop(model, params, data, 10, 200.0), device, 1, warmup=0
-            )
             probe = {k: torch.ones_like(p) for k, p in params.items()}
             hvp = median_seconds(
                 lambda: hessian_vector_product(model, params, data, probe, temperature=200.0), device, repeats
             )
         print(
-            f"hutch_diag (10 probes/sample): {hloop / times['hutch_diag']:.1f}× faster than the batch-1 loop "
-            f"(target ≥ 20); loop {hloop / base:.1f}×, batched {times['hutch_diag'] / base:.1f}× one batched "
-            f"gradient; floor 10 × one batched HVP = {10 * hvp / base:.1f}×"
+            f"hutch_diag (10 probes/sample): {loop / times['hutch_diag']:.1f}× faster than the batch-1 loop "
+            f"(target ≥ 20 on a GPU); loop {loop / base:.1f}× (timed on {min(loop_samples, n)} samples, "
+            f"scaled to {n}), batched {times['hutch_diag'] / base:.1f}× one batched gradient "
+            f"(reverse-over-reverse; forward-over-reverse {fwd / base:.1f}×); "
+            f"floor 10 × one batched HVP = {10 * hvp / base:.1f}×; drawing the probes alone "
+            f"(rademacher_probes, in both routes) {draw / base:.1f}×"
         )
 
 
@@ -161,6 +224,40 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument(
+        "--samples",
+        nargs="+",
+        type=int,
+        default=[100],
+        help="scoring samples (multiples of 10); each is a run",
+    )
+    parser.add_argument(
+        "--loop-samples",
+        type=int,
+        default=100,
+        help="the batch-1 loops are timed on at most this many samples and scaled to all (default 100)",
+    )
+    parser.add_argument("--repeats", type=int, help="back-to-back pairs per ratio (default 5; --quick: 2)")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall: elapsed time; cpu: this process's CPU time (steadier on a shared CPU; not for CUDA)",
+    )
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--no-hutch-forward",
+        dest="hutch_forward",
+        action="store_false",
+        help="skip timing hutch_diag's forward-over-reverse route (method='jvp')",
+    )
+    parser.add_argument(
+        "--memory",
+        nargs="*",
+        default=["fisher_diag", "ggn_diag", "fisher_mc_diag", "grasp", "hutch_diag"],
+        metavar="NAME",
+        help="criteria whose peak memory is measured (one more run each)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--models", nargs="+", default=["vgg_small", "resnet20"], help="vgg_small or any registered model"
@@ -175,9 +272,24 @@ def main() -> None:
     )
     args = parser.parse_args()
     device = torch.device(args.device)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    for name in args.models:
-        run(name, device, repeats=2 if args.quick else 5, criteria=args.criteria)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    set_clock(args.clock)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.clock} clock")
+    print("command: python " + " ".join(sys.argv))
+    repeats = args.repeats or (2 if args.quick else 5)
+    for samples in args.samples:
+        for name in args.models:
+            run(
+                name,
+                device,
+                repeats,
+                args.criteria,
+                samples,
+                args.loop_samples,
+                args.memory,
+                args.hutch_forward,
+            )
 
 
 if __name__ == "__main__":

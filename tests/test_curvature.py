@@ -144,9 +144,11 @@ def _per_sample_hessians(model, names, x, y, temperature):
     return [exact_hessian(model, names, x[i : i + 1], y[i : i + 1], temperature) for i in range(x.shape[0])]
 
 
+@pytest.mark.parametrize("method", ["jvp", "vjp"])
 @pytest.mark.parametrize(("temperature", "probe_all"), [(1.0, False), (200.0, False), (1.0, True)])
-def test_hutchinson_equals_formula_with_the_same_probes(convnet, conv_data, temperature, probe_all):
-    """ĥ = (1/(kN)) Σ_i Σ_j z_ij ⊙ (H_i z_ij), with H_i from torch.func.hessian and the same z_ij.
+def test_hutchinson_equals_formula_with_the_same_probes(convnet, conv_data, temperature, probe_all, method):
+    """ĥ = (1/(kN)) Σ_i Σ_j z_ij ⊙ (H_i z_ij), with H_i from torch.func.hessian and the same z_ij, by
+    forward-over-reverse and reverse-over-reverse Hessian-vector products.
 
     With ``probe_all`` the probes span every parameter (BatchNorm and biases too) and H_i is the full
     per-sample Hessian; the estimate is read off on the prunable weights.
@@ -165,6 +167,7 @@ def test_hutchinson_equals_formula_with_the_same_probes(convnet, conv_data, temp
         chunk_size=4,
         generator=torch.Generator().manual_seed(5),
         probe_params=probe_params,
+        method=method,
     )
     probed, _ = functional_parts(convnet, probe_params)
     z = rademacher_probes(

@@ -267,9 +267,9 @@ def test_registered():
     assert initprune.get_criterion("fisher_mc_diag").options == {
         "samples": 1,
         "temperature": 1.0,
-        "chunk_size": 64,
+        "chunk_size": None,
     }
-    assert initprune.get_criterion("ggn_diag").options == {"temperature": 1.0, "chunk_size": 64}
+    assert initprune.get_criterion("ggn_diag").options == {"temperature": 1.0, "chunk_size": None}
 
 
 @pytest.mark.parametrize("temperature", [1.0, 200.0])

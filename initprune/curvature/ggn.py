@@ -76,7 +76,7 @@ def ggn_diagonal(
     batches: Sequence[Batch],
     *,
     temperature: float = 1.0,
-    chunk_size: int | None = 64,
+    chunk_size: int | None = None,
     method: str = "auto",
 ) -> TensorDict:
     """Exact diagonal of the generalized Gauss-Newton matrix of the mean loss.
@@ -136,6 +136,7 @@ def mc_fisher_vectors(temperature: float, samples: int, generator: torch.Generat
             for s in range(int(samples))
         ]
 
+    vectors.columns = int(samples)  # type: ignore[attr-defined]
     return vectors
 
 
@@ -147,7 +148,7 @@ def mc_fisher_diagonal(
     samples: int = 1,
     temperature: float = 1.0,
     generator: torch.Generator,
-    chunk_size: int | None = 64,
+    chunk_size: int | None = None,
     method: str = "auto",
 ) -> TensorDict:
     """Monte-Carlo estimate of the true Fisher diagonal with labels sampled from the model.

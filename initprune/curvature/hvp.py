@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.func import grad, vjp, vmap
+from torch.func import grad, jvp, vjp, vmap
 
 from ..progress import progress_bar
+from .memory import FALLBACK_BUDGET_BYTES, chunk_samples, memory_budget, saved_activation_bytes
 from .samples import (
     Batch,
     TensorDict,
@@ -81,9 +82,35 @@ def hessian_vector_product(
 # Hutchinson
 
 
-HUTCHINSON_CHUNK_BYTES = 2 * 2**30
-"""Memory a Hutchinson chunk may use for its per-sample, per-probe parameter-sized tensors (about four
-each: the probe, its HVP and the intermediates of the double backward)."""
+HVP_METHODS = ("jvp", "vjp")
+"""How :func:`hutchinson_diagonal` takes Hessian-vector products: forward-over-reverse or
+reverse-over-reverse."""
+
+HUTCHINSON_CHUNK_BYTES = FALLBACK_BUDGET_BYTES
+"""The budget of a Hutchinson chunk on a device whose free memory cannot be read; elsewhere chunks are
+sized by :func:`~initprune.curvature.memory_budget` (see :func:`hutchinson_chunk_size`)."""
+
+HUTCHINSON_PROBE_COPIES = 5
+"""Parameter-sized tensors per probe and sample at a chunk's peak: the probe as drawn (int64, two
+copies) and as floats, or, during the pass, the probe, its HVP and their product."""
+
+HUTCHINSON_ACTIVATION_COPIES = 3
+"""Activation-sized tensors per probe and sample: the double backward's batched intermediates."""
+
+
+def hutchinson_chunk_size(
+    model: nn.Module, probed: Mapping[str, Tensor], batches: Sequence[Batch], probes: int
+) -> int:
+    """Samples per batched Hutchinson pass within :func:`~initprune.curvature.memory_budget`.
+
+    One sample with k probes needs about k · (5·P + 3·A) bytes, P the probed parameters' bytes and A the
+    activations autograd saves for one sample (:func:`~initprune.curvature.memory.saved_activation_bytes`).
+    """
+    param_bytes = sum(p.numel() * p.element_size() for p in probed.values())
+    x = batches[0][0]
+    saved = saved_activation_bytes(model, x).saved
+    per_probe = HUTCHINSON_PROBE_COPIES * param_bytes + HUTCHINSON_ACTIVATION_COPIES * saved
+    return chunk_samples(memory_budget(x.device), probes * per_probe)
 
 
 def rademacher_probes(
@@ -122,6 +149,7 @@ def hutchinson_diagonal(
     chunk_size: int | None = None,
     probe_params: Mapping[str, Tensor] | None = None,
     progress: bool = False,
+    method: str = "vjp",
 ) -> TensorDict:
     """Hutchinson estimate of diag(H), with independent probes per sample.
 
@@ -134,10 +162,15 @@ def hutchinson_diagonal(
     less variance); pass every parameter to probe the full Hessian as the paper's reference code does. The
     result is returned for ``params`` only.
 
-    All per-sample Hessian-vector products of a chunk are computed in one batched pass:
-    ``vmap`` over samples of a reverse-over-reverse HVP whose gradient graph is shared by the k probes.
+    All per-sample Hessian-vector products of a chunk are computed in one batched pass, ``vmap`` over
+    samples and probes of an exact HVP: ``method="vjp"`` (default) reverse-over-reverse, by ``vjp`` of
+    ``grad``, whose gradient graph is shared by the k probes; ``method="jvp"`` forward-over-reverse,
+    H_i z = ∂_ε ∇ℓ_i(θ + εz) by ``jvp`` of ``grad``. Both give the same numbers up to rounding. On the
+    CPU forward-over-reverse takes about 5 % less CPU time on ResNet-20 and a small VGG but 1.25-1.6× the
+    memory, and PyTorch lacks forward-mode derivatives for some layers (the CPU LSTM), hence the default.
     A chunk of c samples holds about c·k copies of the probed parameters at once; ``chunk_size=None``
-    picks the largest c that keeps them within :data:`HUTCHINSON_CHUNK_BYTES`.
+    picks the largest c that fits the device's memory budget (:func:`hutchinson_chunk_size`;
+    :func:`~initprune.curvature.set_memory_budget` or ``INITPRUNE_MEMORY_BUDGET`` override it).
     """
     probe_params = dict(params if probe_params is None else probe_params)
     missing = set(params) - set(probe_params)
@@ -147,18 +180,27 @@ def hutchinson_diagonal(
     loss = per_sample_loss_fn(model, fixed, temperature)
     wanted = list(params)
 
+    if method not in HVP_METHODS:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(HVP_METHODS)}")
+
     def one_sample(x: Tensor, y: Tensor, z: TensorDict) -> TensorDict:
-        _, hvp = vjp(lambda p: grad(loss)(p, x, y), probed)
-        hz = vmap(hvp)(z)[0]  # H_i z_ij for the k probes, sharing one gradient graph
+        def gradient(p: TensorDict) -> TensorDict:
+            return grad(loss)(p, x, y)
+
+        if method == "jvp":
+            # H_i z = d/dε ∇ℓ_i(θ + εz): the probes are tangents of one primal pass shared by all k.
+            hz = vmap(lambda t: jvp(gradient, (probed,), (t,))[1])(z)
+        else:
+            _, hvp = vjp(gradient, probed)
+            hz = vmap(hvp)(z)[0]  # H_i z_ij for the k probes, sharing one gradient graph
         return {name: (z[name] * hz[name]).sum(0) for name in wanted}
 
     batched = vmap(one_sample)
     shapes = {name: p.shape for name, p in probed.items()}
     device, dtype = next(iter(probed.values())).device, next(iter(probed.values())).dtype
     total = {name: torch.zeros_like(probed[name]) for name in wanted}
-    if chunk_size is None:
-        per_sample = 4 * probes * sum(p.numel() * p.element_size() for p in probed.values())
-        chunk_size = max(1, HUTCHINSON_CHUNK_BYTES // per_sample)
+    if chunk_size is None and batches:
+        chunk_size = hutchinson_chunk_size(model, probed, batches, probes)
     chunks = list(iter_chunks(batches, chunk_size))
     for x, y in progress_bar(chunks, desc="Hutchinson", enabled=progress):
         z = rademacher_probes(shapes, probes, x.shape[0], generator, device, dtype)

@@ -13,6 +13,7 @@ the Monte-Carlo Fisher diagonal. Samples must not interact (BatchNorm in eval mo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -20,10 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 
+from .memory import chunk_samples, memory_budget, saved_activation_bytes
 from .samples import Batch, TensorDict, functional_parts, iter_chunks, num_samples
 
 OutputVectors = Callable[[Tensor, Tensor], list[Tensor]]
-"""``(logits (B, C), targets (B,)) -> [v_1, ..., v_m]``, each (B, C): backward vectors at the logits."""
+"""``(logits (B, C), targets (B,)) -> [v_1, ..., v_m]``, each (B, C): backward vectors at the logits.
+
+The function may carry an attribute ``columns``: m, for sizing chunks by memory; without it (or ``None``)
+m is taken to be C, one column per logit."""
 
 METHODS = ("auto", "hooks", "vmap")
 
@@ -35,6 +40,7 @@ def loss_gradient_vectors(temperature: float = 1.0) -> OutputVectors:
         probs = torch.softmax(logits / temperature, dim=-1)
         return [(probs - F.one_hot(targets, probs.shape[-1]).to(probs.dtype)) / temperature]
 
+    vectors.columns = 1  # type: ignore[attr-defined]
     return vectors
 
 
@@ -285,13 +291,61 @@ def _square_sums_vmap(
     return s1, s2
 
 
+def _patch_bytes(module: nn.Module, input_bytes: int) -> int:
+    """Bytes of one sample's unfolded convolution input: kernel-size times the input (an upper bound)."""
+    if isinstance(module, nn.Conv1d | nn.Conv2d):
+        return input_bytes * math.prod(module.kernel_size)
+    return 0
+
+
+def auto_chunk_size(
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    batches: Sequence[Batch],
+    vectors: OutputVectors,
+    route: str = "auto",
+) -> int:
+    """Samples per pass of :func:`per_sample_square_sums` within :func:`~initprune.curvature.memory_budget`.
+
+    One sample's bytes, with A the activations autograd saves for it, O the outputs of the hooked layers,
+    U their unfolded convolution inputs, P the parameters' bytes and m backward columns
+    (``vectors.columns``, default one per logit):
+
+    * hook route: A + 2·O + (ΣU over layers if m > 1, else max U): the forward graph, the layer-output
+      gradients with the backward's own, and the patches cached for the columns; beside them a block of
+      per-sample gradients and its reduction, each at most max(W, min(c·W, :func:`_slice_bytes`)) for
+      the largest weight of W bytes;
+    * vmap route: (1 + m)·A + (2m + 2)·P: the graph, its m batched pullbacks, and per-sample gradients
+      with their squares.
+
+    ``route``: ``hooks``, ``vmap``, or ``auto`` (hooks where every parameter is a supported layer's
+    weight).
+    """
+    x = batches[0][0]
+    owners = None if route == "vmap" else weight_owners(model, params)
+    watched = set(owners.values()) if owners is not None else set()
+    saved, inputs, outputs, logits = saved_activation_bytes(model, x, watch=lambda m: m in watched)
+    columns = getattr(vectors, "columns", None) or max(1, logits)
+    budget = memory_budget(x.device)
+    if owners is not None:
+        patches = [_patch_bytes(m, inputs.get(m, 0)) for m in watched]
+        cached = sum(patches) if columns > 1 else max(patches, default=0)
+        per_sample = saved + 2 * sum(outputs.get(m, 0) for m in watched) + cached
+        # A block of per-sample gradients and its reduction: at most max(W, min(c·W, slice)) bytes each.
+        weight = max(m.weight.numel() * m.weight.element_size() for m in watched)
+        capped = chunk_samples(budget, per_sample, fixed=2 * max(weight, _slice_bytes(x.device)))
+        return max(capped, chunk_samples(budget, per_sample + 2 * weight, fixed=2 * weight))
+    param_bytes = sum(p.numel() * p.element_size() for p in params.values())
+    return chunk_samples(budget, (1 + columns) * saved + (2 * columns + 2) * param_bytes)
+
+
 def per_sample_square_sums(
     model: nn.Module,
     params: Mapping[str, Tensor],
     batches: Sequence[Batch],
     vectors: OutputVectors,
     *,
-    chunk_size: int | None = 64,
+    chunk_size: int | None = None,
     method: str = "auto",
     sums: bool = True,
 ) -> tuple[TensorDict, TensorDict]:
@@ -303,7 +357,9 @@ def per_sample_square_sums(
     layer's saved input and output gradient, one batched backward per column that skips the weight
     gradients (as Opacus and BackPACK do); ``vmap`` uses ``torch.func`` and works for any module;
     ``auto`` takes ``hooks`` where every parameter is the weight of a supported layer (and falls back to
-    ``vmap`` when a layer is called twice in one forward). At most ``chunk_size`` samples per pass. With
+    ``vmap`` when a layer is called twice in one forward). At most ``chunk_size`` samples per pass;
+    ``None`` sizes the passes by the device's memory budget (:func:`auto_chunk_size`,
+    :func:`~initprune.curvature.set_memory_budget`, ``INITPRUNE_MEMORY_BUDGET``). With
     several columns each convolution's unfolded input (kernel-size times its input) is kept for the
     chunk and shared by the columns, so a column costs a backward pass and one batched matrix product.
     A layer's per-sample gradients are made a block of samples at a time (:data:`CPU_SLICE_BYTES`, sized
@@ -316,13 +372,16 @@ def per_sample_square_sums(
     owners = weight_owners(model, params)
     if method == "hooks" and owners is None:
         raise ValueError("the hooks method needs every parameter to be the weight of a Linear or Conv1d/2d")
+    auto = chunk_size is None and len(batches) > 0
     if method != "vmap" and owners is not None:
+        chunk = auto_chunk_size(model, params, batches, vectors, "hooks") if auto else chunk_size
         try:
-            return _square_sums_hooks(model, owners, batches, vectors, chunk_size, sums)
+            return _square_sums_hooks(model, owners, batches, vectors, chunk, sums)
         except _NeedsFallback:
             if method == "hooks":
                 raise
-    return _square_sums_vmap(model, params, batches, vectors, chunk_size, sums)
+    chunk = auto_chunk_size(model, params, batches, vectors, "vmap") if auto else chunk_size
+    return _square_sums_vmap(model, params, batches, vectors, chunk, sums)
 
 
 def per_sample_gradient_moments(
@@ -331,7 +390,7 @@ def per_sample_gradient_moments(
     batches: Sequence[Batch],
     *,
     temperature: float = 1.0,
-    chunk_size: int | None = 64,
+    chunk_size: int | None = None,
     method: str = "auto",
     gradient: bool = True,
 ) -> tuple[TensorDict, TensorDict]:

@@ -56,7 +56,7 @@ def _taylor(ctx: ScoringContext, diag: ScoreDict, temperature: float) -> ScoreDi
 
 
 @register("ggn_diag", "exact GGN diagonal (= Hessian diagonal in ReLU/BN nets), C backwards", needs_data=True)
-def ggn_diag(ctx: ScoringContext, *, temperature: float = 1.0, chunk_size: int | None = 64) -> ScoreDict:
+def ggn_diag(ctx: ScoringContext, *, temperature: float = 1.0, chunk_size: int | None = None) -> ScoreDict:
     """diag(G), G = (1/N) Σ_i J_iᵀ Λ_i J_i with Λ_i = (diag(p_i) − p_i p_iᵀ)/T², p_i = softmax(z_i/T):
     the exact generalized Gauss-Newton diagonal of the mean loss (equal to diag(∇²L) in networks piecewise
     linear in each weight). Mean reduction; ∝ 1/T²."""
@@ -64,7 +64,7 @@ def ggn_diag(ctx: ScoringContext, *, temperature: float = 1.0, chunk_size: int |
 
 
 @register("ggn_pruner", "OBD with the exact GGN diagonal, ½ θ² ⊙ diag(GGN)", needs_data=True)
-def ggn_pruner(ctx: ScoringContext, *, temperature: float = 1.0, chunk_size: int | None = 64) -> ScoreDict:
+def ggn_pruner(ctx: ScoringContext, *, temperature: float = 1.0, chunk_size: int | None = None) -> ScoreDict:
     """½ θ² ⊙ diag(G): Optimal Brain Damage (LeCun et al. 1990) with the exact GGN diagonal. Mean
     reduction."""
     return _obd(ctx, _ggn(ctx, temperature, chunk_size))
@@ -75,7 +75,7 @@ def ggn_pruner(ctx: ScoringContext, *, temperature: float = 1.0, chunk_size: int
     "second-order Taylor with the exact GGN diagonal, |θ ⊙ g + ½ θ² ⊙ diag(GGN)|",
     needs_data=True,
 )
-def ggn_taylor(ctx: ScoringContext, *, temperature: float = 1.0, chunk_size: int | None = 64) -> ScoreDict:
+def ggn_taylor(ctx: ScoringContext, *, temperature: float = 1.0, chunk_size: int | None = None) -> ScoreDict:
     """|θ ⊙ g + ½ θ² ⊙ diag(G)| with g = ∇L and the GGN diagonal at the same temperature. Mean reduction
     for both terms."""
     return _taylor(ctx, _ggn(ctx, temperature, chunk_size), temperature)
@@ -85,7 +85,7 @@ def ggn_taylor(ctx: ScoringContext, *, temperature: float = 1.0, chunk_size: int
     "fisher_mc_diag", "true Fisher diagonal by Monte Carlo, labels sampled from the model", needs_data=True
 )
 def fisher_mc_diag(
-    ctx: ScoringContext, *, samples: int = 1, temperature: float = 1.0, chunk_size: int | None = 64
+    ctx: ScoringContext, *, samples: int = 1, temperature: float = 1.0, chunk_size: int | None = None
 ) -> ScoreDict:
     """F̂ = (1/N) Σ_i (1/m) Σ_s (∇ CE(z_i/T, ŷ_is))², ŷ_is ~ softmax(z_i/T), m = ``samples`` draws per data
     point from the scoring seed: an unbiased estimate of the true Fisher = GGN diagonal. Mean reduction."""
@@ -94,7 +94,7 @@ def fisher_mc_diag(
 
 @register("fisher_mc_pruner", "OBD with the Monte-Carlo true Fisher diagonal, ½ θ² ⊙ F̂", needs_data=True)
 def fisher_mc_pruner(
-    ctx: ScoringContext, *, samples: int = 1, temperature: float = 1.0, chunk_size: int | None = 64
+    ctx: ScoringContext, *, samples: int = 1, temperature: float = 1.0, chunk_size: int | None = None
 ) -> ScoreDict:
     """½ θ² ⊙ F̂ with the Monte-Carlo true Fisher diagonal F̂ (``fisher_mc_diag``). Mean reduction."""
     return _obd(ctx, _mc(ctx, samples, temperature, chunk_size))
@@ -104,7 +104,7 @@ def fisher_mc_pruner(
     "fisher_mc_taylor", "second-order Taylor with the MC true Fisher, |θ ⊙ g + ½ θ² ⊙ F̂|", needs_data=True
 )
 def fisher_mc_taylor(
-    ctx: ScoringContext, *, samples: int = 1, temperature: float = 1.0, chunk_size: int | None = 64
+    ctx: ScoringContext, *, samples: int = 1, temperature: float = 1.0, chunk_size: int | None = None
 ) -> ScoreDict:
     """|θ ⊙ g + ½ θ² ⊙ F̂| with g = ∇L and the Monte-Carlo true Fisher diagonal F̂ at the same temperature.
     Mean reduction for both terms."""

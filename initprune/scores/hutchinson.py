@@ -42,7 +42,7 @@ def hutch_diag(
     (Hutchinson 1989; arXiv 2502.11450). Logits divided by T = 200 as in the paper's reference code.
     ``probe_scope``: ``prunable`` probes only the prunable weights (unbiased, less variance); ``all`` probes
     every parameter as the reference code does. ``chunk_size``: samples per batched pass (None: as many as
-    fit in 2 GiB of per-probe tensors). Mean reduction."""
+    fit the device's memory budget, see ``initprune.curvature.set_memory_budget``). Mean reduction."""
     return _diagonal(ctx, probes, temperature, chunk_size, probe_scope)
 
 
