@@ -2,6 +2,8 @@
 
     initprune run [--config FILE.yaml] [--model vgg16] [--dataset cifar10] ... [--out DIR]
     initprune sweep --grid criterion=snip,hutch_pruner sparsity=0.9,0.98 seed=0,1 [run flags] [--out DIR]
+    initprune sweep --config grid.yaml [--launcher ray [--ray-address ADDR]] --out DIR
+    initprune report DIR [--out DIR] [--at-sparsity S]
     initprune criteria | models | datasets
     initprune analyze curvature --model M --dataset D [--samples N] [--out DIR]
 
@@ -121,16 +123,59 @@ def _add_sweep(sub: Any) -> None:
     sweep = sub.add_parser(
         "sweep",
         help="a grid of runs (criteria × sparsities × seeds × ...) and a summary table",
-        description="Run every combination of the --grid values on top of the base settings (config file "
-        "and flags, as for `run`). --out is the sweep's folder: each point runs in a subfolder, finished "
-        "points are skipped, and summary.md/csv/json collect the results (mean and std over seeds).",
+        description="Run every combination of the grid's values on top of the base settings (config file "
+        "and flags, as for `run`). The grid: the --grid flags and every list value of the --config file "
+        "(a list of lists for a list setting such as milestones); a --grid key or a flag replaces the "
+        "file's value. Every point is checked before the first runs. --out is the sweep's folder: each "
+        "point runs in a subfolder, finished points are skipped, failed ones are recorded, and "
+        "summary.md/csv/json collect the results (mean and std over seeds). Points that differ only in "
+        "sparsity, scope or training settings share one scoring, kept in <out>/score_cache; iterative "
+        "criteria (rounds > 1, e.g. synflow) score toward the target sparsity and are not cached.",
     )
     sweep.add_argument(
-        "--grid", nargs="+", required=True, type=_grid_item, metavar="KEY=V1,V2",
+        "--grid", nargs="+", default=[], type=_grid_item, metavar="KEY=V1,V2",
         help="swept settings, e.g. criterion=snip,hutch_pruner sparsity=0.9,0.98 seed=0,1,2",
     )  # fmt: skip
     sweep.add_argument("--shard", default=None, help="i/n: run only the points with index i mod n")
+    sweep.add_argument(
+        "--no-score-cache", dest="score_cache", action="store_false",
+        help="score every point itself (default: share single-round scores across sparsities)",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--launcher", choices=("local", "ray"), default="local",
+        help="local: points one after the other here; ray: one Ray task per point (default: local)",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--ray-address", default=None,
+        help="Ray cluster to join, e.g. auto or HOST:6379 (default: a new local Ray instance)",
+    )  # fmt: skip
+    sweep.add_argument(
+        "--gpus-per-run", type=float, default=None,
+        help="GPUs per point, fractions share a GPU (default: 1 where the cluster has GPUs, else 0)",
+    )  # fmt: skip
+    sweep.add_argument("--cpus-per-run", type=float, default=1, help="CPUs per point (default: 1)")
+    sweep.add_argument(
+        "--retries", type=int, default=1, help="times a failed point is retried (ray; default: 1)"
+    )
     _add_settings(sweep)
+
+
+def _add_report(sub: Any) -> None:
+    report = sub.add_parser(
+        "report",
+        help="tables and plots of every run below a folder (a sweep or any folder of runs)",
+        description="Read every result.json below DIR and write results.csv (one row per run, every "
+        "setting and result), report.md (per model and dataset: test accuracy mean ± std over seeds by "
+        "sparsity and criterion, layer collapse, scoring time) and PNG plots (accuracy vs fraction "
+        "remaining, per-layer density, kept-set overlap between criteria, validation accuracy per epoch).",
+    )
+    report.add_argument("dir", metavar="DIR", help="folder of runs")
+    report.add_argument("--out", default=None, help="where to write (default: DIR)")
+    report.add_argument(
+        "--at-sparsity", type=float, default=None,
+        help="sparsity of the per-layer, overlap and per-epoch plots (default: the highest every "
+        "criterion reached)",
+    )  # fmt: skip
 
 
 def _add_analyze(sub: Any) -> None:
@@ -171,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_sweep(sub)
+    _add_report(sub)
     sub.add_parser("criteria", help="list the pruning criteria")
     sub.add_parser("models", help="list the models")
     sub.add_parser("datasets", help="list the datasets")
@@ -244,13 +290,49 @@ def _collapse_summary(result: dict[str, Any]) -> str:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .experiments.sweep import run_sweep
+    from .experiments.sweep import run_sweep, split_grid
 
     settings = _settings(args)
     out = settings.pop("out", None) or "runs/sweep"
-    rows = run_sweep(settings, dict(args.grid), out, shard=args.shard, progress=not args.quiet)
+    base, grid = split_grid(settings, f"config file {args.config}" if args.config else "the settings")
+    for key, values in args.grid:  # a --grid key replaces the file's value
+        base.pop(key.replace("-", "_"), None)
+        grid[key.replace("-", "_")] = values
+    given = [f for f in ("ray_address", "gpus_per_run") if getattr(args, f) is not None]
+    if args.launcher != "ray" and given:
+        flag = "--" + given[0].replace("_", "-")
+        raise InitpruneError(f"{flag} is an option of --launcher ray (the launcher is {args.launcher})")
+    ray_options = (
+        {
+            "address": args.ray_address,
+            "gpus_per_run": args.gpus_per_run,
+            "cpus_per_run": args.cpus_per_run,
+            "retries": args.retries,
+        }
+        if args.launcher == "ray"
+        else {}
+    )
+    rows = run_sweep(
+        base, grid, out, shard=args.shard, progress=not args.quiet, score_cache=args.score_cache,
+        launcher=args.launcher, ray_options=ray_options,
+    )  # fmt: skip
     print((Path(out) / "summary.md").read_text() if rows else "no finished runs yet")
     print(f"summary in {out}/summary.md, .csv, .json")
+    failed = [row for row in rows if "error" in row]
+    if failed:
+        print(f"initprune: {len(failed)} point(s) failed; see {out}/errors.json", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .experiments.report import write_report
+
+    def warn(line: str) -> None:
+        print(f"initprune: {line}", file=sys.stderr)
+
+    path = write_report(args.dir, args.out, at_sparsity=args.at_sparsity, warn=warn)
+    print(f"report in {path}, results.csv and plots beside it")
     return 0
 
 
@@ -290,6 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "report":
+            return _report(args)
         if args.command == "criteria":
             from .scores import criteria
 

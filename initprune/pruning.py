@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from .collapse import disconnected_layers
 from .errors import InitpruneError, LayerCollapseWarning, check_sparsity, unknown_choice
@@ -40,6 +40,7 @@ def prune(
     include_classifier: bool = False,
     exclude_first: bool = False,
     progress: bool = False,
+    scorer: Callable[..., dict[str, Tensor]] | None = None,
     **options: Any,
 ) -> Mask:
     """Warm up BatchNorm, score, mask and prune ``model`` in place; return the final :class:`Mask`.
@@ -50,6 +51,8 @@ def prune(
     BatchNorm statistics first (0: no warmup, None: one pass). ``options`` go to the criterion;
     ``progress`` shows bars on a terminal. Layer collapse warns (:class:`LayerCollapseWarning`): a layer
     with no weight left, or whose kept weights lie on no input-output path (:mod:`initprune.collapse`).
+    ``scorer`` stands in for :func:`initprune.scores.score` (called with the same arguments), e.g. to
+    take the scores from a cache.
     """
     sparsity = check_sparsity(sparsity)
     if scope not in SCOPES:
@@ -74,7 +77,7 @@ def prune(
     densities = round_densities(sparsity, rounds)
     bar = progress_bar(total=rounds, desc=f"{criterion} rounds", enabled=progress and rounds > 1)
     for t, density in enumerate(densities):
-        scores = score(
+        scores = (scorer or score)(
             model,
             criterion,
             batches,

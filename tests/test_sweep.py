@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
-from initprune.cli import main
+from initprune.cli import build_parser, main
 from initprune.errors import InitpruneError
-from initprune.experiments import sweep as sweep_module
-from initprune.experiments.sweep import grid_points, parse_shard, point_folder, run_sweep
+from initprune.experiments import RunConfig, build_config, launchers, run_experiment
+from initprune.experiments.cache import cacheable, score_key
+from initprune.experiments.sweep import grid_points, parse_shard, point_folder, run_sweep, split_grid
+from initprune.masks import Mask
 
 from .test_experiments import SMALL
 
@@ -37,8 +43,8 @@ def test_sweep_runs_every_point_once_and_summarizes_over_seeds(tmp_path, monkeyp
     base = {**SMALL, "epochs": 0.25}
     grid = {"criterion": ["snip", "magnitude"], "seed": [0, 1]}
     calls = []
-    real = sweep_module.run_experiment
-    monkeypatch.setattr(sweep_module, "run_experiment", lambda c, **k: calls.append(c.out) or real(c, **k))
+    real = launchers.run_experiment
+    monkeypatch.setattr(launchers, "run_experiment", lambda c, **k: calls.append(c.out) or real(c, **k))
     run_sweep(base, grid, tmp_path, shard="0/2", progress=False)
     assert len(calls) == 2  # points 0 and 2
     rows = run_sweep(base, grid, tmp_path, shard="1/2", progress=False)
@@ -47,8 +53,11 @@ def test_sweep_runs_every_point_once_and_summarizes_over_seeds(tmp_path, monkeyp
     for row in rows:
         assert 0 <= row["test_accuracy_mean"] <= 1 and row["test_accuracy_std"] >= 0
     run_sweep(base, grid, tmp_path, progress=False)  # everything finished: nothing runs again
-    assert len(calls) == 8
+    assert len(calls) == 4  # finished points are not even started
     assert all((tmp_path / point_folder(p) / "result.json").exists() for p in grid_points(grid))
+    with pytest.raises(InitpruneError, match="other settings"):  # finished points are still checked
+        run_sweep({**base, "lr": 0.5}, grid, tmp_path, progress=False)
+    assert len(calls) == 4
     table = (tmp_path / "summary.md").read_text()
     assert table.startswith("| criterion | seeds | val_accuracy_mean")
     assert len(json.loads((tmp_path / "summary.json").read_text())) == 2
@@ -65,3 +74,186 @@ def test_sweep_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| sparsity |" in out and out.count("\n| 0.") == 2
     assert main([*args[:5], "out=x", *args[5:]]) == 2  # 'out' cannot be swept
+
+
+TINY = {
+    "model": "lenet5",
+    "dataset": "synthetic",
+    "dataset_options": {"input_shape": [1, 28, 28], "train_size": 200, "test_size": 50, "num_classes": 4},
+    "val_size": 40,
+    "criterion": "snip",
+    "scoring_per_class": 3,
+    "warmup_batches": 0,
+    "batch_size": 64,
+    "epochs": 0.25,
+    "device": "cpu",
+}
+
+
+def _grid_file(tmp_path, values):
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def test_list_values_of_a_config_file_are_axes():
+    values = {"criterion": ["snip", "grasp"], "lr": 0.1, "milestones": [10, 20],
+              "betas": [[0.9, 0.99], [0.8, 0.9]], "model-options": [{"width": 1}, {}]}  # fmt: skip
+    base, axes = split_grid(values)
+    assert base == {"lr": 0.1, "milestones": [10, 20]}  # a flat list is a list setting's one value
+    assert axes == {"criterion": ["snip", "grasp"], "betas": [[0.9, 0.99], [0.8, 0.9]],
+                    "model_options": [{"width": 1}, {}]}  # fmt: skip
+
+
+def test_sweep_config_file_combines_with_grid_flags(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(launchers, "run_experiment", lambda c, **k: ran.append(c))
+    grid = _grid_file(
+        tmp_path, {**TINY, "criterion": ["snip", "magnitude"], "seed": [0, 1], "lr": [0.1, 0.2]}
+    )
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--quiet", "--config", grid, "--out", str(out), "--grid", "sparsity=0.5,0.8",
+                 "seed=3", "--lr", "0.05"]) == 0  # fmt: skip
+    # file axes in file order (seed replaced by --grid), then the --grid axes; --lr replaces the lr axis
+    assert [Path(c.out).name for c in ran][:3] == [
+        "criterion=snip,seed=3,sparsity=0.5", "criterion=snip,seed=3,sparsity=0.8",
+        "criterion=magnitude,seed=3,sparsity=0.5",
+    ]  # fmt: skip
+    assert len(ran) == 4 and {c.lr for c in ran} == {0.05} and {c.model for c in ran} == {"lenet5"}
+
+
+@pytest.mark.parametrize(
+    ("grid", "extra", "message"),
+    [
+        ({"criterion": ["snip", "nosuch"]}, [], "nosuch"),
+        ({"sparsity": [0.5, 0.9], "nosuch_key": [1, 2]}, [], "unknown key 'nosuch_key'"),
+        ({"seed": []}, [], "non-empty list"),
+        ({}, [], "no axis"),
+        ({"sparsity": [0.5]}, ["--grid", "criterion_options=[{probes: 2}]"], "probes"),
+        ({"sparsity": [0.5, 1.5]}, [], "1.5"),
+        ({"model": "resnet20", "model_options": [{"width": 1}, {"depth": 3}]}, [], "depth"),
+    ],
+)
+def test_a_bad_grid_is_one_line_before_anything_runs(tmp_path, capsys, monkeypatch, grid, extra, message):
+    monkeypatch.setattr(launchers, "run_experiment", lambda c, **k: pytest.fail("a point ran"))
+    path = _grid_file(tmp_path, {**TINY, **grid})
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--config", path, "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("initprune: error:") and err.count("\n") == 1 and message in err
+    assert not out.exists()
+
+
+def test_a_failed_point_is_recorded_and_the_others_run(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("the failing point asks for CUDA, which this machine has")
+    path = _grid_file(tmp_path, {**TINY, "device": ["cuda", "cpu"]})
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--config", path, "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "1 point(s) failed" in captured.err
+    assert (out / "device=cpu" / "result.json").exists()
+    errors = json.loads((out / "errors.json").read_text())
+    assert list(errors) == ["device=cuda"] and "CUDA is not available" in errors["device=cuda"]
+    rows = json.loads((out / "summary.json").read_text())
+    assert [r.get("error", "")[:14] for r in rows] == ["", "InitpruneError"]
+    # progress as flushed lines (stdout is not a terminal here): points done / total and the time left
+    lines = [line for line in captured.out.splitlines() if "sweep:" in line]
+    assert "0 of 2 points already finished" in lines[0]
+    assert any("1/2 points (1 failed)" in line and "left" in line for line in lines)
+    assert any("2/2 points (1 failed)" in line for line in lines)
+
+
+def test_cached_scores_give_the_mask_of_an_uncached_run(tmp_path):
+    base = {**SMALL, "epochs": 0.25}  # ResNet-20 with a BatchNorm warmup, fisher_pruner
+    cache = tmp_path / "cache"
+    first = run_experiment(build_config({**base, "sparsity": 0.5, "out": str(tmp_path / "a")}),
+                           progress=False, score_cache=cache)  # fmt: skip
+    assert first["scores_cached"] is False and len(list(cache.iterdir())) == 1
+    config = build_config({**base, "sparsity": 0.9, "lr": 0.1, "out": str(tmp_path / "b")})
+    cached = run_experiment(config, progress=False, score_cache=cache)
+    assert cached["scores_cached"] is True
+    assert cached["scoring_seconds"] == first["scoring_seconds"]  # the cost of the scores it used
+    plain = run_experiment(dataclasses.replace(config, out=str(tmp_path / "c")), progress=False)
+    assert plain["scores_cached"] is False
+    a, b = Mask.load(tmp_path / "b" / "mask.pt"), Mask.load(tmp_path / "c" / "mask.pt")
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert abs(a.sparsity - 0.9) < 1e-3
+    assert cached["test_accuracy"] == plain["test_accuracy"]  # and so the same training
+    assert json.loads((tmp_path / "b" / "pruning.json").read_text())["scores_cached"] is True
+
+    # an unreadable entry is scored again, never trusted
+    (entry,) = cache.iterdir()
+    entry.write_bytes(b"garbage")
+    again = run_experiment(dataclasses.replace(config, out=str(tmp_path / "d")), progress=False,
+                           score_cache=cache)  # fmt: skip
+    assert again["scores_cached"] is False
+    d = Mask.load(tmp_path / "d" / "mask.pt")
+    assert all(torch.equal(d[k], b[k]) for k in b)
+
+
+def test_the_cache_key_holds_what_scores_depend_on():
+    cpu = torch.device("cpu")
+    key = score_key(build_config(SMALL), cpu)
+    same = {"sparsity": 0.5, "scope": "layerwise", "lr": 0.5, "epochs": 7, "schedule": "step",
+            "weight_decay": 0.0, "out": "elsewhere", "device": "auto", "momentum": 0.5}  # fmt: skip
+    for name, value in same.items():
+        assert score_key(build_config({**SMALL, name: value}), cpu) == key, name
+    other = {"seed": 1, "criterion": "snip", "criterion_options": {"temperature": 2.0},
+             "model_options": {"width": 0.5}, "include_classifier": True, "exclude_first": True,
+             "warmup_batches": 3, "warmup_cumulative": True, "batch_size": 32, "scoring_per_class": 2,
+             "scoring_augment": True, "val_size": 40, "data_dir": "/x",
+             "dataset_options": {**SMALL["dataset_options"], "data_seed": 3}}  # fmt: skip
+    for name, value in other.items():
+        assert score_key(build_config({**SMALL, name: value}), cpu) != key, name
+    assert score_key(build_config(SMALL), torch.device("cuda")) != key
+    # without a warmup the batch size touches no scoring input
+    no_warmup = {**SMALL, "warmup_batches": 0}
+    assert score_key(build_config({**no_warmup, "batch_size": 32}), cpu) == score_key(
+        build_config(no_warmup), cpu
+    )
+
+
+def test_iterative_criteria_are_not_cached(tmp_path):
+    assert not cacheable(build_config({**TINY, "criterion": "synflow"}))
+    assert not cacheable(build_config({**TINY, "criterion": "snip", "rounds": 3}))
+    assert cacheable(build_config({**TINY, "criterion": "synflow", "rounds": 1}))
+    config = build_config({**TINY, "criterion": "snip", "rounds": 2, "out": str(tmp_path / "r")})
+    result = run_experiment(config, progress=False, score_cache=tmp_path / "cache")
+    assert result["scores_cached"] is False and not (tmp_path / "cache").exists()
+    assert "(rounds > 1, e.g. synflow) score toward the target sparsity and are not cached" in _sweep_help()
+
+
+def _sweep_help() -> str:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return " ".join(sub.choices["sweep"].format_help().split())
+
+
+def test_a_sweep_shares_one_scoring_per_criterion_and_seed(tmp_path):
+    rows = run_sweep({**TINY, "criterion": "fisher_pruner"}, {"sparsity": [0.5, 0.8, 0.9], "seed": [0, 1]},
+                     tmp_path, progress=False)  # fmt: skip
+    assert len(rows) == 3 and all(r["seeds"] == 2 for r in rows)
+    assert len(list((tmp_path / "score_cache").iterdir())) == 2  # one per seed
+    results = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/result.json"))]
+    assert sum(r["scores_cached"] for r in results) == 4
+
+
+def test_other_models_get_their_own_default_options(tmp_path, capsys):
+    assert build_config({}).model_options == {"width": 0.25}  # the testbed: VGG-11 at a quarter width
+    assert RunConfig().model_options == {"width": 0.25}
+    assert build_config({"model": "resnet20"}).model_options == {}
+    assert build_config({"model": "vgg11", "model_options": {}}).model_options == {}
+    assert build_config({"model": "resnet20", "model_options": {"width": 0.5}}).model_options == {
+        "width": 0.5
+    }
+    assert main(["run", "--model", "lenet5", "--dataset", "synthetic", "--dataset-options",
+                 "input_shape=[1,28,28]", "train_size=200", "test_size=50", "num_classes=4", "--val-size",
+                 "40", "--criterion", "snip", "--warmup-batches", "0", "--scoring-per-class", "3",
+                 "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "run")]) == 0  # fmt: skip
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert config["model_options"] == {}
+    # stdout is not a terminal here: one flushed line per stage
+    out = capsys.readouterr().out
+    stages = [line.split("] ", 1)[1].split(":")[0] for line in out.splitlines() if line.startswith("[")]
+    assert stages == ["data", "warmup", "scoring", "epoch 1", "result"]

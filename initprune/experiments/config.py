@@ -40,6 +40,15 @@ BASE_KEYS = (
 # Settings that do not change what a run computes, so not part of its identity.
 PLACE_KEYS = ("out", "device")
 
+# The testbed: the default model at a quarter width. Any other model gets its own default options.
+DEFAULT_MODEL = "vgg11"
+DEFAULT_MODEL_OPTIONS: dict[str, Any] = {"width": 0.25}
+
+
+class _ModelDefaults(dict):
+    """``model_options`` not given: resolved in ``RunConfig.__post_init__`` to the model's own defaults
+    (``DEFAULT_MODEL_OPTIONS`` for ``DEFAULT_MODEL``)."""
+
 
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
@@ -53,10 +62,13 @@ class RunConfig:
     sparsity by HP (Hutchinson OBD) after a BatchNorm warmup, trained for 3 epochs.
     """
 
-    model: str = field(default="vgg11", metadata=_help("Model name (`initprune models` lists them)"))
+    model: str = field(default=DEFAULT_MODEL, metadata=_help("Model name (`initprune models` lists them)"))
     model_options: dict[str, Any] = field(
-        default_factory=lambda: {"width": 0.25},
-        metadata=_help("Model options as KEY=VALUE (e.g. width=0.25; see `initprune models`)"),
+        default_factory=_ModelDefaults,
+        metadata=_help(
+            "Model options as KEY=VALUE (e.g. width=0.5; see `initprune models`); not given: the model's "
+            f"own defaults, and width={DEFAULT_MODEL_OPTIONS['width']} for the default {DEFAULT_MODEL}"
+        ),
     )
     dataset: str = field(default="fashion_mnist", metadata=_help("Dataset name (`initprune datasets`)"))
     data_dir: str | None = field(default=None, metadata=_help("Where the dataset files are"))
@@ -102,6 +114,8 @@ class RunConfig:
     )
 
     def __post_init__(self) -> None:
+        if type(self.model_options) is _ModelDefaults:
+            self.model_options = dict(DEFAULT_MODEL_OPTIONS) if self.model == DEFAULT_MODEL else {}
         for name in ("data_dir", "out"):  # paths may be given as Path objects
             if isinstance(getattr(self, name), os.PathLike):
                 setattr(self, name, os.fspath(getattr(self, name)))
@@ -342,7 +356,9 @@ def field_help() -> dict[str, tuple[Any, str]]:
     out: dict[str, tuple[Any, str]] = {}
     defaults = RunConfig()
     for f in fields(RunConfig):
-        if f.name != "train":
+        if f.name == "model_options":  # depends on the model: the help text says how
+            out[f.name] = ("the model's own", f.metadata.get("help", ""))
+        elif f.name != "train":
             out[f.name] = (getattr(defaults, f.name), f.metadata.get("help", ""))
     for f in fields(TrainConfig):
         if f.name not in out:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from ..pruning import prune
 from ..scores import get_criterion
 from ..train import evaluate, train
 from ..warmup import warmup_bn
+from .cache import ScoreCache, cacheable, caching_scorer, score_key
 from .config import RunConfig
 from .folder import (
     CHECKPOINT,
@@ -55,6 +57,8 @@ from .folder import (
     record_identity,
     write_metrics,
 )
+from .folder import CONFIG as CONFIG  # re-exported: the run folder's file names live in folder.py
+from .folder import RUN_FILE as RUN_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +123,12 @@ def _restore_pruning(out: Path, model: torch.nn.Module, identity: FolderIdentity
     return mask, info
 
 
+def _stage(progress: bool, text: str) -> None:
+    """One flushed line per stage where stdout is a log, not a terminal (bars show on a terminal)."""
+    if progress and not sys.stdout.isatty():
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
 def _prune(
     config: RunConfig,
     model: torch.nn.Module,
@@ -126,6 +136,7 @@ def _prune(
     out: Path,
     progress: bool,
     identity: FolderIdentity,
+    score_cache: str | Path | None = None,
 ) -> tuple[Mask, dict]:
     """Warm up, score and mask ``model`` (or restore both from an interrupted run)."""
     restored = _restore_pruning(out, model, identity)
@@ -146,7 +157,12 @@ def _prune(
             model, warmup_data, batches=warmup_batches, cumulative=config.warmup_cumulative, progress=progress
         )
     warmup_seconds = time.perf_counter() - start
+    _stage(progress, f"warmup: {warmup_batches} batches, {warmup_seconds:.1f}s")
     start = time.perf_counter()
+    scorer, cache_info = None, {}
+    if score_cache is not None and cacheable(config):
+        key = score_key(config, model_device(model))
+        scorer, cache_info = caching_scorer(ScoreCache(score_cache), key, model_device(model))
     mask = prune(
         model,
         config.criterion,
@@ -159,17 +175,26 @@ def _prune(
         input_shape=tuple(splits.input_shape),
         include_classifier=config.include_classifier,
         exclude_first=config.exclude_first,
+        scorer=scorer,
         **config.criterion_options,
     )
     if model_device(model).type == "cuda":
         torch.cuda.synchronize()
     info = {
         "warmup_seconds": warmup_seconds,
-        "scoring_seconds": time.perf_counter() - start,
+        # a cached scoring reports the time its computation took, and says it was cached
+        "scoring_seconds": cache_info.get("seconds", time.perf_counter() - start),
         "criterion_options": {**crit.options, **config.criterion_options},
         "rounds": config.rounds or crit.default_rounds,
         "scoring_samples": config.scoring_per_class * splits.num_classes,
     }
+    if cache_info:
+        info["scores_cached"] = cache_info["cached"]
+    how = " (cached)" if cache_info.get("cached") else ""
+    _stage(
+        progress,
+        f"scoring: {config.criterion} {info['scoring_seconds']:.1f}s{how}, sparsity {mask.sparsity:.4f}",
+    )
     # pruning.json last: the three files are used only when all are there.
     mask.save(out / MASK, settings_hash=identity.settings_hash)
     init = {
@@ -189,8 +214,13 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def run_experiment(config: RunConfig, *, progress: bool = True) -> dict[str, Any]:
+def run_experiment(
+    config: RunConfig, *, progress: bool = True, score_cache: str | Path | None = None
+) -> dict[str, Any]:
     """Run (or resume, or return the finished result of) the experiment ``config`` describes.
+
+    ``score_cache``: a folder of scores shared with other runs (a sweep's ``score_cache``), used for
+    single-round criteria (:mod:`initprune.experiments.cache`).
 
     Everything that can be checked is checked before anything is written (see :func:`validate_config`);
     the folder's identity is written only once the data and model are loaded, so a command that fails
@@ -219,12 +249,13 @@ def run_experiment(config: RunConfig, *, progress: bool = True) -> dict[str, Any
                 device=device,
                 **config.dataset_options,
             )
+            _stage(progress, f"data: {config.dataset}, {splits.num_classes} classes, on {device}")
             model = _build_model(config, splits.num_classes, tuple(splits.input_shape)).to(device)
             if identity is None:
                 identity = FolderIdentity(config.settings_hash(), recorded=False, adopted=False)
             record_identity(out, config, identity)
             started = True
-            return _run(config, out, identity, splits, model, device, progress)
+            return _run(config, out, identity, splits, model, device, progress, score_cache)
         except BaseException:
             if created and not started:  # under the lock, so no other run is writing into it
                 with contextlib.suppress(OSError):
@@ -240,9 +271,10 @@ def _run(
     model: torch.nn.Module,
     device: torch.device,
     progress: bool,
+    score_cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score (or restore the mask), train (or resume), evaluate and write result.json."""
-    mask, info = _prune(config, model, splits, out, progress, identity)
+    mask, info = _prune(config, model, splits, out, progress, identity, score_cache)
 
     train_loader = splits.loader("train", batch_size=config.batch_size, seed=config.seed)
     val_loader = splits.loader("val", batch_size=1024) if splits.val is not None else None
@@ -255,6 +287,12 @@ def _run(
     def record(epoch: dict[str, Any]) -> None:
         history_so_far[:] = [r for r in history_so_far if r["epoch"] < epoch["epoch"]] + [epoch]
         write_metrics(metrics, history_so_far, identity.settings_hash)
+        val = epoch.get("val_accuracy")
+        _stage(
+            progress,
+            f"epoch {epoch['epoch']}: train loss {epoch['train_loss']:.4f}, "
+            f"val accuracy {'n/a' if val is None else f'{val:.4f}'}",
+        )
 
     start = time.perf_counter()
     trained = train(
@@ -304,6 +342,7 @@ def _run(
         "parameters": sum(p.numel() for p in model.parameters()),
         "warmup_seconds": info["warmup_seconds"],
         "scoring_seconds": info["scoring_seconds"],
+        "scores_cached": info.get("scores_cached", False),
         "train_seconds": train_seconds,
         "epochs": config.epochs,
         "seed": config.seed,
@@ -313,4 +352,5 @@ def _run(
         "settings_hash": identity.settings_hash,
     }
     atomic_write_text(out / RESULT, json.dumps(result, indent=2) + "\n")
+    _stage(progress, f"result: test accuracy {result['test_accuracy']:.4f}, in {out}")
     return result

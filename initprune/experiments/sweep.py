@@ -1,8 +1,13 @@
 """Grids of runs: every combination of the swept settings (criteria × sparsities × seeds × ...), each run
 in a folder of its own (finished runs skipped, interrupted ones resumed), and a summary table.
 
+A grid comes from ``--grid KEY=V1,V2`` flags and from a config file whose list values are axes. Every
+point is checked before the first one runs. Points that differ only in the sparsity, the scope or the
+training settings share one scoring through the sweep's score cache (:mod:`.cache`).
+
 Shards split a grid across processes or machines: shard i of n runs the points whose index is i mod n,
 so ``CUDA_VISIBLE_DEVICES=i initprune sweep ... --shard i/n`` on each of n GPUs covers the grid once.
+A Ray cluster runs the grid as one task per point (:mod:`.launchers`).
 """
 
 from __future__ import annotations
@@ -13,19 +18,30 @@ import itertools
 import json
 import math
 import statistics
+import sys
+import time
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from ..atomic import atomic_write_text
-from ..errors import InitpruneError
+from ..data import datasets
+from ..errors import InitpruneError, unknown_choice
+from ..models import model_options
+from ..scores import get_criterion
+from ..train import TrainConfig
+from .cache import CACHE_DIR
 from .config import RunConfig, build_config, normalize_keys
 from .run import RESULT, run_experiment
 
 SUMMARY_FIELDS = (
     "sparsity", "val_accuracy", "test_accuracy", "collapsed_layers", "disconnected_layers",
-    "scoring_seconds", "train_seconds",
+    "scoring_seconds", "scores_cached", "train_seconds",
 )  # fmt: skip
+ERRORS = "errors.json"
 
 
 def _label(value: Any) -> str:
@@ -60,18 +76,127 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return index, count
 
 
+def _sequence_keys() -> set[str]:
+    """Settings whose single value is itself a list (``betas``, ``milestones``)."""
+    hints = {**typing.get_type_hints(TrainConfig), **typing.get_type_hints(RunConfig)}
+    return {k for k, hint in hints.items() if typing.get_origin(hint) is tuple}
+
+
+def split_grid(values: Mapping[str, Any], source: str = "the sweep's settings") -> tuple[dict, dict]:
+    """(base settings, grid axes) of a mapping whose list values are axes. A setting whose value is a
+    list (``milestones``) is an axis when given a list of lists."""
+    values = normalize_keys(values, source)
+    sequences = _sequence_keys()
+    base, axes = {}, {}
+    for key, value in values.items():
+        if isinstance(value, (list, tuple)) and (
+            key not in sequences or all(isinstance(v, (list, tuple)) for v in value)
+        ):
+            axes[key] = list(value)
+        else:
+            base[key] = value
+    return base, axes
+
+
+def validate_point(config: RunConfig) -> None:
+    """Check what a run would only find out when it starts: the criterion and its options, the model and
+    its option names, the dataset and its option names. (The device is checked where the run runs.)"""
+    crit = get_criterion(config.criterion)
+    crit.check_options(dict(config.criterion_options))
+    valid = model_options(config.model)
+    unknown = sorted(set(config.model_options) - set(valid))
+    if unknown:
+        raise InitpruneError(
+            f"model {config.model!r} does not take option(s) {', '.join(map(repr, unknown))}; "
+            f"its options: {', '.join(valid) or 'none'}"
+        )
+    if config.dataset not in datasets():
+        raise unknown_choice("dataset", config.dataset, datasets())
+
+
 def sweep_configs(
     base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], out: str | Path
 ) -> list[tuple[dict[str, Any], RunConfig]]:
-    """(grid point, its RunConfig) for every point; each run writes to ``out/<point folder>``."""
+    """(grid point, its RunConfig) for every point, each checked; each run writes to
+    ``out/<point folder>``. A bad point is an error before any point runs."""
     grid = normalize_keys(grid, "the grid")
     base = normalize_keys(base, "the base settings")
     if "out" in grid:
         raise InitpruneError("'out' cannot be swept: each grid point gets a folder of its own")
-    return [
-        (point, build_config({**base, **point, "out": str(Path(out) / point_folder(point))}, "the sweep"))
-        for point in grid_points(grid)
-    ]
+    if not grid:
+        raise InitpruneError(
+            "the grid has no axis and so no points: give --grid KEY=V1,V2 or a list value in --config"
+        )
+    configs, folders = [], {}
+    for point in grid_points(grid):
+        folder = point_folder(point)
+        where = f"grid point {folder}"
+        if folder in folders:
+            raise InitpruneError(f"grid points {folders[folder]} and {point} share the folder {folder!r}")
+        folders[folder] = point
+        config = build_config({**base, **point, "out": str(Path(out) / folder)}, where)
+        try:
+            validate_point(config)
+        except InitpruneError as exc:
+            raise InitpruneError(f"{where}: {exc}") from None
+        configs.append((point, config))
+    return configs
+
+
+def is_finished(config: RunConfig) -> bool:
+    return (Path(config.out or "") / RESULT).exists()
+
+
+class SweepProgress:
+    """Points done / total and the time left: a bar on a terminal, else one flushed line per point.
+
+    Time left = (seconds since start / points finished since start) × points left."""
+
+    def __init__(self, total: int, done: int, enabled: bool = True):
+        self.total, self.done, self.failed, self.finished_here = total, done, 0, 0
+        self.start = time.perf_counter()
+        self.enabled = enabled
+        self.bar = (
+            tqdm(total=total, initial=done, desc="sweep", unit="point", position=0, dynamic_ncols=True)
+            if enabled and sys.stderr.isatty()
+            else None
+        )
+        self.line(f"{done} of {total} points already finished")
+
+    def line(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(f"sweep: {text}")
+        else:
+            print(f"[{time.strftime('%H:%M:%S')}] sweep: {text}", flush=True)
+
+    def started(self, folder: str) -> None:
+        self.line(f"starting {folder}")
+
+    def ended(self, folder: str, error: str | None = None) -> None:
+        self.done += 1
+        self.finished_here += 1
+        self.failed += error is not None
+        elapsed = time.perf_counter() - self.start
+        left = elapsed / self.finished_here * (self.total - self.done)
+        if self.bar is not None:
+            self.bar.update()
+        status = f"FAILED ({error.splitlines()[0] if error else ''})" if error else "done"
+        self.line(
+            f"{self.done}/{self.total} points ({self.failed} failed), {folder} {status}; "
+            f"elapsed {_duration(elapsed)}, about {_duration(left)} left"
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return (f"{hours}h" if hours else "") + f"{rest // 60}m{rest % 60:02d}s"
 
 
 def run_sweep(
@@ -81,38 +206,84 @@ def run_sweep(
     *,
     shard: str | None = None,
     progress: bool = True,
+    score_cache: bool = True,
+    launcher: str = "local",
+    ray_options: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run this shard's grid points (skipping finished ones) and write ``out/summary.{md,csv,json}`` over
-    every point finished so far; ``progress`` prints each point as it starts and shows the runs' bars.
-    Returns the summary rows."""
+    every point finished so far; a failed point is recorded with its error (``errors.json`` and the
+    summary) and does not stop the others. ``score_cache``: share the scores of single-round criteria
+    across points in ``out/score_cache``. ``launcher``: ``local`` (one point after the other in this
+    process) or ``ray`` (one Ray task per point; ``ray_options`` as for
+    :func:`initprune.experiments.launchers.run_ray`). ``progress`` prints points done / total and the
+    time left, and shows the runs' bars. Returns the summary rows."""
+    from .launchers import LAUNCHERS
+
+    if launcher not in LAUNCHERS:
+        raise unknown_choice("launcher", launcher, LAUNCHERS)
     index, count = parse_shard(shard)
     configs = sweep_configs(base, grid, out)
-    Path(out).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(
-        Path(out) / "sweep.json", json.dumps({"base": dict(base), "grid": dict(grid)}, indent=2)
-    )
-    for i, (point, config) in enumerate(configs):
-        if i % count == index:
-            if progress:
-                print(f"[{i + 1}/{len(configs)}] {point_folder(point)}", flush=True)
-            run_experiment(config, progress=progress)
-    rows = summarize(configs, list(configs[0][0]))  # the grid's keys, as sweep_configs normalized them
-    write_summary(rows, Path(out))
+    out = Path(out)
+    mine = [(p, c) for i, (p, c) in enumerate(configs) if i % count == index]
+    todo = [(p, c) for p, c in mine if not is_finished(c)]
+    for _, config in mine:
+        if is_finished(config):  # returns its result, or refuses a folder made with other settings
+            run_experiment(config, progress=False)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "sweep.json", json.dumps({"base": dict(base), "grid": dict(grid)}, indent=2))
+    tracker = SweepProgress(len(mine), len(mine) - len(todo), enabled=progress)
+    try:
+        errors = LAUNCHERS[launcher](
+            todo,
+            cache=out / CACHE_DIR if score_cache else None,
+            progress=tracker,
+            **dict(ray_options or {}),
+        )
+    finally:
+        tracker.close()
+    _record_errors(out, mine, errors)
+    rows = summarize(configs, list(configs[0][0]), errors=_load_errors(out))
+    write_summary(rows, out)
     return rows
 
 
+def _record_errors(out: Path, points: Sequence[tuple[dict, RunConfig]], errors: Mapping[str, str]) -> None:
+    """errors.json: {point folder: error} of the points that failed and are not finished since."""
+    known = _load_errors(out)
+    for point, config in points:
+        folder = point_folder(point)
+        if folder in errors:
+            known[folder] = errors[folder]
+        elif is_finished(config):
+            known.pop(folder, None)
+    atomic_write_text(out / ERRORS, json.dumps(known, indent=2) + "\n")
+
+
+def _load_errors(out: Path) -> dict[str, str]:
+    try:
+        return dict(json.loads((out / ERRORS).read_text()))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
 def summarize(
-    configs: Sequence[tuple[dict[str, Any], RunConfig]], keys: Sequence[str]
+    configs: Sequence[tuple[dict[str, Any], RunConfig]],
+    keys: Sequence[str],
+    errors: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per finished grid point, then mean and std over seeds where ``seed`` is swept."""
-    rows = []
+    """One row per finished grid point, then mean and std over seeds where ``seed`` is swept; then one
+    row per failed point with its ``error``."""
+    rows, failed = [], []
+    errors = errors or {}
     for point, config in configs:
         path = Path(config.out or "") / RESULT
         if path.exists():
             result = json.loads(path.read_text())
             rows.append({**point, **{f: result.get(f) for f in SUMMARY_FIELDS}})
+        elif point_folder(point) in errors:
+            failed.append({**point, "error": errors[point_folder(point)]})
     if "seed" not in keys:
-        return rows
+        return rows + failed
     groups: dict[tuple, list[dict[str, Any]]] = {}
     others = [k for k in keys if k != "seed"]
     for row in rows:
@@ -129,7 +300,7 @@ def summarize(
             bool(m["collapsed_layers"] or m["disconnected_layers"]) for m in members
         )
         aggregated.append(entry)
-    return aggregated
+    return aggregated + failed
 
 
 def _cell(value: Any) -> str:
@@ -137,6 +308,8 @@ def _cell(value: Any) -> str:
         return "" if math.isnan(value) else f"{value:.4f}"
     if isinstance(value, list):
         return ";".join(map(str, value)) or "-"
+    if isinstance(value, str):
+        return value.replace("|", "/").replace("\n", " ")
     return "" if value is None else str(value)
 
 

@@ -1,0 +1,136 @@
+"""`initprune report`: the table of runs, the paper-style tables against hand-computed statistics, the plots,
+and skipped files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+
+import pytest
+import torch
+import yaml
+
+from initprune.cli import main
+from initprune.experiments.report import collect, jaccard
+from initprune.masks import Mask
+
+# test accuracy of (criterion, sparsity) per seed; the dense reference runs at sparsity 0
+ACCURACY = {
+    ("snip", 0.5): [0.80, 0.82, 0.81],
+    ("snip", 0.9): [0.70, 0.74],
+    ("hutch_pruner", 0.5): [0.79, 0.83, 0.80],
+    ("hutch_pruner", 0.9): [0.75, 0.77],
+    ("dense", 0.0): [0.90, 0.92],
+}
+LAYERS = {"a.weight": (4, 5), "b.weight": (3, 4)}
+
+
+def _mask(seed: int, criterion: str) -> Mask:
+    gen = torch.Generator().manual_seed(seed * 7 + len(criterion))
+    return Mask({name: torch.rand(shape, generator=gen) < 0.3 for name, shape in LAYERS.items()})
+
+
+def _write_run(folder, criterion, sparsity, seed, accuracy):
+    folder.mkdir(parents=True)
+    config = {"model": "lenet5", "model_options": {}, "dataset": "fashion_mnist", "criterion": criterion,
+              "sparsity": sparsity, "seed": seed, "lr": 0.1, "out": str(folder)}  # fmt: skip
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    mask = _mask(seed, criterion)
+    mask.save(folder / "mask.pt")
+    result = {"model": "lenet5", "dataset": "fashion_mnist", "criterion": criterion,
+              "sparsity": sparsity + 0.001,
+              "target_sparsity": sparsity, "test_accuracy": accuracy, "val_accuracy": accuracy - 0.01,
+              "per_layer_density": mask.per_layer(), "collapsed_layers": ["b.weight"] if seed == 1 else [],
+              "disconnected_layers": [], "scoring_seconds": 2.0 + seed, "scores_cached": False,
+              "criterion_options": {"temperature": 1.0}, "seed": seed, "out": str(folder)}  # fmt: skip
+    (folder / "result.json").write_text(json.dumps(result))
+    epochs = [{"epoch": 1, "val_accuracy": accuracy - 0.1}, {"epoch": 2, "val_accuracy": accuracy - 0.01}]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in epochs))
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    for (criterion, sparsity), values in ACCURACY.items():
+        for seed, accuracy in enumerate(values):
+            _write_run(root / f"{criterion}-{sparsity}-{seed}", criterion, sparsity, seed, accuracy)
+    return root
+
+
+def _cell(values):
+    text = f"{100 * statistics.fmean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
+    return text + (f" (n={len(values)})" if len(values) < 3 else "")
+
+
+def test_report_tables_and_plots(runs, tmp_path, capsys):
+    (runs / "broken").mkdir()
+    (runs / "broken" / "result.json").write_text('{"model": "lenet5", "crit')
+    (runs / "partial").mkdir()
+    (runs / "partial" / "result.json").write_text(json.dumps({"model": "lenet5", "criterion": "snip"}))
+    out = tmp_path / "report"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"skipped {runs / 'broken' / 'result.json'}: not valid JSON" in err
+    assert (
+        f"skipped {runs / 'partial' / 'result.json'}: partial: lacks dataset, sparsity, test_accuracy" in err
+    )
+
+    with open(out / "results.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == sum(map(len, ACCURACY.values()))
+    for column in ("run", "model_options", "lr", "sparsity", "achieved_sparsity", "test_accuracy",
+                   "per_layer_density", "resolved_criterion_options", "scoring_seconds"):  # fmt: skip
+        assert column in table[0]
+    row = next(r for r in table if r["run"] == "snip-0.9-1")
+    assert float(row["sparsity"]) == 0.9 and float(row["achieved_sparsity"]) == pytest.approx(0.901)
+    assert json.loads(row["per_layer_density"]) == _mask(1, "snip").per_layer()
+
+    report = (out / "report.md").read_text()
+    assert "## lenet5 on fashion_mnist" in report
+    assert f"Dense reference (sparsity 0): {_cell(ACCURACY['dense', 0.0])}." in report
+    line5 = next(line for line in report.splitlines() if line.startswith("| 0.5 | 0.5 |"))
+    line9 = next(line for line in report.splitlines() if line.startswith("| 0.9 | 0.1 |"))
+    snip, hutch = _cell(ACCURACY["snip", 0.5]), _cell(ACCURACY["hutch_pruner", 0.5])
+    assert line5 == f"| 0.5 | 0.5 | {hutch} | **{snip}** |"  # columns in the order the folders sort
+    snip, hutch = _cell(ACCURACY["snip", 0.9]), _cell(ACCURACY["hutch_pruner", 0.9])
+    assert line9 == f"| 0.9 | 0.1 | **{hutch}** | {snip} |"
+    assert "| 0.5 | 1/3 | 1/3 |" in report  # seed 1 collapsed a layer
+    seconds = [2.0, 3.0, 4.0, 2.0, 3.0]  # 2 + seed
+    assert f"| snip | {statistics.fmean(seconds):.2f} ± {statistics.stdev(seconds):.2f} | 5 | 0 |" in report
+    assert "broken" in report and "partial" in report
+    for name in ("accuracy", "layer_density", "jaccard", "val_accuracy"):
+        path = out / f"{name}_lenet5_on_fashion_mnist.png"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({path.name})" in report
+
+
+def test_groups_split_on_other_varying_settings(runs, tmp_path):
+    _write_run(runs / "other-lr", "snip", 0.5, 0, 0.5)
+    config = yaml.safe_load((runs / "other-lr" / "config.yaml").read_text())
+    (runs / "other-lr" / "config.yaml").write_text(yaml.safe_dump({**config, "lr": 0.5}))
+    rows, _ = collect(runs)
+    assert len(rows) == sum(map(len, ACCURACY.values())) + 1
+    assert main(["report", str(runs), "--out", str(tmp_path / "r")]) == 0
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "## lenet5 on fashion_mnist, lr=0.1" in report and "## lenet5 on fashion_mnist, lr=0.5" in report
+
+
+def test_jaccard_of_kept_sets():
+    a = {"w": torch.tensor([True, True, False, False]), "v": torch.tensor([True])}
+    b = {"w": torch.tensor([False, True, True, False]), "v": torch.tensor([True])}
+    assert jaccard(a, b) == 2 / 4  # kept by both: w[1], v; by either: w[0..2], v
+    assert jaccard(a, a) == 1.0
+
+
+def test_report_bad_input_is_one_line(tmp_path, runs, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere' is not a folder" in capsys.readouterr().err
+    assert main(["report", str(runs), "--out", str(tmp_path / "o"), "--at-sparsity", "0.7"]) == 2
+    err = capsys.readouterr().err
+    assert "0.7" in err and "[0.0, 0.5, 0.9]" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()  # checked before anything is written
+    assert main(["report", str(runs), "--out", str(tmp_path / "o"), "--at-sparsity", "0.5"]) == 0
