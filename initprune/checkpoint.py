@@ -69,13 +69,42 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # CPU and every CUDA device
 
 
-def read_checkpoint(path: Path, config: TrainConfig, steps_per_epoch: int) -> dict[str, Any]:
+def _load(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint's dict; a file that does not load or is not a checkpoint raises, saying what to do."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: say which
-        raise InitpruneError(f"cannot read training checkpoint {str(path)!r}: {exc}") from exc
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:  # a truncated or foreign file: say which, in one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InitpruneError(
+            f"training checkpoint {str(path)!r} is corrupt ({first}); delete it and run the same command "
+            "again to train from the start"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != "initprune.train":
-        raise InitpruneError(f"{str(path)!r} is not an initprune training checkpoint")
+        raise InitpruneError(
+            f"{str(path)!r} is not an initprune training checkpoint; delete it and run the same command "
+            "again to train from the start"
+        )
+    return state
+
+
+def checkpoint_settings_hash(path: Path) -> str | None:
+    """The settings hash a checkpoint was written with (None if it carries none), read without loading
+    its tensors (memory-mapped)."""
+    return _load(path, mmap=True).get("settings_hash")
+
+
+def read_checkpoint(
+    path: Path, config: TrainConfig, steps_per_epoch: int, settings_hash: str | None = None
+) -> dict[str, Any]:
+    """The checkpoint at ``path``, checked against the training ``config``, the loader's length and (when
+    given and the checkpoint carries one) the run's ``settings_hash``."""
+    state = _load(path)
+    found = state.get("settings_hash")
+    if settings_hash is not None and found is not None and found != settings_hash:
+        raise InitpruneError(
+            f"checkpoint {str(path)!r} belongs to another run (settings hash {found}, this run's is "
+            f"{settings_hash}); delete it, or use the folder of the run it belongs to"
+        )
     ours, theirs = config.to_dict(), state["config"]
     changed = [k for k in ours if k not in COSMETIC_FIELDS and _plain(ours[k]) != _plain(theirs.get(k))]
     if changed:
@@ -107,8 +136,10 @@ def save_checkpoint(
     steps_per_epoch: int,
     history: list[dict[str, Any]],
     loader: Any = None,
+    settings_hash: str | None = None,
 ) -> None:
-    """Write a training checkpoint atomically; ``torch.load(weights_only=True)`` reads it."""
+    """Write a training checkpoint atomically; ``torch.load(weights_only=True)`` reads it. A
+    ``settings_hash`` (the run's) is stored with it and checked when it is read back."""
     state = {
         "format": "initprune.train",
         "version": 1,
@@ -122,4 +153,6 @@ def save_checkpoint(
         "scheduler": scheduler.state_dict(),
         "rng": rng_state(loader),
     }
+    if settings_hash is not None:
+        state["settings_hash"] = settings_hash
     atomic_torch_save(state, path)

@@ -278,8 +278,7 @@ def _print_result(result: dict[str, Any]) -> None:
         f"training {result['train_seconds']:.1f}s"
     )
     print("per-layer density: " + ", ".join(f"{k} {v:.3f}" for k, v in result["per_layer_density"].items()))
-    collapsed = result["collapsed_layers"]
-    print(f"layer collapse: {', '.join(collapsed) if collapsed else 'none'}")
+    print("layer collapse: " + _collapse_summary(result))
     if result.get("prune_after_training"):
         print(f"pruned after training; dense network's test accuracy {pct(result['dense_test_accuracy'])}")
     if result.get("test_accuracy_selection") == "best_epoch_on_test":
@@ -288,6 +287,21 @@ def _print_result(result: dict[str, Any]) -> None:
             f"protocol); final epoch {pct(result['final_test_accuracy'])}"
         )
     print(f"results in {result['out']}")
+
+
+def _collapse_summary(result: dict[str, Any]) -> str:
+    """Both kinds of collapse: layers left empty, and layers whose kept weights lie on no input-output
+    path (disconnected)."""
+    empty = list(result.get("collapsed_layers") or [])
+    cut = [name for name in result.get("disconnected_layers") or [] if name not in empty]
+    if not empty and not cut:
+        return "none"
+    parts = []
+    if empty:
+        parts.append(f"{len(empty)} empty layer(s): {', '.join(empty)}")
+    if cut:
+        parts.append(f"{len(cut)} disconnected layer(s) (no input-output path): {', '.join(cut)}")
+    return "; ".join(parts)
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -392,6 +406,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except InitpruneError as exc:
         print(f"initprune: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk or a read-only folder outside the atomic writers: one line too
+        from .atomic import write_error
+
+        clear = write_error(exc.filename or "a file", exc)
+        if clear is None:
+            raise
+        print(f"initprune: error: {clear}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("initprune: interrupted; run the same command again to resume", file=sys.stderr)

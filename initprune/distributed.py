@@ -28,11 +28,15 @@ from torch import Tensor
 __all__ = [
     "all_reduce_sums",
     "barrier",
+    "broadcast_state",
+    "follow",
     "from_main",
     "global_samples",
     "init_from_env",
     "is_distributed",
     "is_main",
+    "launched_by_torchrun",
+    "lead",
     "rank",
     "sample_shard",
     "sample_start",
@@ -190,3 +194,55 @@ def all_reduce_sums(*sums: Mapping[str, Tensor]) -> None:
     for group in sums:
         for tensor in group.values():
             dist.all_reduce(tensor)
+
+
+# ---------------------------------------------------------------------------------------------------
+# rank 0 decides, the others follow
+
+
+class _Lead:
+    def __init__(self) -> None:
+        self.told = False
+
+    def __call__(self, value: T) -> T:
+        """Give ``value`` to the ranks waiting in :func:`follow` (once); returns it."""
+        if not self.told and is_distributed():
+            dist.broadcast_object_list([(True, value)], src=0)
+        self.told = True
+        return value
+
+
+@contextmanager
+def lead() -> Iterator[Callable[[T], T]]:
+    """On rank 0: ``tell(value)`` hands ``value`` to the other ranks, which wait in :func:`follow`.
+
+    Leaving the block by an exception before telling hands them the exception, so that no rank waits
+    for a decision that never comes; leaving it without telling hands them None.
+    """
+    tell = _Lead()
+    try:
+        yield tell
+    except BaseException as exc:
+        if not tell.told and is_distributed():
+            tell.told = True
+            dist.broadcast_object_list([(False, exc)], src=0)
+        raise
+    finally:
+        tell(None)
+
+
+def follow() -> Any:
+    """On the other ranks: what rank 0 told in :func:`lead` (its exception is raised here)."""
+    box: list[Any] = [None]
+    dist.broadcast_object_list(box, src=0)
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
+
+
+def broadcast_state(module: torch.nn.Module) -> None:
+    """Every rank's ``module`` takes rank 0's parameters and buffers (no-op in a single process)."""
+    if is_distributed():
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=0)

@@ -104,13 +104,16 @@ class Mask(Mapping[str, Tensor]):
             p.mul_(self._masks[name].to(device=p.device, dtype=p.dtype))
         return model
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the mask atomically in a pickle-free format (``torch.load(weights_only=True)`` reads it)."""
-        payload = {
+    def save(self, path: str | os.PathLike[str], *, settings_hash: str | None = None) -> None:
+        """Write the mask atomically in a pickle-free format (``torch.load(weights_only=True)`` reads it);
+        ``settings_hash`` records the run it belongs to."""
+        payload: dict[str, object] = {
             "format": _FORMAT,
             "version": _VERSION,
             "masks": {name: m.cpu() for name, m in self._masks.items()},
         }
+        if settings_hash is not None:
+            payload["settings_hash"] = settings_hash
         atomic_torch_save(payload, path)
 
     @classmethod
@@ -119,10 +122,23 @@ class Mask(Mapping[str, Tensor]):
         path = Path(path)
         if not path.is_file():
             raise InitpruneError(f"mask file {str(path)!r} does not exist")
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        try:
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as exc:  # truncated, overwritten or not a torch file at all
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InitpruneError(
+                f"mask file {str(path)!r} is corrupt or not a mask ({first}); write it again with Mask.save "
+                "(in a run folder: delete it and run again to recompute it)"
+            ) from None
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-            raise InitpruneError(f"{str(path)!r} is not an initprune mask file")
-        return cls(payload["masks"])
+            raise InitpruneError(f"{str(path)!r} is not an initprune mask file (not written by Mask.save)")
+        masks = payload.get("masks")
+        if not isinstance(masks, dict) or not all(torch.is_tensor(m) for m in masks.values()):
+            raise InitpruneError(
+                f"mask file {str(path)!r} is corrupt: it holds no name -> tensor masks (in a run folder: "
+                "delete it and run again to recompute it)"
+            )
+        return cls(masks)
 
 
 def check_scores(scores: Mapping[str, Tensor]) -> None:

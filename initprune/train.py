@@ -403,6 +403,7 @@ def train(
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     sync_batchnorm: bool = False,
     test_loader: Iterable[Any] | None = None,
+    settings_hash: str | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place on ``train_loader`` with ``mask`` (name → bool keep-tensor) held fixed.
 
@@ -428,6 +429,8 @@ def train(
     With ``test_loader`` a record also has ``test_loss``, ``test_accuracy`` and ``test_top5_accuracy``
     of every epoch: only for reproducing a protocol that selects an epoch on the test set (the paper's
     reference code), never for choosing anything in a sound experiment.
+    ``settings_hash`` names the run the checkpoints belong to: it is written into them, and a checkpoint
+    carrying another one is refused.
     """
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
@@ -458,7 +461,8 @@ def train(
     history: list[dict[str, Any]] = []
     start_epoch, step, resumed = 0, 0, None
     path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    state = from_main(_read_if_present, path, config, steps_per_epoch)  # rank 0's, on every rank
+    # rank 0 reads the checkpoint; every rank gets it
+    state = from_main(_read_if_present, path, config, steps_per_epoch, settings_hash)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -519,6 +523,7 @@ def train(
                 steps_per_epoch,
                 history,
                 train_loader,
+                settings_hash=settings_hash,
             )
         if on_epoch_end is not None:
             on_epoch_end(dict(record))
@@ -531,8 +536,12 @@ def train(
     }
 
 
-def _read_if_present(path: Path | None, config: TrainConfig, steps_per_epoch: int) -> dict[str, Any] | None:
-    return read_checkpoint(path, config, steps_per_epoch) if path is not None and path.exists() else None
+def _read_if_present(
+    path: Path | None, config: TrainConfig, steps_per_epoch: int, settings_hash: str | None
+) -> dict[str, Any] | None:
+    if path is None or not path.exists():
+        return None
+    return read_checkpoint(path, config, steps_per_epoch, settings_hash)
 
 
 def _distributed(model: nn.Module, device: torch.device, sync_batchnorm: bool) -> nn.Module:

@@ -230,13 +230,46 @@ def test_missing_fashion_mnist_names_paths_and_how_to_get_it(tmp_path, monkeypat
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(idx, "fetch", failing)
+    (tmp_path / "mine").mkdir()
     with pytest.raises(InitpruneError) as info:
         load_dataset("fashion_mnist", data_dir=tmp_path / "mine")
     message = str(info.value)
-    assert str(tmp_path / "mine") in message and str(tmp_path / "not-installed") in message
+    assert str(tmp_path / "mine") in message and "t10k-labels-idx1-ubyte[.gz]" in message
+    assert "the only place read" in message and f"{tmp_path / 'not-installed'} lacks" not in message
     assert "apt-get install dataset-fashion-mnist" in message
     assert "fashion-mnist.s3-website" in message and "no network" in message
     assert calls and calls[0][1].parent == tmp_path / "mine"  # the download was tried, into data_dir
+
+    calls.clear()
+    with pytest.raises(InitpruneError) as info:
+        load_dataset("fashion_mnist")  # no data_dir: the system location and the cache are looked in
+    message = str(info.value)
+    assert str(tmp_path / "not-installed") in message and "apt-get install dataset-fashion-mnist" in message
+    assert calls and calls[0][1].parent == tmp_path / "cache" / "initprune" / "fashion_mnist"
+
+
+def test_a_given_data_dir_is_the_only_place_read(tmp_path, monkeypatch):
+    """With the system copy present, a data_dir that is missing, empty or lacks one file is an error."""
+    system = tmp_path / "system"
+    make_mnist_files(system)
+    monkeypatch.setitem(idx.FAMILY["mnist"], "system", str(system))
+    assert load_dataset("mnist", val_size=0, download=False).root == system.resolve()
+    with pytest.raises(InitpruneError, match="does not exist") as info:
+        load_dataset("mnist", data_dir=tmp_path / "typo", download=False)
+    assert str(tmp_path / "typo") in str(info.value) and "Download them from" in str(info.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InitpruneError, match="train-images-idx3-ubyte") as info:
+        load_dataset("mnist", data_dir=tmp_path / "empty", download=False)
+    assert f"{system} lacks" not in str(info.value) and "empty lacks" in str(info.value)
+    partial = tmp_path / "partial"
+    make_mnist_files(partial)
+    (partial / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(InitpruneError) as info:
+        load_dataset("mnist", data_dir=partial, download=False)
+    message = str(info.value)
+    assert "lacks t10k-labels-idx1-ubyte[.gz]" in message and "train-images" not in message.split("lacks")[1]
+    splits = load_dataset("mnist", data_dir=system, val_size=0, download=False)
+    assert splits.root == system.resolve()
 
 
 def test_download_fills_the_cache_atomically(tmp_path, monkeypatch):

@@ -49,6 +49,7 @@ def test_a_run_writes_every_output(tmp_path):
         "pruned_init.pt",
         "pruning.json",
         "result.json",
+        "run.json",
     ]
     for key in (
         "model",

@@ -296,7 +296,7 @@ def test_prune_after_training_prunes_the_trained_network_by_magnitude_and_retrai
     trained = torch.load(out / "dense" / "checkpoint.pt", weights_only=True)["model"]
     mask = Mask.load(out / "mask.pt")
     expected = make_mask({n: trained[n].abs() for n in mask}, 0.9, "global")
-    pruned = torch.load(out / "pruned_init.pt", weights_only=True)
+    pruned = torch.load(out / "pruned_init.pt", weights_only=True)["model"]  # the run-stamped wrapper
     for n in mask:
         assert torch.equal(mask[n], expected[n])
         assert torch.equal(pruned[n], trained[n] * mask[n])  # the trained weights, not the initialization

@@ -15,14 +15,16 @@ import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..errors import InitpruneError, unknown_choice
 from . import cifar, folders, idx, synthetic
-from .base import Source
+from .base import Source, check_data_dir
 from .images import FolderLoader, ImageFiles, decode_all, default_workers
 from .loader import BatchTransform, TensorData, TensorLoader, check_augmentation, epoch_seed
 from .splits import holdout_indices, per_class_indices
@@ -33,6 +35,7 @@ __all__ = [
     "ImageFiles",
     "TensorData",
     "TensorLoader",
+    "check_dataset_settings",
     "datasets",
     "load_dataset",
     "register_dataset",
@@ -48,16 +51,29 @@ class DatasetSpec:
     description: str
     build: Callable[..., Source]  # build(data_dir, **options) -> Source
     options: dict[str, Any]  # dataset-specific options and their defaults
+    # The size of the official training set, or a function of the options giving it; None: unknown
+    train_size: int | Callable[[dict[str, Any]], int] | None = None
+    how: str = ""  # how to get the files
 
 
 REGISTRY: dict[str, DatasetSpec] = {}
 
 
-def register_dataset(name: str, description: str, build: Callable[..., Source]) -> None:
+def register_dataset(
+    name: str,
+    description: str,
+    build: Callable[..., Source],
+    train_size: int | Callable[[dict[str, Any]], int] | None = None,
+    how: str = "",
+) -> None:
     """Add a dataset: ``build(data_dir, **options)`` returns a :class:`~initprune.data.base.Source`;
-    its keyword parameters after ``data_dir`` (with their defaults) are the dataset's options."""
+    its keyword parameters after ``data_dir`` (with their defaults) are the dataset's options.
+    ``train_size`` (the training set's size, or a function of the options giving it) lets
+    :func:`check_dataset_settings` check ``val_size`` without reading the data; ``how`` says how to get
+    the files."""
     params = list(inspect.signature(build).parameters.values())[1:]
-    REGISTRY[name] = DatasetSpec(name, description, build, {p.name: p.default for p in params})
+    options = {p.name: p.default for p in params}
+    REGISTRY[name] = DatasetSpec(name, description, build, options, train_size, how)
 
 
 def datasets() -> dict[str, str]:
@@ -88,25 +104,52 @@ def _synthetic(
 
 
 register_dataset(
-    "fashion_mnist", "Fashion-MNIST: 28×28 grey clothing images, 10 classes, 60k/10k (IDX)", _fashion
+    "fashion_mnist",
+    "Fashion-MNIST: 28×28 grey clothing images, 10 classes, 60k/10k (IDX)",
+    _fashion,
+    60000,
+    idx.how_to_get("fashion_mnist"),
 )
-register_dataset("mnist", "MNIST: 28×28 grey handwritten digits, 10 classes, 60k/10k (IDX)", _mnist)
-register_dataset("cifar10", "CIFAR-10: 32×32 colour images, 10 classes, 50k/10k (python pickles)", _cifar10)
 register_dataset(
-    "cifar100", "CIFAR-100: 32×32 colour images, 100 classes, 50k/10k (python pickles)", _cifar100
+    "mnist",
+    "MNIST: 28×28 grey handwritten digits, 10 classes, 60k/10k (IDX)",
+    _mnist,
+    60000,
+    idx.how_to_get("mnist"),
+)
+register_dataset(
+    "cifar10",
+    "CIFAR-10: 32×32 colour images, 10 classes, 50k/10k (python pickles)",
+    _cifar10,
+    50000,
+    cifar.how_to_get("cifar10"),
+)
+register_dataset(
+    "cifar100",
+    "CIFAR-100: 32×32 colour images, 100 classes, 50k/10k (python pickles)",
+    _cifar100,
+    50000,
+    cifar.how_to_get("cifar100"),
 )
 register_dataset(
     "tinyimagenet",
     "TinyImageNet-200: 64×64 colour images, 200 classes, 100k/10k (image folders; official val as test)",
     folders.load_tinyimagenet,
+    100000,
+    f"Download {folders.TINY_URL} and unzip it into your data folder",
 )
 register_dataset(
     "imagenet",
     "ImageNet ILSVRC-2012: 1000 classes, 224×224 crops (image folders train/, val/)",
     folders.load_imagenet,
+    how="Get ILSVRC-2012 from https://image-net.org/download.php and extract train/ and val/ (one folder "
+    "per class) into your data folder",
 )
 register_dataset(
-    "synthetic", "Synthetic: Gaussian inputs labelled by a fixed random linear map (learnable)", _synthetic
+    "synthetic",
+    "Synthetic: Gaussian inputs labelled by a fixed random linear map (learnable)",
+    _synthetic,
+    lambda options: options["train_size"],
 )
 
 
@@ -133,6 +176,7 @@ class DatasetSplits:
     crop_padding: int = 4
     num_workers: int = 0
     classes: tuple[str, ...] = ()
+    root: Path | None = None  # the folder the files were read from (None for generated data)
 
     def split(self, split: str) -> Any:
         if split not in ("train", "val", "test"):
@@ -201,15 +245,7 @@ def load_dataset(
     ('fine'/'coarse'); tinyimagenet ``in_memory``; imagenet ``image_size``, ``resize_size``; synthetic
     ``num_classes``, ``input_shape``, ``train_size``, ``test_size``, ``data_seed``.
     """
-    if name not in REGISTRY:
-        raise unknown_choice("dataset", name, REGISTRY)
-    spec = REGISTRY[name]
-    valid = {**COMMON_OPTIONS, **spec.options}
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise InitpruneError(
-            f"unknown option(s) {unknown} for dataset {name!r}; valid: {', '.join(sorted(valid))}"
-        )
+    spec, valid = _spec_and_options(name, options)
     opts = {**valid, **options}
     num_workers = default_workers() if opts["num_workers"] is None else int(opts["num_workers"])
     build_opts = {k: opts[k] for k in spec.options}
@@ -243,7 +279,42 @@ def load_dataset(
         crop_padding=int(opts["crop_padding"]),
         num_workers=num_workers,
         classes=tuple(source.classes),
+        root=None if source.root is None else Path(source.root).resolve(),
     )
+
+
+def _spec_and_options(name: str, options: dict[str, Any]) -> tuple[DatasetSpec, dict[str, Any]]:
+    if name not in REGISTRY:
+        raise unknown_choice("dataset", name, REGISTRY)
+    spec = REGISTRY[name]
+    valid = {**COMMON_OPTIONS, **spec.options}
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise InitpruneError(
+            f"unknown option(s) {unknown} for dataset {name!r}; valid: {', '.join(sorted(valid))}"
+        )
+    for key, value in options.items():  # an option whose default is a bool or an int takes only that
+        kind = type(valid[key])
+        if kind is bool and not isinstance(value, bool):
+            raise InitpruneError(f"dataset option {key} of {name!r} must be true or false, got {value!r}")
+        if kind is int and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+            raise InitpruneError(f"dataset option {key} of {name!r} must be an integer, got {value!r}")
+    return spec, valid
+
+
+def check_dataset_settings(
+    name: str, data_dir: str | os.PathLike | None = None, val_size: int = 0, **options: Any
+) -> None:
+    """Check without reading any data what :func:`load_dataset` would refuse: an unknown dataset or
+    option, a given ``data_dir`` that is not a folder, and a ``val_size`` that leaves no training data
+    where the training set's size is known."""
+    spec, valid = _spec_and_options(name, options)
+    check_data_dir(data_dir, spec.how)
+    size = spec.train_size(dict(valid, **options)) if callable(spec.train_size) else spec.train_size
+    if isinstance(size, int) and isinstance(val_size, int) and val_size >= size:
+        raise InitpruneError(
+            f"val_size={val_size} leaves no training data: {name} has {size} training samples"
+        )
 
 
 def scoring_batches(

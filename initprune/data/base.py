@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import InitpruneError
+
 DATA_ENV = "INITPRUNE_DATA"
 
 
@@ -39,10 +41,15 @@ def cache_dir(name: str) -> Path:
 def candidate_dirs(
     name: str, data_dir: str | os.PathLike | None, extra: Sequence[str | os.PathLike] = ()
 ) -> list[Path]:
-    """Folders to search, in order: ``data_dir`` and ``data_dir/<name>`` (or ``$INITPRUNE_DATA`` and
-    ``$INITPRUNE_DATA/<name>`` when ``data_dir`` is None), then ``extra``, then the user cache."""
+    """Folders to search, in order. A given ``data_dir`` is the only place read: ``data_dir`` and
+    ``data_dir/<name>``, nothing else, so that a run never reads other files than the ones it was pointed
+    at. Without it: ``$INITPRUNE_DATA`` and ``$INITPRUNE_DATA/<name>`` if set, then ``extra``, then the
+    user cache."""
+    if data_dir is not None:
+        base = Path(data_dir).expanduser()
+        return [base, base / name]
     roots: list[Path] = []
-    given = data_dir if data_dir is not None else os.environ.get(DATA_ENV) or None
+    given = os.environ.get(DATA_ENV) or None
     if given is not None:
         base = Path(given).expanduser()
         roots += [base, base / name]
@@ -56,4 +63,20 @@ def candidate_dirs(
 
 
 def looked_in(dirs: Sequence[Path]) -> str:
-    return ", ".join(str(d) for d in dirs)
+    """The folders searched, each missing one marked as such."""
+    return ", ".join(str(d) if d.is_dir() else f"{d} (no such folder)" for d in dirs)
+
+
+def check_data_dir(data_dir: str | os.PathLike | None, how: str = "") -> None:
+    """Raise if a given ``data_dir`` is not an existing folder (a typo must not send a run elsewhere);
+    ``how`` says how to get the dataset."""
+    if data_dir is None:
+        return
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "does not exist"
+        raise InitpruneError(
+            f"data_dir {str(data_dir)!r} {what}; a given data_dir is the only place a dataset is read from: "
+            f"pass the folder that holds the dataset's files, or leave data_dir out to use the default "
+            f"places{'. ' + how if how else ''}"
+        )

@@ -44,6 +44,12 @@ SETS = {
 }
 
 
+def how_to_get(name: str) -> str:
+    """How to get the CIFAR archive ``name``."""
+    info = SETS[name]
+    return f"Download {info['url']} and extract it (tar xzf) into your data folder"
+
+
 def unpickle(path: Path) -> dict[bytes, Any]:
     """One batch file as its dict (byte-string keys). The file must be trusted: see the module docstring."""
     try:

@@ -20,7 +20,7 @@ import torch
 
 from ..atomic import atomic_write
 from ..errors import InitpruneError
-from .base import Source, cache_dir, candidate_dirs, looked_in
+from .base import Source, cache_dir, candidate_dirs, check_data_dir, looked_in
 from .loader import TensorData
 
 # IDX type codes (third header byte) -> big-endian numpy dtypes.
@@ -128,9 +128,34 @@ def download(name: str, folder: Path) -> str | None:
     return None
 
 
-def load_idx_family(name: str, data_dir: str | os.PathLike | None, download_ok: bool = True) -> Source:
-    """Read MNIST or Fashion-MNIST from the first folder holding all four IDX files."""
+def how_to_get(name: str, data_dir: str | os.PathLike | None = None) -> str:
+    """How to get the IDX files of ``name``: its Debian package if there is one, else a download."""
     info = FAMILY[name]
+    where = f"into {str(data_dir)!r}" if data_dir is not None else "into your data folder"
+    how = f"Download them from {info['mirrors'][0]} {where}"
+    if info["package"]:
+        how = f"Install them with `apt-get install {info['package']}` (files under {info['system']}), or " + (
+            how[0].lower() + how[1:]
+        )
+    return how
+
+
+def missing_files(folder: Path) -> list[str]:
+    """The IDX files of :data:`PARTS` that ``folder`` lacks, by their usual names."""
+    missing = []
+    for stem, kind in PARTS.values():
+        names = [f"{stem}-{kind}-ubyte", f"{stem}.{kind}-ubyte"]
+        if not any((folder / (n + ext)).is_file() for n in names for ext in (".gz", "")):
+            missing.append(f"{stem}-{kind}-ubyte[.gz]")
+    return missing
+
+
+def load_idx_family(name: str, data_dir: str | os.PathLike | None, download_ok: bool = True) -> Source:
+    """Read MNIST or Fashion-MNIST from the first folder holding all four IDX files.
+
+    A given ``data_dir`` must exist, and only it (and ``data_dir/<name>``) is read or downloaded into."""
+    info = FAMILY[name]
+    check_data_dir(data_dir, how_to_get(name))
     dirs = candidate_dirs(name, data_dir, [info["system"]])
     files = next((f for d in dirs if (f := find_files(d)) is not None), None)
     reason = "download=False"
@@ -144,6 +169,16 @@ def load_idx_family(name: str, data_dir: str | os.PathLike | None, download_ok: 
             how = (
                 f"Install them with `apt-get install {info['package']}` (files under {info['system']}), or "
                 + (how[0].lower() + how[1:])
+            )
+        if data_dir is not None:
+            how = how_to_get(name, data_dir) + "."
+            where = "; ".join(
+                f"{d} lacks {', '.join(missing_files(d))}" if d.is_dir() else f"{d} does not exist"
+                for d in dirs
+            )
+            raise InitpruneError(
+                f"{info['title']} not found in data_dir {str(data_dir)!r} (the only place read when "
+                f"data_dir is given): {where}; could not download them ({reason}). {how}"
             )
         raise InitpruneError(
             f"{info['title']} not found: looked for train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte"

@@ -1,14 +1,19 @@
 """The configuration of one pruning-at-initialization run: a typed dataclass whose fields are the
 ``initprune run`` flags and the config-file keys (the same names; dashes and underscores both accepted).
 
-Precedence: dataclass defaults < config file (YAML) < command-line flags. An unknown key is an error.
+Precedence: dataclass defaults < config file (YAML) < command-line flags. An unknown key is an error, and
+so is a value of another type than its field's (``exclude_first: "false"`` is a string, not a boolean).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import os
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -23,17 +28,19 @@ from ..scores import get_criterion
 from ..train import TrainConfig
 
 DEVICES = ("auto", "cpu", "cuda")
-# Settings added after runs were stored, with the default that reproduces those runs: at that value they
-# are left out of the identity hash, so a stored run keeps its folder name.
-ADDED_KEYS: dict[str, Any] = {
-    "prune_after_training": False,
-    "shortcut_bn_scales": False,
-    "round_schedule": "density",
-    "select_best_on_test": False,
-    "include_attention": True,
-}
-"""Settings added after run folders were first written, with their defaults: a run that holds the
-default is the run an earlier ``config.yaml`` without the key describes (same identity, same folder)."""
+SEED_LIMIT = 2**64  # seeds are 64-bit: torch.manual_seed takes at most 2**64 - 1
+# The settings of runs made before later fields existed: a later field counts in a run's hash only when it
+# differs from its default, so that adding a field leaves the folders of earlier runs valid.
+BASE_KEYS = (
+    "model", "model_options", "dataset", "data_dir", "dataset_options", "val_size", "criterion",
+    "criterion_options", "sparsity", "scope", "rounds", "warmup_batches", "warmup_cumulative",
+    "scoring_per_class", "scoring_augment", "include_classifier", "exclude_first", "batch_size", "epochs",
+    "lr", "schedule", "seed", "device", "out", "optimizer", "momentum", "nesterov", "weight_decay",
+    "no_decay_norm_bias", "betas", "eps", "milestones", "gamma", "warmup_epochs", "label_smoothing", "amp",
+    "channels_last", "grad_clip", "log_every",
+)  # fmt: skip
+# Settings that do not change what a run computes, so not part of its identity.
+PLACE_KEYS = ("out", "device")
 
 # The testbed: the default model at a quarter width. Any other model gets its own default options.
 DEFAULT_MODEL = "vgg11"
@@ -150,6 +157,14 @@ class RunConfig:
     def __post_init__(self) -> None:
         if type(self.model_options) is _ModelDefaults:
             self.model_options = dict(DEFAULT_MODEL_OPTIONS) if self.model == DEFAULT_MODEL else {}
+        for name in ("data_dir", "out"):  # paths may be given as Path objects
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
+        check_types(
+            {f.name: getattr(self, f.name) for f in fields(self) if f.name != "train"}, "the run settings"
+        )
+        if not 0 <= self.seed < SEED_LIMIT:
+            raise InitpruneError(f"seed must be an integer in [0, 2**64), got {self.seed!r}")
         self.sparsity = check_sparsity(self.sparsity)
         if self.scope not in SCOPES:
             raise unknown_choice("scope", self.scope, SCOPES)
@@ -203,15 +218,15 @@ class RunConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
 
     def identity(self) -> str:
-        """Hash of every setting that changes the result (``out`` and ``device`` excluded; settings added
-        after run folders were first written are left out while they hold their default)."""
-        settings = {
-            k: v
-            for k, v in self.to_dict().items()
-            if k not in ("out", "device") and not (k in ADDED_KEYS and v == ADDED_KEYS[k])
-        }
+        """Hash of every setting that changes the result (``out`` and ``device`` excluded), for naming the
+        default output folder."""
+        settings = _hashed(self.to_dict(), canonical=False)
         text = json.dumps(settings, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    def settings_hash(self) -> str:
+        """The run's settings hash: what every file of its folder carries (see :func:`settings_hash`)."""
+        return settings_hash(self.to_dict())
 
     def default_out(self) -> str:
         return (
@@ -239,9 +254,69 @@ def normalize_keys(values: Mapping[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+@functools.cache
+def _hints() -> dict[str, Any]:
+    """The declared type of every setting."""
+    hints = typing.get_type_hints(TrainConfig)
+    hints.update(typing.get_type_hints(RunConfig))
+    return hints
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _expected(value: Any, hint: Any) -> str | None:
+    """None when ``value`` has the type ``hint`` declares, else a description of what it must be.
+
+    Strict on purpose: a YAML string such as ``"false"`` is not a boolean, and ``1.5`` is not an integer.
+    Types this does not know are not checked here (their field checks its own value)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        kinds = [a for a in args if a is not type(None)]
+        if set(kinds) == {bool, str}:  # true, false or 'auto'
+            ok = isinstance(value, bool) or value == "auto"
+            return None if ok else "true, false or auto (a YAML boolean, unquoted, or the word auto)"
+        wanted = [_expected(value, k) for k in kinds]
+        if any(w is None for w in wanted):
+            return None
+        return " or ".join(w for w in wanted if w) + (" or null" if type(None) in args else "")
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false (a YAML boolean, unquoted)"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if hint is float:
+        return None if _is_number(value) else "a number"
+    if hint is str:
+        return None if isinstance(value, str) else "a string"
+    origin = typing.get_origin(hint)
+    if origin is dict:
+        ok = isinstance(value, Mapping) and all(isinstance(k, str) for k in value)
+        return None if ok else "a mapping of KEY: VALUE"
+    if origin is tuple:
+        items = typing.get_args(hint)
+        if Ellipsis in items:  # a list of numbers, or a single one
+            ok = _is_number(value) or (isinstance(value, (list, tuple)) and all(_is_number(v) for v in value))
+            return None if ok else "a list of numbers"
+        ok = isinstance(value, (list, tuple)) and len(value) == len(items) and all(map(_is_number, value))
+        return None if ok else f"a list of {len(items)} numbers"
+    return None
+
+
+def check_types(values: Mapping[str, Any], source: str) -> None:
+    """Raise naming the key, its value and the type it needs if a value is not of its field's type."""
+    hints = _hints()
+    for key, value in values.items():
+        if key in hints and (wanted := _expected(value, hints[key])) is not None:
+            raise InitpruneError(f"{key} must be {wanted}, got {value!r} (in {source})")
+
+
 def build_config(values: Mapping[str, Any], source: str = "settings") -> RunConfig:
     """A RunConfig from a flat mapping of run and training settings."""
     values = normalize_keys(values, source)
+    check_types(values, source)
     run_values = {k: v for k, v in values.items() if k in RUN_KEYS}
     train_values = {k: v for k, v in values.items() if k in TRAIN_KEYS}
     # Settings both levels have (epochs, lr, schedule, seed) are read from the run level.
@@ -253,18 +328,86 @@ def build_config(values: Mapping[str, Any], source: str = "settings") -> RunConf
         raise InitpruneError(f"bad setting in {source}: {exc}") from None
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (line and column, 1-based)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file into a flat dict of settings (keys checked)."""
     path = Path(path)
     if not path.is_file():
-        raise InitpruneError(f"config file {str(path)!r} does not exist")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise InitpruneError(f"config file {str(path)!r} {what}")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise InitpruneError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        raise InitpruneError(f"config file {str(path)!r} is not valid YAML: {yaml_problem(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InitpruneError(f"cannot read config file {str(path)!r}: {exc}") from None
+    if values is None:
+        values = {}
     if not isinstance(values, dict):
-        raise InitpruneError(f"config file {str(path)!r} must hold a mapping of key: value")
+        raise InitpruneError(
+            f"config file {str(path)!r} must hold a mapping of key: value, not a {type(values).__name__}"
+        )
     return normalize_keys(values, f"config file {path}")
+
+
+@functools.cache
+def default_settings() -> dict[str, Any]:
+    """Every setting at its default (what a config.yaml that lacks a key means by it)."""
+    return build_config({}).to_dict()
+
+
+def _canonical(key: str, value: Any) -> Any:
+    """One spelling per value: numbers of float fields as floats (``epochs: 1`` is ``epochs: 1.0``)."""
+    hint = _hints().get(key)
+    floats = hint is float or (typing.get_origin(hint) is not None and float in typing.get_args(hint))
+    if floats and _is_number(value) and bool not in typing.get_args(hint):
+        return float(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _hashed(settings: Mapping[str, Any], canonical: bool = True) -> dict[str, Any]:
+    """The settings that make a run's identity: all but ``out`` and ``device``; a key added after
+    :data:`BASE_KEYS` only when it differs from its default."""
+    defaults = default_settings()
+    out = {}
+    for key, value in settings.items():
+        if key in PLACE_KEYS:
+            continue
+        if key not in BASE_KEYS and key in defaults and _same(value, defaults[key], key):
+            continue
+        out[key] = _canonical(key, value) if canonical else value
+    return out
+
+
+def _same(a: Any, b: Any, key: str) -> bool:
+    text = functools.partial(json.dumps, sort_keys=True, default=str)
+    return text(_canonical(key, a)) == text(_canonical(key, b))
+
+
+def settings_hash(settings: Mapping[str, Any]) -> str:
+    """sha256 (16 hex digits) of the settings that decide what a run computes (``out`` and ``device``
+    excluded, numbers of float fields as floats, later fields at their defaults left out)."""
+    text = json.dumps(_hashed(settings), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def differing_settings(recorded: Mapping[str, Any], ours: Mapping[str, Any]) -> list[str]:
+    """The keys whose values differ between two runs' settings; a key one of them lacks means its
+    default (``out`` and ``device`` are not compared)."""
+    defaults = default_settings()
+    keys = (set(recorded) | set(ours)) - set(PLACE_KEYS)
+    return sorted(
+        k for k in keys if not _same(recorded.get(k, defaults.get(k)), ours.get(k, defaults.get(k)), k)
+    )
 
 
 def field_help() -> dict[str, tuple[Any, str]]:

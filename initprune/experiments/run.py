@@ -1,9 +1,12 @@
 """One complete pruning-at-initialization run, resumable, with every output written atomically.
 
-The output folder holds ``config.yaml`` (the resolved settings), ``mask.pt`` and ``pruned_init.pt`` (the
-mask and the pruned network before training: a run interrupted after scoring resumes from them),
-``checkpoint.pt`` (after every epoch), ``metrics.jsonl`` (one line per epoch) and ``result.json``. A
-finished run is not run again; an interrupted one resumes and ends as an uninterrupted one would.
+The run folder (``--out``) holds ``run.json`` (the settings the run was made with and their hash, written
+once the run has started), ``config.yaml`` (the same settings for people to read and reuse; editing it
+changes nothing), ``mask.pt``, ``pruned_init.pt`` and ``pruning.json`` (the mask, the pruned network before
+training, scoring times and options: a run interrupted after scoring resumes from them), ``checkpoint.pt``
+(after every epoch), ``metrics.jsonl`` (one line per epoch) and ``result.json``. A finished run is not run
+again; an interrupted one resumes and ends as an uninterrupted one would. Which run a folder holds, its
+lock and the checks of its files: :mod:`initprune.experiments.folder`.
 
 With ``prune_after_training`` (PaT, the reference pruning at initialization is measured against) the
 network is first trained dense for ``epochs`` in ``dense/`` (its own ``checkpoint.pt`` and
@@ -16,6 +19,7 @@ pruned trained network. Both phases resume.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -24,12 +28,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from ..atomic import atomic_torch_save, atomic_write_json, atomic_write_text
+from ..atomic import atomic_torch_save, atomic_write_text, remove_stale_temporaries
+from ..checkpoint import checkpoint_settings_hash
 from ..collapse import disconnected_layers
-from ..data import load_dataset, scoring_batches
-from ..distributed import barrier, from_main, init_from_env, is_main, shard_loader
+from ..data import check_dataset_settings, load_dataset, scoring_batches
+from ..distributed import (
+    barrier,
+    broadcast_state,
+    follow,
+    from_main,
+    init_from_env,
+    is_main,
+    launched_by_torchrun,
+    lead,
+    shard_loader,
+)
 from ..errors import InitpruneError
 from ..masks import Mask
 from ..models import create_model, model_options
@@ -38,22 +52,36 @@ from ..scores import get_criterion
 from ..train import evaluate, train
 from ..warmup import warmup_bn
 from .cache import ScoreCache, cacheable, caching_scorer, score_key
-from .config import ADDED_KEYS, RunConfig
+from .config import RunConfig
+from .folder import (
+    CHECKPOINT,
+    MASK,
+    METRICS,
+    PRUNED_INIT,
+    PRUNED_INIT_FORMAT,
+    PRUNING_INFO,
+    RESULT,
+    FolderIdentity,
+    check_belongs,
+    check_identity,
+    check_writable,
+    corrupt,
+    finished_result,
+    first_line,
+    lock_folder,
+    make_folder,
+    read_json,
+    read_metrics,
+    read_torch,
+    record_identity,
+    write_metrics,
+)
+from .folder import CONFIG as CONFIG  # re-exported: the run folder's file names live in folder.py
+from .folder import RUN_FILE as RUN_FILE
 
 logger = logging.getLogger(__name__)
 
-RESULT = "result.json"
-CONFIG = "config.yaml"
-MASK = "mask.pt"
-PRUNED_INIT = "pruned_init.pt"
-METRICS = "metrics.jsonl"
-PRUNING_INFO = "pruning.json"
 DENSE = "dense"  # prune_after_training: the dense phase's folder
-
-
-def _write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
-    """metrics.jsonl: one JSON line per epoch."""
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,24 +93,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _claim_output(out: Path, config: RunConfig) -> None:
-    """Write config.yaml, or check that an existing one describes the same run."""
-    path = out / CONFIG
-    settings = config.to_dict()
-    if path.exists():
-        previous = yaml.safe_load(path.read_text()) or {}
-        # A key added since that file was written, at its default, describes the same run.
-        previous = {**{k: v for k, v in ADDED_KEYS.items() if settings.get(k) == v}, **previous}
-        same = {k: v for k, v in previous.items() if k not in ("out", "device")}
-        ours = {k: v for k, v in settings.items() if k not in ("out", "device")}
-        if json.dumps(same, sort_keys=True, default=str) != json.dumps(ours, sort_keys=True, default=str):
-            changed = sorted(k for k in set(same) | set(ours) if same.get(k) != ours.get(k))
-            raise InitpruneError(
-                f"output folder {str(out)!r} holds a run with other settings "
-                f"(differing: {', '.join(changed)}); choose another --out or remove it"
-            )
-        return
-    atomic_write_text(path, yaml.safe_dump(settings, sort_keys=False))
+def validate_config(config: RunConfig) -> None:
+    """Check everything a run of ``config`` would otherwise fail on after it started, without reading
+    data or building a model: the criterion and its options, the model and its option names, the dataset,
+    its option names, a given data folder and ``val_size`` (where the training set's size is known), and
+    the device. Raises :class:`~initprune.errors.InitpruneError` naming the bad value."""
+    get_criterion(config.criterion).check_options(dict(config.criterion_options))
+    options = model_options(config.model)
+    unknown = sorted(set(config.model_options) - set(options))
+    if unknown:
+        raise InitpruneError(
+            f"model {config.model!r} does not take option(s) {', '.join(map(repr, unknown))}; its options: "
+            f"{', '.join(options) or 'none'}"
+        )
+    check_dataset_settings(config.dataset, config.data_dir, config.val_size, **dict(config.dataset_options))
+    resolve_device(config.device)
 
 
 def _build_model(config: RunConfig, num_classes: int, input_shape: tuple[int, ...]) -> torch.nn.Module:
@@ -91,6 +116,32 @@ def _build_model(config: RunConfig, num_classes: int, input_shape: tuple[int, ..
         options["image_size"] = input_shape[-1]
     torch.manual_seed(config.seed)
     return create_model(config.model, num_classes=num_classes, in_channels=input_shape[0], **options)
+
+
+def _restore_pruning(out: Path, model: torch.nn.Module, identity: FolderIdentity) -> tuple[Mask, dict] | None:
+    """The mask and pruning info of an interrupted run (the model gets its pruned initialization), or None
+    when scoring has to run (again)."""
+    if not all((out / name).exists() for name in (MASK, PRUNED_INIT, PRUNING_INFO)):
+        return None
+    payload = read_torch(out / MASK)
+    check_belongs(out / MASK, payload.get("settings_hash") if isinstance(payload, dict) else None, identity)
+    mask = Mask.load(out / MASK)
+    init = read_torch(out / PRUNED_INIT)
+    if isinstance(init, dict) and init.get("format") == PRUNED_INIT_FORMAT:
+        check_belongs(out / PRUNED_INIT, init.get("settings_hash"), identity)
+        state = init.get("model")
+    else:  # an earlier version's plain state dict
+        check_belongs(out / PRUNED_INIT, None, identity)
+        state = init
+    if not isinstance(state, dict):
+        raise corrupt(out / PRUNED_INIT, "it holds no model state")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise corrupt(out / PRUNED_INIT, f"it does not fit the model: {first_line(exc)}") from None
+    info = read_json(out / PRUNING_INFO)
+    check_belongs(out / PRUNING_INFO, info.pop("settings_hash", None), identity)
+    return mask, info
 
 
 def _stage(progress: bool, text: str) -> None:
@@ -105,14 +156,14 @@ def _prune(
     splits: Any,
     out: Path,
     progress: bool,
+    identity: FolderIdentity,
     score_cache: str | Path | None = None,
 ) -> tuple[Mask, dict]:
     """Warm up, score and mask ``model`` (or restore both from an interrupted run)."""
-    saved = from_main(_saved_pruning, out)  # rank 0's files, on every rank
-    if saved is not None:
-        state, info, mask = saved
-        model.load_state_dict(state)
-        return mask, info
+    restored = from_main(_restore_pruning, out, model, identity)  # rank 0 reads, every rank gets it
+    if restored is not None:
+        broadcast_state(model)  # the pruned initialization rank 0 loaded
+        return restored
     crit = get_criterion(config.criterion)
     crit.check_options(config.criterion_options)
     warmup_data = splits.loader(
@@ -171,44 +222,41 @@ def _prune(
         progress,
         f"scoring: {config.criterion} {info['scoring_seconds']:.1f}s{how}, sparsity {mask.sparsity:.4f}",
     )
-    if is_main():
-        mask.save(out / MASK)
-        atomic_torch_save(model.state_dict(), out / PRUNED_INIT)
-        atomic_write_json(out / PRUNING_INFO, info)
+    if not is_main():  # under torchrun rank 0 alone writes
+        return mask, info
+    # pruning.json last: the three files are used only when all are there.
+    mask.save(out / MASK, settings_hash=identity.settings_hash)
+    init = {
+        "format": PRUNED_INIT_FORMAT,
+        "version": 1,
+        "settings_hash": identity.settings_hash,
+        "model": model.state_dict(),
+    }
+    atomic_torch_save(init, out / PRUNED_INIT)
+    atomic_write_text(
+        out / PRUNING_INFO, json.dumps({**info, "settings_hash": identity.settings_hash}, indent=2) + "\n"
+    )
     return mask, info
 
 
-def _saved_pruning(out: Path) -> tuple[dict[str, Any], dict, Mask] | None:
-    """The pruned initialization, pruning.json and mask of an interrupted run, if all three were saved."""
-    if (out / MASK).exists() and (out / PRUNED_INIT).exists() and (out / PRUNING_INFO).exists():
-        state = torch.load(out / PRUNED_INIT, weights_only=True, map_location="cpu")
-        return state, json.loads((out / PRUNING_INFO).read_text()), Mask.load(out / MASK)
-    return None
-
-
-def _finished_result(out: Path, config: RunConfig) -> dict[str, Any] | None:
-    """The result of a finished run in ``out``; else None, after claiming the folder for ``config``."""
-    if (out / RESULT).exists():
-        _claim_output(out, config)
-        logger.info("%s is finished; delete it to run again", out)
-        return json.loads((out / RESULT).read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    _claim_output(out, config)
-    return None
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _train_dense(
     config: RunConfig,
     model: torch.nn.Module,
-    train_loader: Any,
-    val_loader: Any,
-    test_loader: Any,
+    loaders: tuple[Any, Any, Any],
     folder: Path,
+    identity: FolderIdentity,
     device: torch.device,
     progress: bool,
 ) -> dict[str, Any]:
     """Prune after training, phase one: train ``model`` dense in place (resumable in ``folder``)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    train_loader, val_loader, test_loader = loaders
+    if is_main():
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(folder)
     trained = train(
         model,
         train_loader,
@@ -217,11 +265,14 @@ def _train_dense(
         checkpoint_dir=folder,
         device=device,
         progress=progress,
+        settings_hash=identity.settings_hash,
+        sync_batchnorm=config.sync_batchnorm,
     )
     history = trained["history"]
     if is_main():
-        _write_metrics(folder / METRICS, history)
+        write_metrics(folder / METRICS, history, identity.settings_hash)
     test = evaluate(model, test_loader, device=device)
+    _stage(progress, f"dense phase: test accuracy {test['accuracy']:.4f}")
     return {
         "dense_val_accuracy": history[-1].get("val_accuracy") if history else None,
         "dense_test_accuracy": test["accuracy"],
@@ -243,10 +294,6 @@ def _best_on_test(history: list[dict[str, Any]], final: dict[str, Any]) -> dict[
     }
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def run_experiment(
     config: RunConfig, *, progress: bool = True, score_cache: str | Path | None = None
 ) -> dict[str, Any]:
@@ -255,16 +302,31 @@ def run_experiment(
     ``score_cache``: a folder of scores shared with other runs (a sweep's ``score_cache``), used for
     single-round criteria (:mod:`initprune.experiments.cache`).
 
-    Under torchrun every rank runs this: the ranks score their parts of the scoring samples, train one
-    network with DistributedDataParallel on their shards of the data, and only rank 0 writes files.
-    """
-    out = Path(config.out or config.default_out())
-    device = init_from_env(resolve_device(config.device))  # this rank's device under torchrun
-    progress = progress and is_main()
-    finished = from_main(_finished_result, out, config)
-    if finished is not None:
-        return finished
+    Everything that can be checked is checked before anything is written (see :func:`validate_config`);
+    the folder's identity is written only once the data and model are loaded, so a command that fails
+    before leaves nothing a rerun would trust (and removes the folder it made).
 
+    Under torchrun every rank calls it: rank 0 alone keeps the folder (its lock, identity and files) and
+    tells the others whether and which run to make; then the ranks score their parts of the scoring
+    samples and train one network with DistributedDataParallel on their shards of the data."""
+    out = Path(config.out or config.default_out())
+    device = None
+    if launched_by_torchrun():  # this rank's device, in the process group
+        device = init_from_env(resolve_device(config.device))
+    if not is_main():
+        return _follow(config, out, device, score_cache)
+    with lead() as tell:
+        return _lead(config, out, device, progress, tell, score_cache)
+
+
+def _follow(
+    config: RunConfig, out: Path, device: torch.device | None, score_cache: str | Path | None
+) -> dict[str, Any]:
+    """A rank other than 0 under torchrun: rank 0's finished result, or its run made together."""
+    told = follow()
+    if not isinstance(told, FolderIdentity):
+        return told
+    assert device is not None
     splits = load_dataset(
         config.dataset,
         data_dir=config.data_dir,
@@ -273,26 +335,86 @@ def run_experiment(
         device=device,
         **config.dataset_options,
     )
-    _stage(progress, f"data: {config.dataset}, {splits.num_classes} classes, on {device}")
     model = _build_model(config, splits.num_classes, tuple(splits.input_shape)).to(device)
+    return _run(config, out, told, splits, model, device, False, score_cache)
+
+
+def _lead(
+    config: RunConfig,
+    out: Path,
+    device: torch.device | None,
+    progress: bool,
+    tell: Any,
+    score_cache: str | Path | None,
+) -> dict[str, Any]:
+    """The run as one process makes it; under torchrun, rank 0's part, telling the others the decision."""
+    if out.exists() and not out.is_dir():
+        raise InitpruneError(f"--out {str(out)!r} is a file, not a folder; choose another --out")
+    if (out / RESULT).exists():  # finished: nothing is read but the folder's record and its result
+        return tell(finished_result(out, config))
+    validate_config(config)
+    created = make_folder(out)
+    with lock_folder(out):
+        started = False
+        try:
+            check_writable(out)
+            if (out / RESULT).exists():  # finished by another process in the meantime
+                return tell(finished_result(out, config))
+            identity = check_identity(out, config)
+            remove_stale_temporaries(out)
+            device = resolve_device(config.device) if device is None else device
+            splits = load_dataset(
+                config.dataset,
+                data_dir=config.data_dir,
+                val_size=config.val_size,
+                seed=config.seed,
+                device=device,
+                **config.dataset_options,
+            )
+            _stage(progress, f"data: {config.dataset}, {splits.num_classes} classes, on {device}")
+            model = _build_model(config, splits.num_classes, tuple(splits.input_shape)).to(device)
+            if identity is None:
+                identity = FolderIdentity(config.settings_hash(), recorded=False, adopted=False)
+            record_identity(out, config, identity)
+            started = True
+            tell(identity)  # under torchrun, the other ranks start the same run
+            return _run(config, out, identity, splits, model, device, progress, score_cache)
+        except BaseException:
+            if created and not started:  # under the lock, so no other run is writing into it
+                with contextlib.suppress(OSError):
+                    out.rmdir()  # only if empty: nothing was written
+            raise
+
+
+def _run(
+    config: RunConfig,
+    out: Path,
+    identity: FolderIdentity,
+    splits: Any,
+    model: torch.nn.Module,
+    device: torch.device,
+    progress: bool,
+    score_cache: str | Path | None = None,
+) -> dict[str, Any]:
+    """Score (or restore the mask), train (or resume), evaluate and write result.json."""
     train_loader = shard_loader(splits.loader("train", batch_size=config.batch_size, seed=config.seed))
     val_loader = shard_loader(splits.loader("val", batch_size=1024)) if splits.val is not None else None
     test_loader = shard_loader(splits.loader("test", batch_size=1024))
     dense: dict[str, Any] = {}
     if config.prune_after_training:
         loaders = (train_loader, val_loader, test_loader)
-        dense = _train_dense(config, model, *loaders, out / DENSE, device, progress)
-    mask, info = _prune(config, model, splits, out, progress, score_cache)
+        dense = _train_dense(config, model, loaders, out / DENSE, identity, device, progress)
+    mask, info = _prune(config, model, splits, out, progress, identity, score_cache)
 
     metrics = out / METRICS
-    history_so_far = (
-        [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
-    )
+    history_so_far = read_metrics(metrics, identity) if is_main() and metrics.exists() else []
+    if is_main() and (out / CHECKPOINT).exists():
+        check_belongs(out / CHECKPOINT, checkpoint_settings_hash(out / CHECKPOINT), identity)
 
     def record(epoch: dict[str, Any]) -> None:
         history_so_far[:] = [r for r in history_so_far if r["epoch"] < epoch["epoch"]] + [epoch]
         if is_main():
-            _write_metrics(metrics, history_so_far)
+            write_metrics(metrics, history_so_far, identity.settings_hash)
         val = epoch.get("val_accuracy")
         _stage(
             progress,
@@ -311,12 +433,13 @@ def run_experiment(
         device=device,
         progress=progress,
         on_epoch_end=record,
+        settings_hash=identity.settings_hash,
         sync_batchnorm=config.sync_batchnorm,
         test_loader=test_loader if config.select_best_on_test else None,
     )
     history = trained["history"]
     if is_main():
-        _write_metrics(metrics, history)
+        write_metrics(metrics, history, identity.settings_hash)
     train_seconds = sum(r.get("seconds") or 0.0 for r in history) or time.perf_counter() - start
 
     test = evaluate(model, test_loader, device=device)
@@ -326,6 +449,7 @@ def run_experiment(
     result = {
         "model": config.model,
         "dataset": config.dataset,
+        "data_dir": None if splits.root is None else str(splits.root),
         "criterion": config.criterion,
         "criterion_options": info["criterion_options"],
         "temperature": info["criterion_options"].get("temperature"),
@@ -356,6 +480,7 @@ def run_experiment(
         "device": str(device),
         "torch": torch.__version__,
         "out": str(out),
+        "settings_hash": identity.settings_hash,
         "prune_after_training": config.prune_after_training,
         **dense,
         "test_accuracy_selection": "final_epoch",
@@ -365,7 +490,7 @@ def run_experiment(
     if config.select_best_on_test:
         result.update(_best_on_test(history, test))
     if is_main():
-        atomic_write_json(out / RESULT, result)
+        atomic_write_text(out / RESULT, json.dumps(result, indent=2) + "\n")
     _stage(progress, f"result: test accuracy {result['test_accuracy']:.4f}, in {out}")
     barrier()  # every rank returns once result.json is there
     return result
