@@ -49,6 +49,20 @@ _RENAMED = {
 _NOT_GROUPING = {"criterion", "sparsity", "seed", "out", "device", "data_dir"}
 
 
+_MARKERS = "osD^vP*Xh<>p"
+
+
+def _color(i: int) -> Any:
+    """Twenty distinct colours (the paper's grids have up to fifteen criteria per plot)."""
+    import matplotlib
+
+    return matplotlib.colormaps["tab20"](i % 20)
+
+
+def _marker(i: int) -> str:
+    return _MARKERS[i % len(_MARKERS)]
+
+
 def _read_run(path: Path, root: Path) -> dict[str, Any]:
     """One run's row; raises ValueError saying what is wrong with its files."""
     try:
@@ -269,7 +283,13 @@ def _plot_accuracy(group: str, pruned: Any, dense: Any, criteria: list[str], pat
         remaining = 1 - stats.index.to_numpy()
         errors = 100 * stats["std"].fillna(0.0)
         ax.errorbar(
-            remaining, 100 * stats["mean"], yerr=errors, marker="o", capsize=3, color=f"C{i}", label=c
+            remaining,
+            100 * stats["mean"],
+            yerr=errors,
+            marker=_marker(i),
+            capsize=3,
+            color=_color(i),
+            label=c,
         )
     if len(dense):
         ax.axhline(100 * dense["test_accuracy"].astype(float).mean(), color="k", ls="--", label="dense")
@@ -292,7 +312,7 @@ def _plot_layer_density(group: str, at_runs: Any, at: float, path: Path) -> Path
     layers = list(densities["per_layer_density"].iloc[0])
     for i, (c, sel) in enumerate(densities.groupby("criterion", sort=False)):
         mean = [sum(d.get(layer, math.nan) for d in sel["per_layer_density"]) / len(sel) for layer in layers]
-        ax.plot(range(len(layers)), mean, marker="o", color=f"C{i}", label=c)
+        ax.plot(range(len(layers)), mean, marker=_marker(i), color=_color(i), label=c)
     ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize=7)
     ax.set(yscale="log", ylabel="density (kept / weights)", title=f"{group}: per-layer density at {at:g}")
     ax.grid(True, which="both", alpha=0.3)
@@ -370,7 +390,7 @@ def _plot_val_accuracy(group: str, at_runs: Any, at: float, path: Path) -> Path 
     for i, (c, by_epoch) in enumerate(curves.items()):
         epochs = sorted(by_epoch)
         mean = [100 * sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs]
-        ax.plot(epochs, mean, marker="o", color=f"C{i}", label=c)
+        ax.plot(epochs, mean, marker=_marker(i), color=_color(i), label=c)
     ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"{group}: sparsity {at:g}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
