@@ -256,3 +256,20 @@ def test_hutchinson_variance_is_off_diagonal_energy_of_the_probed_block(mlp, mlp
     observed = sum(float(torch.stack([d[m] for d in draws]).var(0).sum()) for m in names)
     expected = sum(float(predicted[m].sum()) for m in names)
     assert 0.75 < observed / expected < 1.25
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rademacher_probes_are_the_int64_draw_of_each_sample_seed(dtype):
+    """Probes drawn straight into the float dtype equal the ±1 of an int64 draw from the sample's seed, and
+    every sample's probes come from its own seed (a shifted start gives the same probes)."""
+    from initprune.curvature.hvp import sample_seed
+
+    shapes = {"a": torch.Size([3, 5]), "b": torch.Size([17])}
+    z = rademacher_probes(shapes, 4, 3, 1234, torch.device("cpu"), dtype, start=7)
+    shifted = rademacher_probes(shapes, 4, 1, 1234, torch.device("cpu"), dtype, start=8)
+    for j, i in enumerate(range(7, 10)):
+        gen = torch.Generator().manual_seed(sample_seed(1234, i))
+        flat = torch.randint(0, 2, (4, 32), generator=gen).to(dtype) * 2 - 1
+        assert torch.equal(torch.cat([z["a"][j].reshape(4, -1), z["b"][j]], dim=1), flat)
+    assert torch.equal(shifted["a"][0], z["a"][1]) and torch.equal(shifted["b"][0], z["b"][1])
+    assert set(z["a"].unique().tolist()) == {-1.0, 1.0}
