@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from pathlib import Path
 
@@ -257,3 +258,46 @@ def test_other_models_get_their_own_default_options(tmp_path, capsys):
     out = capsys.readouterr().out
     stages = [line.split("] ", 1)[1].split(":")[0] for line in out.splitlines() if line.startswith("[")]
     assert stages == ["data", "warmup", "scoring", "epoch 1", "result"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_sweep_progress_is_one_flushed_line_per_point_when_not_on_a_terminal(capsys, monkeypatch):
+    from initprune.experiments import sweep
+
+    clock = iter([100.0, 160.0, 280.0])
+    monkeypatch.setattr(sweep.time, "perf_counter", lambda: next(clock))
+    bar = sweep.SweepProgress(total=5, done=1)
+    assert bar.bar is None  # pytest's stderr is not a terminal
+    bar.ended("a")  # 60 s for one point, 3 left
+    bar.ended("b", error="ValueError: boom\ntraceback")  # 180 s for two points, 2 left
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("sweep: 1 of 5 points already finished")
+    assert "2/5 points (0 failed), a done; elapsed 1m00s, about 3m00s left" in lines[1]
+    assert "3/5 points (1 failed), b FAILED (ValueError: boom); elapsed 3m00s, about 3m00s left" in lines[2]
+
+
+def test_sweep_progress_is_a_bar_on_a_terminal(monkeypatch):
+    from initprune.experiments import sweep
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sweep.sys, "stderr", terminal)
+    bar = sweep.SweepProgress(total=4, done=1)
+    assert bar.bar is not None and bar.bar.n == 1 and bar.bar.total == 4
+    bar.ended("a")
+    assert bar.bar.n == 2
+    bar.close()
+    assert "2/4" in terminal.getvalue()  # the bar, drawn on the terminal
+
+
+def test_sweep_progress_says_nothing_when_quiet(capsys, monkeypatch):
+    from initprune.experiments import sweep
+
+    monkeypatch.setattr(sweep.sys, "stderr", _Terminal())
+    bar = sweep.SweepProgress(total=2, done=0, enabled=False)
+    bar.ended("a")
+    bar.close()
+    assert bar.bar is None and capsys.readouterr().out == ""
