@@ -319,14 +319,8 @@ def run_experiment(
         return _lead(config, out, device, progress, tell, score_cache)
 
 
-def _follow(
-    config: RunConfig, out: Path, device: torch.device | None, score_cache: str | Path | None
-) -> dict[str, Any]:
-    """A rank other than 0 under torchrun: rank 0's finished result, or its run made together."""
-    told = follow()
-    if not isinstance(told, FolderIdentity):
-        return told
-    assert device is not None
+def _data_and_model(config: RunConfig, device: torch.device) -> tuple[Any, torch.nn.Module]:
+    """The run's dataset splits and its freshly initialized model on ``device`` (the same on every rank)."""
     splits = load_dataset(
         config.dataset,
         data_dir=config.data_dir,
@@ -335,7 +329,18 @@ def _follow(
         device=device,
         **config.dataset_options,
     )
-    model = _build_model(config, splits.num_classes, tuple(splits.input_shape)).to(device)
+    return splits, _build_model(config, splits.num_classes, tuple(splits.input_shape)).to(device)
+
+
+def _follow(
+    config: RunConfig, out: Path, device: torch.device | None, score_cache: str | Path | None
+) -> dict[str, Any]:
+    """A rank other than 0 under torchrun: rank 0's finished result, or its run made together."""
+    told = follow()
+    if not isinstance(told, FolderIdentity):
+        return told
+    assert device is not None
+    splits, model = _data_and_model(config, device)
     return _run(config, out, told, splits, model, device, False, score_cache)
 
 
@@ -363,16 +368,8 @@ def _lead(
             identity = check_identity(out, config)
             remove_stale_temporaries(out)
             device = resolve_device(config.device) if device is None else device
-            splits = load_dataset(
-                config.dataset,
-                data_dir=config.data_dir,
-                val_size=config.val_size,
-                seed=config.seed,
-                device=device,
-                **config.dataset_options,
-            )
+            splits, model = _data_and_model(config, device)
             _stage(progress, f"data: {config.dataset}, {splits.num_classes} classes, on {device}")
-            model = _build_model(config, splits.num_classes, tuple(splits.input_shape)).to(device)
             if identity is None:
                 identity = FolderIdentity(config.settings_hash(), recorded=False, adopted=False)
             record_identity(out, config, identity)
