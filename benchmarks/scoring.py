@@ -14,7 +14,8 @@ on ``--loop-samples`` samples and scaled to N:
     former default chunk) instead of the passes the memory budget gives,
   - hutch_diag (10 independent probes per sample, reverse-over-reverse) vs a loop over samples at batch
     size 1 that builds one gradient graph per sample and reuses it for its 10 probes; also the
-    forward-over-reverse route (method="jvp"), 10 batched HVPs of the mean loss as a floor, and the cost
+    route that route="auto" does not take (vmap or loop; the loop route reuses the batched route's probes),
+    the forward-over-reverse route (method="jvp"), 10 batched HVPs of the mean loss as a floor, and the cost
     of drawing the probes alone.
 """
 
@@ -39,6 +40,7 @@ from initprune.curvature import (
     auto_chunk_size,
     hessian_vector_product,
     hutchinson_chunk_size,
+    hutchinson_route,
     memory_budget,
     rademacher_probes,
 )
@@ -133,6 +135,7 @@ def run(
     loop_samples: int,
     memory: list[str],
     hutch_forward: bool = True,
+    hutch_routes: bool = True,
 ) -> None:
     model = build(model_name, device)
     params = prunable_parameters(model)
@@ -195,6 +198,17 @@ def run(
             )  # fmt: skip
 
         fwd = paired_ratio(forward, gradient, device, 1) * base if hutch_forward else float("nan")
+        chunk = hutchinson_chunk_size(model, params, data, 10)
+        taken = hutchinson_route(model, chunk)
+        other_route = "vmap" if taken == "loop" else "loop"
+
+        def other() -> None:
+            initprune.curvature.hutchinson_diagonal(
+                model, params, data, probes=10, temperature=200.0, generator=torch.Generator().manual_seed(0),
+                route=other_route,
+            )  # fmt: skip
+
+        alt = paired_ratio(other, gradient, device, 1) * base if hutch_routes else float("nan")
         shapes = {k: p.shape for k, p in params.items()}
         draw = _loop_seconds(
             lambda d: rademacher_probes(
@@ -212,8 +226,10 @@ def run(
         print(
             f"hutch_diag (10 probes/sample): {loop / times['hutch_diag']:.1f}× faster than the batch-1 loop "
             f"(target ≥ 20 on a GPU); loop {loop / base:.1f}× (timed on {min(loop_samples, n)} samples, "
-            f"scaled to {n}), batched {times['hutch_diag'] / base:.1f}× one batched gradient "
-            f"(reverse-over-reverse; forward-over-reverse {fwd / base:.1f}×); "
+            f"scaled to {n}); hutch_diag {times['hutch_diag'] / base:.1f}× one batched gradient "
+            f"(route {taken} at chunks of {chunk}, reverse-over-reverse; route {other_route} "
+            f"{alt / base:.1f}×, {loop / alt:.1f}× faster than the loop; forward-over-reverse by vmap "
+            f"{fwd / base:.1f}×); "
             f"floor 10 × one batched HVP = {10 * hvp / base:.1f}×; drawing the probes alone "
             f"(rademacher_probes, in both routes) {draw / base:.1f}×"
         )
@@ -250,6 +266,12 @@ def main() -> None:
         dest="hutch_forward",
         action="store_false",
         help="skip timing hutch_diag's forward-over-reverse route (method='jvp')",
+    )
+    parser.add_argument(
+        "--no-hutch-routes",
+        dest="hutch_routes",
+        action="store_false",
+        help="skip timing the hutch_diag route (vmap or loop) that route='auto' does not take",
     )
     parser.add_argument(
         "--memory",
@@ -289,6 +311,7 @@ def main() -> None:
                 args.loop_samples,
                 args.memory,
                 args.hutch_forward,
+                args.hutch_routes,
             )
 
 

@@ -144,11 +144,13 @@ def _per_sample_hessians(model, names, x, y, temperature):
     return [exact_hessian(model, names, x[i : i + 1], y[i : i + 1], temperature) for i in range(x.shape[0])]
 
 
-@pytest.mark.parametrize("method", ["jvp", "vjp"])
+@pytest.mark.parametrize(("method", "route"), [("jvp", "vmap"), ("vjp", "vmap"), ("vjp", "loop")])
 @pytest.mark.parametrize(("temperature", "probe_all"), [(1.0, False), (200.0, False), (1.0, True)])
-def test_hutchinson_equals_formula_with_the_same_probes(convnet, conv_data, temperature, probe_all, method):
+def test_hutchinson_equals_formula_with_the_same_probes(
+    convnet, conv_data, temperature, probe_all, method, route
+):
     """ĥ = (1/(kN)) Σ_i Σ_j z_ij ⊙ (H_i z_ij), with H_i from torch.func.hessian and the same z_ij, by
-    forward-over-reverse and reverse-over-reverse Hessian-vector products.
+    forward-over-reverse and reverse-over-reverse Hessian-vector products, batched and one sample at a time.
 
     With ``probe_all`` the probes span every parameter (BatchNorm and biases too) and H_i is the full
     per-sample Hessian; the estimate is read off on the prunable weights.
@@ -168,6 +170,7 @@ def test_hutchinson_equals_formula_with_the_same_probes(convnet, conv_data, temp
         generator=torch.Generator().manual_seed(5),
         probe_params=probe_params,
         method=method,
+        route=route,
     )
     probed, _ = functional_parts(convnet, probe_params)
     z = rademacher_probes(
@@ -188,17 +191,51 @@ def test_hutchinson_equals_formula_with_the_same_probes(convnet, conv_data, temp
         torch.testing.assert_close(est[n], ref[n], rtol=1e-6, atol=1e-16)
 
 
-def test_hutchinson_probes_do_not_depend_on_chunking(convnet, conv_data):
+def test_hutchinson_probes_do_not_depend_on_chunking_or_route(convnet, conv_data):
     params = _eval_params(convnet)
     runs = [
         hutchinson_diagonal(
-            convnet, params, conv_data, probes=2, chunk_size=c, generator=torch.Generator().manual_seed(1)
+            convnet,
+            params,
+            conv_data,
+            probes=2,
+            chunk_size=c,
+            route=route,
+            generator=torch.Generator().manual_seed(1),
         )
         for c in (1, 4, None)
+        for route in ("auto", "vmap", "loop")
     ]
     for other in runs[1:]:
         for n in params:
             torch.testing.assert_close(other[n], runs[0][n], rtol=1e-10, atol=1e-18)
+
+
+def test_hutchinson_auto_route_loops_when_a_pass_holds_one_sample(monkeypatch, convnet, conv_data):
+    """``auto`` takes the loop for single-sample passes and vmap otherwise (spied, not timed)."""
+    from initprune.curvature import hvp
+
+    taken = []
+    for name in ("_loop_chunk_sums", "_vmap_chunk_sums"):
+        real = getattr(hvp, name)
+        monkeypatch.setattr(hvp, name, lambda *a, _real=real, _name=name: taken.append(_name) or _real(*a))
+    params = _eval_params(convnet)
+    for c in (1, 4):
+        hutchinson_diagonal(convnet, params, conv_data, probes=2, chunk_size=c, generator=torch.Generator())
+    hutchinson_diagonal(
+        convnet, params, conv_data, probes=2, chunk_size=1, method="jvp", generator=torch.Generator()
+    )
+    assert taken == ["_loop_chunk_sums", "_vmap_chunk_sums", "_vmap_chunk_sums"]
+
+
+def test_hutchinson_rejects_an_unknown_route_and_a_forward_mode_loop(convnet, conv_data):
+    params = _eval_params(convnet)
+    with pytest.raises(ValueError, match="unknown route 'batched'; valid: auto, vmap, loop"):
+        hutchinson_diagonal(convnet, params, conv_data, route="batched", generator=torch.Generator())
+    with pytest.raises(ValueError, match="double backward"):
+        hutchinson_diagonal(
+            convnet, params, conv_data, route="loop", method="jvp", generator=torch.Generator()
+        )
 
 
 def test_hutchinson_converges_to_exact_diagonal_like_one_over_sqrt_probes(mlp, mlp_data):

@@ -15,6 +15,7 @@ from .hvp import (
     hessian_vector_product,
     hutchinson_chunk_size,
     hutchinson_diagonal,
+    hutchinson_route,
     rademacher_probes,
 )
 from .memory import MEMORY_BUDGET_ENV, memory_budget, set_memory_budget
@@ -33,6 +34,7 @@ __all__ = [
     "hessian_vector_product",
     "hutchinson_chunk_size",
     "hutchinson_diagonal",
+    "hutchinson_route",
     "iter_chunks",
     "mc_fisher_diagonal",
     "memory_budget",

@@ -11,11 +11,11 @@ None of these functions changes the model's parameters, buffers or flags.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.func import grad, jvp, vjp, vmap
+from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from ..distributed import all_reduce_sums, global_samples, sample_start
 from ..progress import progress_bar
@@ -87,6 +87,12 @@ def hessian_vector_product(
 HVP_METHODS = ("jvp", "vjp")
 """How :func:`hutchinson_diagonal` takes Hessian-vector products: forward-over-reverse or
 reverse-over-reverse."""
+
+HUTCHINSON_ROUTES = ("auto", "vmap", "loop")
+"""How :func:`hutchinson_diagonal` runs the per-sample products: ``vmap`` batches the samples of a pass and
+their probes; ``loop`` takes each sample alone, its k products by double backward through one shared
+gradient graph; ``auto`` takes ``loop`` when a pass holds one sample or the model has recurrent layers, and
+``vmap`` otherwise."""
 
 HUTCHINSON_CHUNK_BYTES = FALLBACK_BUDGET_BYTES
 """The budget of a Hutchinson chunk on a device whose free memory cannot be read; elsewhere chunks are
@@ -164,6 +170,13 @@ def rademacher_probes(
     }
 
 
+def hutchinson_route(model: nn.Module, chunk_size: int | None, method: str = "vjp") -> str:
+    """The route ``route="auto"`` takes (see :func:`hutchinson_diagonal`): ``loop`` for passes of one sample
+    or models with recurrent layers (with reverse-over-reverse products), else ``vmap``."""
+    one_at_a_time = chunk_size == 1 or any(isinstance(m, nn.RNNBase) for m in model.modules())
+    return "loop" if one_at_a_time and method == "vjp" else "vmap"
+
+
 def hutchinson_diagonal(
     model: nn.Module,
     params: Mapping[str, Tensor],
@@ -176,6 +189,7 @@ def hutchinson_diagonal(
     probe_params: Mapping[str, Tensor] | None = None,
     progress: bool = False,
     method: str = "vjp",
+    route: str = "auto",
 ) -> TensorDict:
     """Hutchinson estimate of diag(H), with independent probes per sample.
 
@@ -188,15 +202,24 @@ def hutchinson_diagonal(
     less variance); pass every parameter to probe the full Hessian as the paper's reference code does. The
     result is returned for ``params`` only.
 
-    All per-sample Hessian-vector products of a chunk are computed in one batched pass, ``vmap`` over
-    samples and probes of an exact HVP: ``method="vjp"`` (default) reverse-over-reverse, by ``vjp`` of
-    ``grad``, whose gradient graph is shared by the k probes; ``method="jvp"`` forward-over-reverse,
-    H_i z = ∂_ε ∇ℓ_i(θ + εz) by ``jvp`` of ``grad``. Both give the same numbers up to rounding. On the
-    CPU forward-over-reverse takes about 5 % less CPU time on ResNet-20 and a small VGG but 1.25-1.6× the
-    memory, and PyTorch lacks forward-mode derivatives for some layers (the CPU LSTM), hence the default.
+    ``route="vmap"`` computes all per-sample Hessian-vector products of a chunk in one batched pass,
+    ``vmap`` over samples and probes of an exact HVP: ``method="vjp"`` (default) reverse-over-reverse,
+    by ``vjp`` of ``grad``, whose gradient graph is shared by the k probes; ``method="jvp"``
+    forward-over-reverse, H_i z = ∂_ε ∇ℓ_i(θ + εz) by ``jvp`` of ``grad``. Both give the same numbers up
+    to rounding. On the CPU forward-over-reverse takes about 5 % less CPU time on ResNet-20 and a small
+    VGG but 1.25-1.6× the memory, and PyTorch lacks forward-mode derivatives for some layers (the CPU
+    LSTM), hence the default.
     A chunk of c samples holds about c·k copies of the probed parameters at once; ``chunk_size=None``
     picks the largest c that fits the device's memory budget (:func:`hutchinson_chunk_size`;
     :func:`~initprune.curvature.set_memory_budget` or ``INITPRUNE_MEMORY_BUDGET`` override it).
+
+    ``route="loop"`` takes the samples one at a time: one gradient graph per sample, reused by its k
+    double-backward products (the reference code's loop, with the same probes as the batched route).
+    ``route="auto"`` (default) takes the loop when a pass holds a single sample, where vmap has no samples
+    to batch and only widens every weight k-fold (on the CPU the vmap route measured 1.4-2.5× slower than
+    the loop on VGG-16, ResNet-18 and ViT-Small, see ``docs/results/scoring_cpu/``), and for models with
+    recurrent layers, which vmap does not batch reliably; otherwise ``vmap``. Every route draws the same
+    probes (per global sample index) and gives the same numbers up to rounding.
     """
     probe_params = dict(params if probe_params is None else probe_params)
     missing = set(params) - set(probe_params)
@@ -208,6 +231,42 @@ def hutchinson_diagonal(
 
     if method not in HVP_METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(HVP_METHODS)}")
+    if route not in HUTCHINSON_ROUTES:
+        raise ValueError(f"unknown route {route!r}; valid: {', '.join(HUTCHINSON_ROUTES)}")
+    if route == "loop" and method != "vjp":
+        raise ValueError("the loop route takes Hessian-vector products by double backward (method='vjp')")
+
+    shapes = {name: p.shape for name, p in probed.items()}
+    device, dtype = next(iter(probed.values())).device, next(iter(probed.values())).dtype
+    if chunk_size is None and batches:
+        chunk_size = hutchinson_chunk_size(model, probed, batches, probes)
+    if route == "auto":
+        route = hutchinson_route(model, chunk_size, method)
+    if route == "loop":
+        chunk_sums = _loop_chunk_sums(model, probed, fixed, wanted, temperature)
+    else:
+        chunk_sums = _vmap_chunk_sums(loss, probed, wanted, method)
+
+    total = {name: torch.zeros_like(probed[name]) for name in wanted}
+    chunks = list(iter_chunks(batches, chunk_size))
+    seed, start = probe_seed(generator), sample_start()
+    for x, y in progress_bar(chunks, desc="Hutchinson", enabled=progress):
+        z = rademacher_probes(shapes, probes, x.shape[0], seed, device, dtype, start=start)
+        start += x.shape[0]
+        for name, value in chunk_sums(x, y, z).items():
+            total[name] += value
+    all_reduce_sums(total)
+    n = global_samples(batches)
+    return {name: t / (probes * n) for name, t in total.items()}
+
+
+ChunkSums = Callable[[Tensor, Tensor, TensorDict], TensorDict]
+"""``(x, y, z) -> name → Σ_i Σ_j z_ij ⊙ (H_i z_ij)`` over the samples of one chunk;
+z: name → (c, k, *shape)."""
+
+
+def _vmap_chunk_sums(loss: Callable, probed: TensorDict, wanted: list[str], method: str) -> ChunkSums:
+    """All per-sample Hessian-vector products of a chunk in one batched pass: vmap over samples and probes."""
 
     def one_sample(x: Tensor, y: Tensor, z: TensorDict) -> TensorDict:
         def gradient(p: TensorDict) -> TensorDict:
@@ -222,18 +281,40 @@ def hutchinson_diagonal(
         return {name: (z[name] * hz[name]).sum(0) for name in wanted}
 
     batched = vmap(one_sample)
-    shapes = {name: p.shape for name, p in probed.items()}
-    device, dtype = next(iter(probed.values())).device, next(iter(probed.values())).dtype
-    total = {name: torch.zeros_like(probed[name]) for name in wanted}
-    if chunk_size is None and batches:
-        chunk_size = hutchinson_chunk_size(model, probed, batches, probes)
-    chunks = list(iter_chunks(batches, chunk_size))
-    seed, start = probe_seed(generator), sample_start()
-    for x, y in progress_bar(chunks, desc="Hutchinson", enabled=progress):
-        z = rademacher_probes(shapes, probes, x.shape[0], seed, device, dtype, start=start)
-        start += x.shape[0]
-        for name, value in batched(x, y, z).items():
-            total[name] += value.sum(0)
-    all_reduce_sums(total)
-    n = global_samples(batches)
-    return {name: t / (probes * n) for name, t in total.items()}
+
+    def sums(x: Tensor, y: Tensor, z: TensorDict) -> TensorDict:
+        return {name: value.sum(0) for name, value in batched(x, y, z).items()}
+
+    return sums
+
+
+def _loop_chunk_sums(
+    model: nn.Module, probed: TensorDict, fixed: TensorDict, wanted: list[str], temperature: float
+) -> ChunkSums:
+    """The samples of a chunk one at a time: per sample one gradient graph at batch size 1 (Pearlmutter's
+    double backward), reused by its k probes. Exact for every module autograd differentiates twice, with
+    one probe's product alive at a time."""
+    names = list(probed)
+
+    def sums(x: Tensor, y: Tensor, z: TensorDict) -> TensorDict:
+        total = {name: torch.zeros_like(probed[name]) for name in wanted}
+        for i in range(x.shape[0]):
+            leaves = {name: p.detach().requires_grad_(True) for name, p in probed.items()}
+            with torch.enable_grad():
+                logits = functional_call(model, {**fixed, **leaves}, (x[i : i + 1],))
+                loss = scaled_loss(logits, y[i : i + 1], temperature)
+                grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True, allow_unused=True)
+                used = [
+                    (k, g) for k, g in zip(names, grads, strict=True) if g is not None and g.requires_grad
+                ]
+                if not used:
+                    continue  # the loss is linear in every probed parameter: H_i = 0
+                for j in range(z[names[0]].shape[1]):
+                    dot = sum((g * z[k][i, j]).sum() for k, g in used)
+                    hz = torch.autograd.grad(dot, list(leaves.values()), retain_graph=True, allow_unused=True)
+                    for name, h in zip(names, hz, strict=True):
+                        if h is not None and name in total:
+                            total[name] += z[name][i, j] * h
+        return total
+
+    return sums

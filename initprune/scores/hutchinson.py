@@ -36,12 +36,13 @@ def _diagonal(ctx: ScoringContext, probes: int, temperature: float, chunk_size: 
         ]
         if not recurrent:
             raise
-        # torch.func.vmap batches the per-sample HVPs; its LSTM/GRU support depends on dtype and kernel.
+        # Recurrent models take the loop route (double backward per sample); some RNN kernels (cuDNN's)
+        # have no double backward.
         reason = str(exc).strip().splitlines()[0]
         raise InitpruneError(
-            f"Hutchinson criteria cannot score {type(ctx.model).__name__}: torch.func.vmap, which batches "
-            f"the per-sample Hessian-vector products, fails on its {', '.join(recurrent)} ({reason}); "
-            "score the model in float32, or use grasp or a Gauss-Newton/Fisher criterion"
+            f"Hutchinson criteria cannot score {type(ctx.model).__name__}: the per-sample Hessian-vector "
+            f"products fail on its {', '.join(recurrent)} ({reason}); score it on the CPU, or use a "
+            "Gauss-Newton/Fisher criterion"
         ) from None
 
 
