@@ -310,3 +310,10 @@ def test_rademacher_probes_are_the_int64_draw_of_each_sample_seed(dtype):
         assert torch.equal(torch.cat([z["a"][j].reshape(4, -1), z["b"][j]], dim=1), flat)
     assert torch.equal(shifted["a"][0], z["a"][1]) and torch.equal(shifted["b"][0], z["b"][1])
     assert set(z["a"].unique().tolist()) == {-1.0, 1.0}
+    # drawn into a reused buffer: the same probes, as views of the buffer
+    buffer = torch.full((4 * 3 * 32 + 5,), 7.0, dtype=dtype)
+    again = rademacher_probes(shapes, 4, 3, 1234, torch.device("cpu"), dtype, start=7, out=buffer)
+    assert all(torch.equal(again[k], z[k]) for k in z)
+    assert again["a"].untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()
+    with pytest.raises(ValueError, match="at least 384 elements"):
+        rademacher_probes(shapes, 4, 3, 1234, torch.device("cpu"), dtype, out=buffer[:100])
