@@ -45,6 +45,7 @@ HUTCHINSON = ["hutch_diag", "hutch_pruner", "hutch_taylor"]
 FIRST_ORDER = ["grad_norm", "snip"]
 SECOND_ORDER = ["fisher_diag", "fisher_pruner", "fisher_taylor", "hutch_diag", "hutch_pruner", "hutch_taylor"]
 HIGH = [0.98, 0.99, 0.995, 0.998]
+COMMAND = "docs/results/fashion_mnist/study/claims.py"
 CHANCE = 11.0
 """Test accuracy (%) at or below which a 10-class run has not learned."""
 
@@ -159,8 +160,9 @@ def main_grid_section(main: pd.DataFrame, dense: pd.DataFrame) -> list[str]:
             )
         rows.append(row)
     lines += [
-        "Test accuracy (%), mean ± std over seeds; `cK`: K runs collapsed (a layer empty, or its kept weights "
-        f"on no input-output path); `tK`: K runs not collapsed that stayed at chance (≤ {CHANCE:g} %).",
+        "Test accuracy (%), mean ± std over seeds; `cK`: K runs collapsed (a layer empty, or its kept "
+        f"weights on no input-output path); `tK`: K runs not collapsed that stayed at chance "
+        f"(≤ {CHANCE:g} %).",
         "",
     ]
     lines += [*table(["sparsity"] + [SHORT[c] for c in criteria], rows), ""]
@@ -206,9 +208,16 @@ def main_grid_section(main: pd.DataFrame, dense: pd.DataFrame) -> list[str]:
 
 
 def ablation_section(
-    title: str, frame: pd.DataFrame, key: str, values: list[Any], criteria: list[str], sparsities: list[float],
-    base: pd.DataFrame | None = None, base_value: Any = None, per_layer: bool = False,
-) -> list[str]:  # fmt: skip
+    title: str,
+    frame: pd.DataFrame,
+    key: str,
+    values: list[Any],
+    criteria: list[str],
+    sparsities: list[float],
+    base: pd.DataFrame | None = None,
+    base_value: Any = None,
+    per_layer: bool = False,
+) -> list[str]:
     """Accuracy per (criterion, sparsity) for each value of ``key``, and the difference of each value
     against the first; ``base`` supplies ``base_value``'s runs where the ablation reuses another grid."""
     lines = [f"## {title}", ""]
@@ -320,7 +329,7 @@ def main() -> None:
     lines = [
         "# Claims of the paper, measured",
         "",
-        "Made by `python docs/results/fashion_mnist/study/claims.py`.",
+        f"Made by `python {COMMAND}`.",
         "",
     ]
     lines += main_grid_section(main_runs, dense)
