@@ -338,6 +338,7 @@ def main() -> None:
         "Claim 2: BatchNorm warmup (batches of 512 before scoring; None = one full pass)",
         warmup, "warmup_batches", [0, 20, None],
         ["snip", "grasp", "fisher_pruner", "hutch_pruner", "ggn_pruner"], [0.99, 0.998],
+        base=main_runs, base_value=20,
     )  # fmt: skip
     scope = load(study / "scope")
     lines += ablation_section(

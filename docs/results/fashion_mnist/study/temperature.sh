@@ -9,6 +9,9 @@ OUT=${1:-docs/results/fashion_mnist/study/temperature}
 EXTRA=("${@:2}")
 COMMON=(--quiet --model vgg11 --model-options width=0.25 --dataset fashion_mnist --warmup-batches 20
         --scope global --scoring-per-class 10 --epochs 2 --lr 0.03 --schedule cosine --batch-size 512)
-initprune sweep "${COMMON[@]}" "${EXTRA[@]}" --out "$OUT" --grid seed=0,42,123 \
-  'criterion_options=[{temperature: 1}, {temperature: 200}]' criterion=hutch_pruner,hutch_taylor,ggn_pruner \
-  sparsity=0.99,0.998
+# Each criterion at the temperature it does not have by default; its default (T = 200 for the Hutchinson
+# criteria, T = 1 for ggn_pruner) is the main grid's run.
+initprune sweep "${COMMON[@]}" "${EXTRA[@]}" --out "${OUT}_hutch" --grid seed=0,42,123 \
+  criterion=hutch_pruner,hutch_taylor sparsity=0.99,0.998 --criterion-options temperature=1
+initprune sweep "${COMMON[@]}" "${EXTRA[@]}" --out "${OUT}_ggn" --grid seed=0,42,123 \
+  criterion=ggn_pruner sparsity=0.99,0.998 --criterion-options temperature=200
