@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole study in the order of issue 11: the main grid, then the warmup, scope and reference-code
 # ablations, the 15-epoch check, then the rest. Every script resumes where it stopped, so this can be rerun
-# after any interruption; a script that fails is reported and the next one starts. Usage: run_all.sh [DIR] (default docs/results/fashion_mnist/study).
+# after any interruption; a script that fails is reported and the next one starts.
+# Usage: run_all.sh [DIR] (default docs/results/fashion_mnist/study).
 set -euo pipefail
 DIR=${1:-docs/results/fashion_mnist/study}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
