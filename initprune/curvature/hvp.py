@@ -323,11 +323,11 @@ def _loop_chunk_sums(
                 if not used:
                     continue  # the loss is linear in every probed parameter: H_i = 0
                 for j in range(z[names[0]].shape[1]):
-                    dot = sum((g * z[k][i, j]).sum() for k, g in used)
+                    dot = sum(torch.dot(g.reshape(-1), z[k][i, j].reshape(-1)) for k, g in used)
                     hz = torch.autograd.grad(dot, list(leaves.values()), retain_graph=True, allow_unused=True)
                     for name, h in zip(names, hz, strict=True):
                         if h is not None and name in total:
-                            total[name] += z[name][i, j] * h
+                            total[name].addcmul_(z[name][i, j], h)
         return total
 
     return sums
