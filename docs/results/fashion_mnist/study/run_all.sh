@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole study in the order of issue 11: the main grid, then the warmup, scope and reference-code
+# The whole study, most decisive first: the main grid, then the warmup, scope and reference-code
 # ablations, the 15-epoch check, then the rest. Every script resumes where it stopped, so this can be rerun
 # after any interruption; a script that fails is reported and the next one starts.
 # Usage: run_all.sh [DIR] (default docs/results/fashion_mnist/study).
