@@ -16,7 +16,9 @@
 # Base settings of main_grid.sh: VGG-11 at width 0.25 on Fashion-MNIST, BatchNorm warmup of 20 batches,
 # global scope, 100 scoring samples, 2 epochs of SGD (lr 0.03, cosine, batch 512); seeds outermost.
 # Usage: reference.sh [OUT] [extra sweep flags, e.g. --shard 0/2]. Rerunning resumes.
+# SEEDS=0 runs seed 0 only (default 0,42,123).
 set -euo pipefail
+SEEDS=${SEEDS:-0,42,123}  # comma-separated
 OUT=${1:-docs/results/fashion_mnist/study/reference}
 EXTRA=("${@:2}")
 COMMON=(--quiet --model vgg11 --model-options width=0.25 --dataset fashion_mnist --warmup-batches 20
@@ -28,7 +30,7 @@ ALL=("${INIT[@]}" "${PROTOCOL[@]}" --round-schedule sparsity)
 sweep() {  # sweep NAME CRITERIA [FLAGS...]
   local name=$1 criteria=$2; shift 2
   initprune sweep "${COMMON[@]}" "$@" "${EXTRA[@]}" --out "${OUT}_${name}" \
-    --grid seed=0,42,123 "criterion=$criteria" sparsity=0.99,0.998
+    --grid "seed=$SEEDS" "criterion=$criteria" sparsity=0.99,0.998
 }
 sweep grasp_reference grasp "${GRASP[@]}"
 sweep schedule synflow --round-schedule sparsity
