@@ -134,6 +134,21 @@ def best_of(frame: pd.DataFrame, criteria: list[str], sparsity: float) -> tuple[
     return best, best_acc
 
 
+def accuracy_table(frame: pd.DataFrame, criteria: list[str]) -> list[str]:
+    """Test accuracy per sparsity (rows) and criterion (columns), mean ± std over seeds with cK/tK."""
+    rows = [
+        [f"{s:g}"] + [_cell(_runs(frame, c, s)) for c in criteria] for s in sorted(set(frame["sparsity"]))
+    ]
+    return [
+        "Test accuracy (%), mean ± std over seeds; `cK`: K runs collapsed (a layer empty, or its kept "
+        "weights on no input-output path); `tK`: K runs not collapsed that stayed at chance "
+        f"(≤ {CHANCE:g} %).",
+        "",
+        *table(["sparsity"] + [SHORT.get(c, c) for c in criteria], rows),
+        "",
+    ]
+
+
 def main_grid_section(main: pd.DataFrame, dense: pd.DataFrame) -> list[str]:
     lines = ["## Main grid: VGG-11 (width 0.25), Fashion-MNIST, 2 epochs", ""]
     if main.empty:
@@ -145,28 +160,7 @@ def main_grid_section(main: pd.DataFrame, dense: pd.DataFrame) -> list[str]:
     lines.append("")
     criteria = [c for c in SHORT if c in set(main["criterion"])]
     sparsities = sorted(set(main["sparsity"]))
-    rows = []
-    for s in sparsities:
-        row = [f"{s:g}"]
-        for c in criteria:
-            acc = accuracies(main, c, s)
-            runs = main[(main["criterion"] == c) & (main["sparsity"] == s)]
-            coll = int(runs["collapsed"].sum())
-            chance = int(((runs["acc"] <= CHANCE) & ~runs["collapsed"]).sum())
-            row.append(
-                mean_std(list(acc.values()))
-                + (f" c{coll}" if coll else "")
-                + (f" t{chance}" if chance else "")
-            )
-        rows.append(row)
-    lines += [
-        "Test accuracy (%), mean ± std over seeds; `cK`: K runs collapsed (a layer empty, or its kept "
-        f"weights on no input-output path); `tK`: K runs not collapsed that stayed at chance "
-        f"(≤ {CHANCE:g} %).",
-        "",
-    ]
-    lines += [*table(["sparsity"] + [SHORT[c] for c in criteria], rows), ""]
-
+    lines += accuracy_table(main, criteria)
     lines += ["### Claim 1: the Hutchinson criteria match or beat every other criterion at high sparsity", ""]
     lines += [
         "Best Hutchinson criterion (by mean) against the best of all others, and HP against each of the "
@@ -207,6 +201,35 @@ def main_grid_section(main: pd.DataFrame, dense: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _runs(frame: pd.DataFrame, criterion: str, sparsity: float, **where: Any) -> pd.DataFrame:
+    """The runs of ``frame`` matching ``criterion``, ``sparsity`` and ``where`` (key=value)."""
+    if frame is None or frame.empty:
+        return pd.DataFrame()
+    rows = frame[(frame["criterion"] == criterion) & (frame["sparsity"] == round(sparsity, 6))]
+    for key, value in where.items():
+        if key not in rows:
+            return rows.iloc[0:0]
+        rows = rows[rows[key].map(lambda v, value=value: _same(v, value))]
+    return rows
+
+
+def _cell(runs: pd.DataFrame) -> str:
+    """'mean ± std' of the runs' accuracy with cK (collapsed) and tK (at chance, not collapsed)."""
+    if runs.empty:
+        return "–"
+    coll = int(runs["collapsed"].sum())
+    chance = int(((runs["acc"] <= CHANCE) & ~runs["collapsed"]).sum())
+    return mean_std(list(runs["acc"])) + (f" c{coll}" if coll else "") + (f" t{chance}" if chance else "")
+
+
+def _seed_acc(runs: pd.DataFrame) -> dict[Any, float]:
+    return (
+        {int(seed): float(acc) for seed, acc in zip(runs["seed"], runs["acc"], strict=True)}
+        if len(runs)
+        else {}
+    )
+
+
 def ablation_section(
     title: str,
     frame: pd.DataFrame,
@@ -217,60 +240,212 @@ def ablation_section(
     base: pd.DataFrame | None = None,
     base_value: Any = None,
     per_layer: bool = False,
+    note: str = "",
 ) -> list[str]:
     """Accuracy per (criterion, sparsity) for each value of ``key``, and the difference of each value
     against the first; ``base`` supplies ``base_value``'s runs where the ablation reuses another grid."""
-    lines = [f"## {title}", ""]
+    lines = [f"## {title}", ""] + ([note, ""] if note else [])
     if frame.empty:
         return [*lines, "No runs yet.", ""]
+
+    def runs_of(c: str, s: float, v: Any) -> pd.DataFrame:
+        if base is not None and _same(v, base_value):
+            return _runs(base, c, s)
+        return _runs(frame, c, s, **{key: v})
+
     header = ["criterion", "sparsity"] + [f"{key}={v}" for v in values]
     header += [f"{key}={v} − {key}={values[0]}" for v in values[1:]]
     rows = []
     for c in criteria:
         for s in sparsities:
-            accs, colls = [], []
-            for v in values:
-                source = base if (base is not None and v == base_value) else frame
-                where = {} if source is base else {key: v}
-                acc = accuracies(source, c, s, **where)
-                accs.append(acc)
-                sub = (
-                    source[(source["criterion"] == c) & (source["sparsity"] == round(s, 6))]
-                    if len(source)
-                    else []
-                )
-                if len(sub) and source is not base:
-                    sub = sub[sub[key].map(lambda x, v=v: _same(x, v))]
-                colls.append(int(sub["collapsed"].sum()) if len(sub) else 0)
-            row = [SHORT.get(c, c), f"{s:g}"]
-            row += [
-                mean_std(list(a.values())) + (f" c{k}" if k else "") for a, k in zip(accs, colls, strict=True)
-            ]
+            cells = [runs_of(c, s, v) for v in values]
+            accs = [_seed_acc(r) for r in cells]
+            row = [SHORT.get(c, c), f"{s:g}"] + [_cell(r) for r in cells]
             row += [" ".join(paired(a, accs[0])) for a in accs[1:]]
             rows.append(row)
     lines += [*table(header, rows), ""]
     if per_layer:
-        lines += _layer_density_lines(frame, key, values, criteria, sparsities)
+        lines += _layer_density_lines(runs_of, key, values, criteria, sparsities)
     return lines
 
 
 def _layer_density_lines(
-    frame: pd.DataFrame, key: str, values: list[Any], criteria: list[str], sparsities: list[float]
+    runs_of: Any, key: str, values: list[Any], criteria: list[str], sparsities: list[float]
 ) -> list[str]:
-    lines = ["Smallest per-layer density (%) of each run's mask, mean over seeds, and its layer:", ""]
+    """Per (criterion, sparsity, value): the first layer's density and the smallest layer density, mean
+    over seeds - where a global threshold moves the weights."""
+    lines = [
+        "Per-layer density (%) of the masks, mean over seeds: the first prunable layer's, and the smallest "
+        "(with its layer):",
+        "",
+    ]
     rows = []
     for c in criteria:
         for s in sparsities:
             for v in values:
-                sub = frame[(frame["criterion"] == c) & (frame["sparsity"] == round(s, 6))]
-                sub = sub[sub[key].map(lambda x, v=v: _same(x, v))] if key in sub else sub.iloc[0:0]
-                if not len(sub):
+                sub = runs_of(c, s, v)
+                if sub.empty:
                     continue
-                mins = [min(d.items(), key=lambda kv: kv[1]) for d in sub["per_layer_density"]]
+                densities = list(sub["per_layer_density"])
+                first = [next(iter(d.values())) for d in densities]
+                mins = [min(d.items(), key=lambda kv: kv[1]) for d in densities]
                 layers = sorted({name for name, _ in mins})
-                mean_min = 100 * sum(d for _, d in mins) / len(mins)
-                rows.append([SHORT.get(c, c), f"{s:g}", str(v), f"{mean_min:.3f}", ", ".join(layers)])
-    return lines + table(["criterion", "sparsity", key, "min density", "layer(s)"], rows) + [""]
+                rows.append(
+                    [
+                        SHORT.get(c, c),
+                        f"{s:g}",
+                        str(v),
+                        f"{100 * sum(first) / len(first):.2f}",
+                        f"{100 * sum(d for _, d in mins) / len(mins):.3f}",
+                        ", ".join(layers),
+                    ]
+                )
+    header = ["criterion", "sparsity", key, "first layer", "smallest", "smallest layer(s)"]
+    return lines + table(header, rows) + [""]
+
+
+def reference_section(study: Path, main: pd.DataFrame) -> list[str]:
+    """Each behaviour of the paper's reference code against initprune's default on the same seeds."""
+    lines = [
+        "## What the paper's reference code does differently",
+        "",
+        "Each reproduction option (alone, then all at once) against the main grid's run of the same "
+        "criterion, sparsity and seed. `protocol` and `all` train on all 60,000 training images and report "
+        "the best epoch's test accuracy, so part of their difference is the selection on the test set.",
+        "",
+    ]
+    variants = [
+        ("grasp_reference", "GraSP: keep the largest −θ⊙Hg, all parameters, T = 1", ["grasp"]),
+        ("schedule", "SynFlow: schedule read as sparsity", ["synflow"]),
+        ("probe_all", "Hutchinson probes every parameter", ["hutch_pruner"]),
+        ("init", "PyTorch default init + conv biases", ["grasp", "synflow", "hutch_pruner"]),
+        ("protocol", "all training images, best epoch on test", ["grasp", "synflow", "hutch_pruner"]),
+        ("all_grasp", "all of the above", ["grasp"]),
+        ("all_synflow", "all of the above", ["synflow"]),
+        ("all_hutch_pruner", "all of the above", ["hutch_pruner"]),
+    ]
+    rows, together = [], {}
+    for folder, what, criteria in variants:
+        frame = load(study / f"reference_{folder}")
+        for c in criteria:
+            for s in (0.99, 0.998):
+                ref = _runs(frame, c, s)
+                if folder.startswith("all_"):
+                    together[(c, s)] = ref
+                if ref.empty:
+                    continue
+                ours = _runs(main, c, s)
+                text, verdict = paired(_seed_acc(ref), _seed_acc(ours))
+                rows.append([folder, what, SHORT[c], f"{s:g}", _cell(ours), _cell(ref), text, verdict])
+    if not rows:
+        return [*lines, "No runs yet.", ""]
+    header = [
+        "variant",
+        "behaviour",
+        "criterion",
+        "sparsity",
+        "initprune",
+        "reference",
+        "ref − initprune",
+        "verdict",
+    ]
+    lines += [*table(header, rows), ""]
+    rank_rows = []
+    for s in (0.99, 0.998):
+        for name, source in (("initprune", None), ("reference (all)", together)):
+            means = {}
+            for c in ("grasp", "synflow", "hutch_pruner"):
+                runs = _runs(main, c, s) if source is None else source.get((c, s), pd.DataFrame())
+                if not runs.empty:
+                    means[c] = float(runs["acc"].mean())
+            if means:
+                order = sorted(means, key=lambda c: -means[c])
+                rank_rows.append([f"{s:g}", name, " > ".join(f"{SHORT[c]} ({means[c]:.1f})" for c in order)])
+    lines += [
+        "Ranking by mean test accuracy (%):",
+        "",
+        *table(["sparsity", "setting", "ranking"], rank_rows),
+        "",
+    ]
+    return lines
+
+
+def epochs15_section(study: Path, main: pd.DataFrame) -> list[str]:
+    """Seed 0 at 0.99 after 2 and after 15 epochs: does the ranking hold?"""
+    lines = ["## Does the ranking at 0.99 hold with 15 epochs? (seed 0)", ""]
+    long, dense = load(study / "epochs15"), load(study / "epochs15_dense")
+    if long.empty:
+        return [*lines, "No runs yet.", ""]
+    criteria = ["random", "magnitude", "snip", "fisher_pruner", "hutch_pruner", "ggn_pruner"]
+    short_acc = {c: _seed_acc(_runs(main, c, 0.99)).get(0) for c in criteria}
+    long_acc = {c: _seed_acc(_runs(long, c, 0.99)).get(0) for c in criteria}
+
+    def ranks(acc: dict[str, float | None]) -> dict[str, int]:
+        known = sorted((c for c in acc if acc[c] is not None), key=lambda c: -acc[c])
+        return {c: i + 1 for i, c in enumerate(known)}
+
+    r2, r15 = ranks(short_acc), ranks(long_acc)
+    rows = [
+        [
+            SHORT[c],
+            "–" if short_acc[c] is None else f"{short_acc[c]:.2f}",
+            str(r2.get(c, "–")),
+            "–" if long_acc[c] is None else f"{long_acc[c]:.2f}",
+            str(r15.get(c, "–")),
+        ]
+        for c in criteria
+    ]
+    lines += table(["criterion", "2 epochs", "rank", "15 epochs", "rank"], rows)
+    if not dense.empty:
+        lines += ["", f"Dense after 15 epochs: {mean_std(list(dense['acc']))} %."]
+    return [*lines, ""]
+
+
+def resnet20_section(study: Path) -> list[str]:
+    lines = ["## Second architecture: ResNet-20 (width 0.5, BatchNorm)", ""]
+    frame, dense = load(study / "resnet20"), load(study / "resnet20_dense")
+    if frame.empty:
+        return [*lines, "No runs yet.", ""]
+    if not dense.empty:
+        lines += [f"Dense reference: {mean_std(list(dense['acc']))} %.", ""]
+    criteria = [c for c in SHORT if c in set(frame["criterion"])]
+    lines += accuracy_table(frame, criteria)
+    rows = []
+    for s in sorted(set(frame["sparsity"])):
+        hp = _seed_acc(_runs(frame, "hutch_pruner", s))
+        for c in criteria:
+            if c != "hutch_pruner":
+                rows.append([f"{s:g}", SHORT[c], *paired(hp, _seed_acc(_runs(frame, c, s)))])
+    return [*lines, *table(["sparsity", "B", "HP − B (points)", "verdict"], rows), ""]
+
+
+def pat_section(study: Path, main: pd.DataFrame) -> list[str]:
+    """Prune after training (global magnitude) next to the best criterion at initialization."""
+    lines = ["## Prune after training (PaT): the reference the paper measures against", ""]
+    pat = load(study / "pat")
+    if pat.empty:
+        return [*lines, "No runs yet.", ""]
+    lines += [
+        "Dense training for 2 epochs, global magnitude pruning, 2 epochs of retraining with the mask, "
+        "against the best pruning-at-initialization criterion (by mean) of the main grid and HP.",
+        "",
+    ]
+    criteria = [c for c in SHORT if c in set(main["criterion"])]
+    rows = []
+    for s in sorted(set(pat["sparsity"])):
+        after = _runs(pat, "magnitude", s)
+        best, best_acc = best_of(main, criteria, s)
+        hp = _runs(main, "hutch_pruner", s)
+        row = [f"{s:g}", _cell(after)]
+        row += [f"{SHORT[best]} {mean_std(list(best_acc.values()))}" if best else "–"]
+        row += [
+            " ".join(paired(_seed_acc(after), best_acc)),
+            _cell(hp),
+            " ".join(paired(_seed_acc(after), _seed_acc(hp))),
+        ]
+        rows.append(row)
+    header = ["sparsity", "PaT (magnitude)", "best PaI", "PaT − best PaI", "HP", "PaT − HP"]
+    return [*lines, *table(header, rows), ""]
 
 
 def probes_section(probes: pd.DataFrame, main: pd.DataFrame) -> list[str]:
@@ -338,7 +513,7 @@ def main() -> None:
         "Claim 2: BatchNorm warmup (batches of 512 before scoring; None = one full pass)",
         warmup, "warmup_batches", [0, 20, None],
         ["snip", "grasp", "fisher_pruner", "hutch_pruner", "ggn_pruner"], [0.99, 0.998],
-        base=main_runs, base_value=20,
+        base=main_runs, base_value=20, per_layer=True,
     )  # fmt: skip
     scope = load(study / "scope")
     lines += ablation_section(
@@ -346,7 +521,26 @@ def main() -> None:
         ["fisher_pruner", "ggn_pruner", "hutch_pruner"], [0.99, 0.998], base=main_runs, base_value="global",
         per_layer=True,
     )  # fmt: skip
+    lines += reference_section(study, main_runs)
+    lines += epochs15_section(study, main_runs)
+    lines += resnet20_section(study)
+    lines += ablation_section(
+        "Temperature: Hutchinson criteria at T = 200 (their default, the main grid) and T = 1",
+        load(study / "temperature_hutch"), "temperature", [200.0, 1.0], ["hutch_pruner", "hutch_taylor"],
+        [0.99, 0.998], base=main_runs, base_value=200.0,
+    )  # fmt: skip
+    lines += ablation_section(
+        "Temperature: exact OBD at T = 1 (its default, the main grid) and T = 200",
+        load(study / "temperature_ggn"), "temperature", [1.0, 200.0], ["ggn_pruner"], [0.99, 0.998],
+        base=main_runs, base_value=1.0,
+    )  # fmt: skip
     lines += probes_section(load(study / "probes"), main_runs)
+    lines += ablation_section(
+        "Scoring samples per class (10: the main grid)", load(study / "scoring_samples"),
+        "scoring_per_class", [10, 1, 50], ["fisher_pruner", "hutch_pruner"], [0.99],
+        base=main_runs, base_value=10,
+    )  # fmt: skip
+    lines += pat_section(study, main_runs)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text("\n".join(lines) + "\n")
