@@ -228,8 +228,10 @@ def run(
             f"(target ≥ 20 on a GPU); loop {loop / base:.1f}× (timed on {min(loop_samples, n)} samples, "
             f"scaled to {n}); hutch_diag {times['hutch_diag'] / base:.1f}× one batched gradient "
             f"(route {taken} at chunks of {chunk}, reverse-over-reverse; route {other_route} "
-            f"{alt / base:.1f}×, {loop / alt:.1f}× faster than the loop; forward-over-reverse by vmap "
-            f"{fwd / base:.1f}×); "
+            + (f"{alt / base:.1f}×, {loop / alt:.1f}× faster than the loop" if hutch_routes else "not timed")
+            + "; forward-over-reverse by vmap "
+            + (f"{fwd / base:.1f}×" if hutch_forward else "not timed")
+            + "); "
             f"floor 10 × one batched HVP = {10 * hvp / base:.1f}×; drawing the probes alone "
             f"(rademacher_probes, in both routes) {draw / base:.1f}×"
         )
