@@ -336,6 +336,9 @@ def reference_section(study: Path, main: pd.DataFrame) -> list[str]:
                     continue
                 ours = _runs(main, c, s)
                 text, verdict = paired(_seed_acc(ref), _seed_acc(ours))
+                verdict = verdict.replace("A better", "reference better").replace(
+                    "B better", "initprune better"
+                )
                 rows.append([folder, what, SHORT[c], f"{s:g}", _cell(ours), _cell(ref), text, verdict])
     if not rows:
         return [*lines, "No runs yet.", ""]
