@@ -25,18 +25,20 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds of one ``fn()`` on the current clock, the device synchronized before and after."""
+    synchronize(device)
+    start = _clock()
+    fn()
+    synchronize(device)
+    return _clock() - start
+
+
 def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
     for _ in range(warmup):
         fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = _clock()
-        fn()
-        synchronize(device)
-        times.append(_clock() - start)
-    return statistics.median(times)
+    return statistics.median(timed(fn, device) for _ in range(repeats))
 
 
 def paired_ratio(
@@ -53,28 +55,13 @@ def paired_ratio(
     costs (allocator, kernel selection) are lost in it, so it counts as the first pair's ``fn`` time,
     against a baseline timed right after it. A call of many minutes then runs once, not twice.
     """
-    synchronize(device)
-    start = _clock()
-    fn()
-    synchronize(device)
-    first = _clock() - start
+    first = timed(fn, device)
     baseline()
-    ratios = []
-    if first >= long_call:
-        synchronize(device)
-        start = _clock()
-        baseline()
-        synchronize(device)
-        ratios.append(first / (_clock() - start))
+    ratios = [first / timed(baseline, device)] if first >= long_call else []
     for i in range(len(ratios), repeats):
         pair = {}
         for name in ("fn", "baseline") if i % 2 == 0 else ("baseline", "fn"):
-            call = fn if name == "fn" else baseline
-            synchronize(device)
-            start = _clock()
-            call()
-            synchronize(device)
-            pair[name] = _clock() - start
+            pair[name] = timed(fn if name == "fn" else baseline, device)
         ratios.append(pair["fn"] / pair["baseline"])
     return statistics.median(ratios)
 

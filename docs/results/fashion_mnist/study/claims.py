@@ -84,16 +84,38 @@ def _std(values: list[float]) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def accuracies(frame: pd.DataFrame, criterion: str, sparsity: float, **where: Any) -> dict[Any, float]:
-    """seed → test accuracy of the runs matching ``criterion``, ``sparsity`` and ``where``."""
-    if frame.empty:
-        return {}
+def _runs(frame: pd.DataFrame, criterion: str, sparsity: float, **where: Any) -> pd.DataFrame:
+    """The runs of ``frame`` matching ``criterion``, ``sparsity`` and ``where`` (key=value)."""
+    if frame is None or frame.empty:
+        return pd.DataFrame()
     rows = frame[(frame["criterion"] == criterion) & (frame["sparsity"] == round(sparsity, 6))]
     for key, value in where.items():
         if key not in rows:
-            return {}
+            return rows.iloc[0:0]
         rows = rows[rows[key].map(lambda v, value=value: _same(v, value))]
-    return {int(seed): float(acc) for seed, acc in zip(rows["seed"], rows["acc"], strict=True)}
+    return rows
+
+
+def _cell(runs: pd.DataFrame) -> str:
+    """'mean ± std' of the runs' accuracy with cK (collapsed) and tK (at chance, not collapsed)."""
+    if runs.empty:
+        return "–"
+    coll = int(runs["collapsed"].sum())
+    chance = int(((runs["acc"] <= CHANCE) & ~runs["collapsed"]).sum())
+    return mean_std(list(runs["acc"])) + (f" c{coll}" if coll else "") + (f" t{chance}" if chance else "")
+
+
+def _seed_acc(runs: pd.DataFrame) -> dict[Any, float]:
+    return (
+        {int(seed): float(acc) for seed, acc in zip(runs["seed"], runs["acc"], strict=True)}
+        if len(runs)
+        else {}
+    )
+
+
+def accuracies(frame: pd.DataFrame, criterion: str, sparsity: float, **where: Any) -> dict[Any, float]:
+    """seed → test accuracy of the runs matching ``criterion``, ``sparsity`` and ``where``."""
+    return _seed_acc(_runs(frame, criterion, sparsity, **where))
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -201,35 +223,6 @@ def main_grid_section(main: pd.DataFrame, dense: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _runs(frame: pd.DataFrame, criterion: str, sparsity: float, **where: Any) -> pd.DataFrame:
-    """The runs of ``frame`` matching ``criterion``, ``sparsity`` and ``where`` (key=value)."""
-    if frame is None or frame.empty:
-        return pd.DataFrame()
-    rows = frame[(frame["criterion"] == criterion) & (frame["sparsity"] == round(sparsity, 6))]
-    for key, value in where.items():
-        if key not in rows:
-            return rows.iloc[0:0]
-        rows = rows[rows[key].map(lambda v, value=value: _same(v, value))]
-    return rows
-
-
-def _cell(runs: pd.DataFrame) -> str:
-    """'mean ± std' of the runs' accuracy with cK (collapsed) and tK (at chance, not collapsed)."""
-    if runs.empty:
-        return "–"
-    coll = int(runs["collapsed"].sum())
-    chance = int(((runs["acc"] <= CHANCE) & ~runs["collapsed"]).sum())
-    return mean_std(list(runs["acc"])) + (f" c{coll}" if coll else "") + (f" t{chance}" if chance else "")
-
-
-def _seed_acc(runs: pd.DataFrame) -> dict[Any, float]:
-    return (
-        {int(seed): float(acc) for seed, acc in zip(runs["seed"], runs["acc"], strict=True)}
-        if len(runs)
-        else {}
-    )
-
-
 def ablation_section(
     title: str,
     frame: pd.DataFrame,
@@ -240,11 +233,10 @@ def ablation_section(
     base: pd.DataFrame | None = None,
     base_value: Any = None,
     per_layer: bool = False,
-    note: str = "",
 ) -> list[str]:
     """Accuracy per (criterion, sparsity) for each value of ``key``, and the difference of each value
     against the first; ``base`` supplies ``base_value``'s runs where the ablation reuses another grid."""
-    lines = [f"## {title}", ""] + ([note, ""] if note else [])
+    lines = [f"## {title}", ""]
     if frame.empty:
         return [*lines, "No runs yet.", ""]
 
