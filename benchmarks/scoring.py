@@ -2,14 +2,17 @@
 
     python benchmarks/scoring.py [--quick] [--device cpu|cuda] [--models vgg_small resnet20]
     python benchmarks/scoring.py --models vgg16 resnet18 vit_small --samples 100 1000 --loop-samples 5
+    python benchmarks/scoring.py --models vit_small --samples 1000 --batch-size 100
 
 Networks (by default a small VGG-style conv net with BatchNorm and ResNet-20; any registered model), N
 scoring samples (``--samples``, N/10 per class) of CIFAR-shaped input (3×32×32), everything in one
-process. The header gives the memory budget and the chunk sizes it gives each engine. For every criterion
-it prints time / time(one batched gradient), the median over pairs timed back to back (``--clock cpu``
-times CPU seconds of this process, steadier on a shared machine), and for those in ``--memory`` the peak
-memory / the batched gradient's; then the comparisons with the batch-1 loop formulations, which are timed
-on ``--loop-samples`` samples and scaled to N:
+process. The samples form one batch, or with ``--batch-size B`` a list of batches of B (as a DataLoader
+gives them); the unit is then the gradient accumulated over those batches, so one pass never holds more
+than B samples' activations. The header gives the memory budget and the chunk sizes it gives each
+engine. For every criterion it prints time / time(one batched gradient), the median over pairs timed
+back to back (``--clock cpu`` times CPU seconds of this process, steadier on a shared machine), and for
+those in ``--memory`` the peak memory / the batched gradient's; then the comparisons with the batch-1
+loop formulations, which are timed on ``--loop-samples`` samples and scaled to N:
   - fisher_diag vs a loop of autograd.grad at batch size 1, and fisher_diag in passes of 64 samples (the
     former default chunk) instead of the passes the memory budget gives,
   - hutch_diag (10 independent probes per sample, reverse-over-reverse) vs a loop over samples at batch
@@ -65,16 +68,22 @@ def build(name: str, device: torch.device) -> nn.Module:
     return model
 
 
-def scoring_data(device: torch.device, per_class: int = 10) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def scoring_data(
+    device: torch.device, per_class: int = 10, batch_size: int | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """10 · per_class samples: one batch, or consecutive batches of ``batch_size`` (the same samples)."""
     g = torch.Generator().manual_seed(0)
     y = torch.arange(10).repeat_interleave(per_class)
     x = torch.randn(len(y), 3, 32, 32, generator=g)
-    return [(x.to(device), y.to(device))]
+    size = batch_size or len(y)
+    return [(xb.to(device), yb.to(device)) for xb, yb in zip(x.split(size), y.split(size), strict=True)]
 
 
 def batched_gradient(model: nn.Module, params: dict, data) -> None:
+    """The unit: the gradient of the mean loss, accumulated over the batches."""
+    n = sum(x.shape[0] for x, _ in data)
     for x, y in data:
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(model(x), y, reduction="sum") / n
         torch.autograd.grad(loss, list(params.values()))
 
 
@@ -112,11 +121,13 @@ def hutchinson_loop(model: nn.Module, params: dict, data, probes: int, temperatu
 
 def _loop_seconds(loop: Callable[[list], object], data, samples: int, device: torch.device) -> float:
     """Seconds of a batch-1 loop over all N samples, timed on the first ``samples`` of them and scaled
-    by N / samples (the loop's cost is linear in N)."""
+    by N / samples (the loop's cost is linear in N), after a warm-up on one sample (first-call costs
+    would otherwise be scaled by N / samples too)."""
     x, y = data[0]
-    n = x.shape[0]
-    k = min(samples, n)
+    n = sum(b[0].shape[0] for b in data)
+    k = min(samples, x.shape[0])
     with torch.enable_grad():
+        loop([(x[:1], y[:1])])
         seconds = median_seconds(lambda: loop([(x[:k], y[:k])]), device, 1, warmup=0)
     return seconds * n / k
 
@@ -136,15 +147,18 @@ def run(
     memory: list[str],
     hutch_forward: bool = True,
     hutch_routes: bool = True,
+    batch_size: int | None = None,
 ) -> None:
     model = build(model_name, device)
     params = prunable_parameters(model)
-    data = scoring_data(device, per_class=samples // 10)
-    n = data[0][0].shape[0]
+    data = scoring_data(device, per_class=samples // 10, batch_size=batch_size)
+    n = sum(x.shape[0] for x, _ in data)
+    looped = min(loop_samples, data[0][0].shape[0])  # the loops are timed on the first batch's samples
     n_params = sum(p.numel() for p in params.values())
     budget = memory_budget(device)
     print(
-        f"\n== {model_name}: {n_params / 1e6:.2f}M prunable weights, {n} samples, device {device}; "
+        f"\n== {model_name}: {n_params / 1e6:.2f}M prunable weights, {n} samples in {len(data)} "
+        f"batch(es), device {device}; "
         f"memory budget {budget / 2**20:.0f} MiB: chunks of {auto_chunk_size(model, params, data, LOSS)} "
         f"(fisher), {auto_chunk_size(model, params, data, GGN)} (ggn), "
         f"{hutchinson_chunk_size(model, params, data, 10)} (hutch) samples =="
@@ -178,7 +192,7 @@ def run(
         print(
             f"fisher_diag: {times['fisher_diag'] / base:.2f}× one batched gradient (target ≤ 1.5 on a GPU); "
             f"{loop / times['fisher_diag']:.1f}× faster than the batch-1 loop ({loop / base:.1f}×; "
-            f"timed on {min(loop_samples, n)} samples, scaled to {n})"
+            f"timed on {looped} samples, scaled to {n})"
         )
 
         def chunked() -> None:
@@ -225,7 +239,7 @@ def run(
             )
         print(
             f"hutch_diag (10 probes/sample): {loop / times['hutch_diag']:.1f}× faster than the batch-1 loop "
-            f"(target ≥ 20 on a GPU); loop {loop / base:.1f}× (timed on {min(loop_samples, n)} samples, "
+            f"(target ≥ 20 on a GPU); loop {loop / base:.1f}× (timed on {looped} samples, "
             f"scaled to {n}); hutch_diag {times['hutch_diag'] / base:.1f}× one batched gradient "
             f"(route {taken} at chunks of {chunk}, reverse-over-reverse; route {other_route} "
             + (f"{alt / base:.1f}×, {loop / alt:.1f}× faster than the loop" if hutch_routes else "not timed")
@@ -254,6 +268,12 @@ def main() -> None:
         type=int,
         default=100,
         help="the batch-1 loops are timed on at most this many samples and scaled to all (default 100)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="split the samples into batches of this size (default: one batch); the unit is the "
+        "gradient accumulated over them",
     )
     parser.add_argument("--repeats", type=int, help="back-to-back pairs per ratio (default 5; --quick: 2)")
     parser.add_argument(
@@ -314,6 +334,7 @@ def main() -> None:
                 args.memory,
                 args.hutch_forward,
                 args.hutch_routes,
+                args.batch_size,
             )
 
 
