@@ -9,8 +9,8 @@ Reads every finished run below the study's folders (``main``, ``main_dense``, ``
 with ``initprune.experiments.report.collect``, and writes one markdown file. Accuracies are test accuracy
 in %; a difference "A − B" is taken per seed and summarised as mean ± std (n) with its range; **agree**
 means every seed has the same sign and |mean| exceeds the larger of the two criteria's seed std.
-The probes table also gives the Jaccard overlap of kept sets, read from the runs' ``mask.pt`` files
-(present where the runs were made; they are not committed).
+The probes table also gives the Jaccard overlap of kept sets, read from the runs' ``mask.pt`` files where
+they are present (they are not committed) and kept in ``probes_jaccard.json`` (committed) for the rest.
 """
 
 from __future__ import annotations
@@ -443,32 +443,74 @@ def pat_section(study: Path, main: pd.DataFrame) -> list[str]:
     return [*lines, *table(header, rows), ""]
 
 
-def probes_section(probes: pd.DataFrame, main: pd.DataFrame) -> list[str]:
+def mask_jaccards(pairs: list[tuple[Path, Path]], cache: Path) -> dict[tuple[Path, Path], float]:
+    """Jaccard overlap of the kept sets of each pair of run folders, from their ``mask.pt`` files.
+
+    ``mask.pt`` is not committed, so every overlap computed here is also kept in ``cache`` (a small JSON
+    committed with the study, keyed by the two folders' paths below the study), and a pair whose masks are
+    absent is read from it."""
+    import json
+
     from initprune.masks import Mask
 
-    lines = ["## Hutchinson probes per sample (HP at 0.99)", ""]
+    def key(folder: Path) -> str:
+        return f"{folder.parent.name}/{folder.name}"
+
+    stored = json.loads(cache.read_text()) if cache.exists() else {}
+    masks: dict[Path, dict] = {}
+    found = {}
+    for a, b in pairs:
+        name = f"{key(a)} | {key(b)}"
+        if (a / "mask.pt").exists() and (b / "mask.pt").exists():
+            for f in (a, b):
+                if f not in masks:
+                    masks[f] = dict(Mask.load(f / "mask.pt"))
+            stored[name] = jaccard(masks[a], masks[b])
+        if name in stored:
+            found[(a, b)] = float(stored[name])
+    if stored:
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dict(sorted(stored.items())), indent=1) + "\n")
+        tmp.replace(cache)
+    return found
+
+
+def probes_section(probes: pd.DataFrame, main: pd.DataFrame, cache: Path) -> list[str]:
+    lines = [
+        "## Hutchinson probes per sample (HP at 0.99)",
+        "",
+        "Jaccard overlap of the kept sets: with the exact OBD mask (`ggn_pruner`, main grid) of the same "
+        "seed, and between seeds. A seed sets the initial weights, the scoring samples and the probes, so "
+        "the between-seed overlap of the exact OBD masks (last row, no probes) is what remains without probe "
+        "noise.",
+        "",
+    ]
     if probes.empty:
         return [*lines, "No runs yet.", ""]
     ggn = main[(main["criterion"] == "ggn_pruner") & (main["sparsity"] == 0.99)] if len(main) else main
-    ggn_masks = {}
-    for _, run in ggn.iterrows():
-        path = Path(run["_folder"]) / "mask.pt"
-        if path.exists():
-            ggn_masks[int(run["seed"])] = dict(Mask.load(path))
+    ggn_runs = {int(r["seed"]): Path(r["_folder"]) for _, r in ggn.iterrows()}
+    groups: list[tuple[str, pd.DataFrame]] = [
+        (str(k), probes[probes["criterion_options"].map(lambda o, k=k: json_probes(o) == k)])
+        for k in sorted(set(int(json_probes(o)) for o in probes["criterion_options"]))
+    ]
+    groups.append(("exact OBD (`ggn_pruner`)", ggn))
+    pairs = []
+    for _, sub in groups:
+        runs = {int(r["seed"]): Path(r["_folder"]) for _, r in sub.iterrows()}
+        pairs += [(f, ggn_runs[s]) for s, f in runs.items() if s in ggn_runs and f != ggn_runs[s]]
+        seeds = sorted(runs)
+        pairs += [(runs[a], runs[b]) for i, a in enumerate(seeds) for b in seeds[i + 1 :]]
+    overlap = mask_jaccards(pairs, cache)
     rows = []
-    for k in sorted(set(int(json_probes(o)) for o in probes["criterion_options"])):
-        sub = probes[probes["criterion_options"].map(lambda o, k=k: json_probes(o) == k)]
-        masks = {}
-        for _, run in sub.iterrows():
-            path = Path(run["_folder"]) / "mask.pt"
-            if path.exists():
-                masks[int(run["seed"])] = dict(Mask.load(path))
-        to_exact = [jaccard(m, ggn_masks[s]) for s, m in masks.items() if s in ggn_masks]
-        seeds = sorted(masks)
-        between = [jaccard(masks[a], masks[b]) for i, a in enumerate(seeds) for b in seeds[i + 1 :]]
+    for label, sub in groups:
+        runs = {int(r["seed"]): Path(r["_folder"]) for _, r in sub.iterrows()}
+        seeds = sorted(runs)
+        to_exact = [overlap[(f, ggn_runs[s])] for s, f in runs.items() if (f, ggn_runs.get(s)) in overlap]
+        between = [overlap[(runs[a], runs[b])] for i, a in enumerate(seeds) for b in seeds[i + 1 :]
+                   if (runs[a], runs[b]) in overlap]  # fmt: skip
         rows.append(
             [
-                str(k),
+                label,
                 mean_std(list(sub["acc"])),
                 mean_std(to_exact) if to_exact else "–",
                 mean_std(between) if between else "–",
@@ -529,7 +571,7 @@ def main() -> None:
         load(study / "temperature_ggn"), "temperature", [1.0, 200.0], ["ggn_pruner"], [0.99, 0.998],
         base=main_runs, base_value=1.0,
     )  # fmt: skip
-    lines += probes_section(load(study / "probes"), main_runs)
+    lines += probes_section(load(study / "probes"), main_runs, study / "probes_jaccard.json")
     lines += ablation_section(
         "Scoring samples per class (10: the main grid)", load(study / "scoring_samples"),
         "scoring_per_class", [10, 1, 50], ["fisher_pruner", "hutch_pruner"], [0.99],
