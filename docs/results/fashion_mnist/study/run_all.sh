@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole study, most decisive first: the main grid, then the warmup, scope and reference-code ablations
-# with all seeds, the 15-epoch check, then the rest (ResNet-20, temperature, probes, scoring samples, PaT)
-# for seed 0 and only then for seeds 42 and 123, so a study cut short has every ablation at seed 0. Every
-# script resumes where it stopped, so this can be rerun after any interruption; a script that fails is
-# reported and the next one starts.
+# with all seeds, the 15-epoch check, then the rest (temperature, probes, scoring samples, PaT, and the
+# longest, ResNet-20) for seed 0 and only then for seeds 42 and 123, so a study cut short has every
+# ablation at seed 0. Every script resumes where it stopped, so this can be rerun after any interruption;
+# a script that fails is reported and the next one starts.
 # Usage: run_all.sh [DIR] (default docs/results/fashion_mnist/study).
 set -euo pipefail
 DIR=${1:-docs/results/fashion_mnist/study}
@@ -16,5 +16,5 @@ step() {  # step NAME SEEDS
 }
 for name in main_grid warmup scope reference epochs15; do step "$name" 0,42,123; done
 for seeds in 0 0,42,123; do
-  for name in resnet20 temperature probes scoring_samples pat; do step "$name" "$seeds"; done
+  for name in temperature probes scoring_samples pat resnet20; do step "$name" "$seeds"; done
 done
