@@ -141,6 +141,17 @@ def paired(a: dict[Any, float], b: dict[Any, float]) -> tuple[str, str]:
     return text, "within seed spread"
 
 
+def ranking(means: dict[str, float]) -> str:
+    """``A (86.3) > B (85.5) = C (85.5)``: best first, "=" where the rounded means tie."""
+    order = sorted(means, key=lambda k: -means[k])
+    text = ""
+    for i, k in enumerate(order):
+        if i:
+            text += " = " if f"{means[k]:.1f}" == f"{means[order[i - 1]]:.1f}" else " > "
+        text += f"{k} ({means[k]:.1f})"
+    return text
+
+
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
         "| " + " | ".join(r) + " |" for r in rows
@@ -354,8 +365,7 @@ def reference_section(study: Path, main: pd.DataFrame) -> list[str]:
                 if not runs.empty:
                     means[c] = float(runs["acc"].mean())
             if means:
-                order = sorted(means, key=lambda c: -means[c])
-                rank_rows.append([f"{s:g}", name, " > ".join(f"{SHORT[c]} ({means[c]:.1f})" for c in order)])
+                rank_rows.append([f"{s:g}", name, ranking({SHORT[c]: m for c, m in means.items()})])
     lines += [
         "Ranking by mean test accuracy (%):",
         "",
