@@ -80,11 +80,13 @@ def scoring_data(
 
 
 def batched_gradient(model: nn.Module, params: dict, data) -> None:
-    """The unit: the gradient of the mean loss, accumulated over the batches."""
+    """The unit: the gradient of the mean loss over all samples, summed over the batches."""
     n = sum(x.shape[0] for x, _ in data)
+    total: list[torch.Tensor] = []
     for x, y in data:
         loss = F.cross_entropy(model(x), y, reduction="sum") / n
-        torch.autograd.grad(loss, list(params.values()))
+        grads = torch.autograd.grad(loss, list(params.values()))
+        total = list(grads) if not total else [t.add_(g) for t, g in zip(total, grads, strict=True)]
 
 
 def fisher_loop(model: nn.Module, params: dict, data) -> dict:
@@ -315,6 +317,8 @@ def main() -> None:
         help="criteria to time (default: all); the batch-1 loops run with fisher_diag and hutch_diag",
     )
     args = parser.parse_args()
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error(f"--batch-size must be a positive number of samples, got {args.batch_size}")
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
