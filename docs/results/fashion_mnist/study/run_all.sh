@@ -4,15 +4,28 @@
 # longest, ResNet-20) for seed 0 and only then for seeds 42 and 123, so a study cut short has every
 # ablation at seed 0. Every script resumes where it stopped, so this can be rerun after any interruption;
 # a script that fails is reported and the next one starts.
-# Usage: run_all.sh [DIR] (default docs/results/fashion_mnist/study).
+# Usage: [JOBS=N] run_all.sh [DIR] (default docs/results/fashion_mnist/study).
+# JOBS=N (default 1) runs each script as N sweep shards side by side (--shard i/N), each with
+# nproc/N torch threads (OMP_NUM_THREADS), for a machine with more cores than one run uses.
 set -euo pipefail
 DIR=${1:-docs/results/fashion_mnist/study}
+JOBS=${JOBS:-1}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 step() {  # step NAME SEEDS
-  local name=$1 out="$DIR/$1"
+  local name=$1 out="$DIR/$1" pids=() i status=0
   [ "$name" = main_grid ] && out="$DIR/main"
   echo "[$(date -u +%H:%M:%S)] study: $name (seeds $2) -> $out"
-  SEEDS=$2 bash "$HERE/$name.sh" "$out" || echo "[$(date -u +%H:%M:%S)] study: $name stopped with exit $?; going on"
+  if [ "$JOBS" -le 1 ]; then
+    SEEDS=$2 bash "$HERE/$name.sh" "$out" || status=$?
+  else
+    for ((i = 0; i < JOBS; i++)); do
+      OMP_NUM_THREADS=$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 )) SEEDS=$2 \
+        bash "$HERE/$name.sh" "$out" --shard "$i/$JOBS" &
+      pids+=($!)
+    done
+    for i in "${pids[@]}"; do wait "$i" || status=$?; done
+  fi
+  [ "$status" -eq 0 ] || echo "[$(date -u +%H:%M:%S)] study: $name stopped with exit $status; going on"
 }
 for name in main_grid warmup scope reference epochs15; do step "$name" 0,42,123; done
 for seeds in 0 0,42,123; do
