@@ -485,48 +485,57 @@ def mask_jaccards(pairs: list[tuple[Path, Path]], cache: Path) -> dict[tuple[Pat
     return found
 
 
-def probes_section(probes: pd.DataFrame, main: pd.DataFrame, cache: Path) -> list[str]:
+def probes_section(
+    probes: pd.DataFrame, main: pd.DataFrame, ggn_t200: pd.DataFrame, cache: Path
+) -> list[str]:
     lines = [
         "## Hutchinson probes per sample (HP at 0.99)",
         "",
-        "Jaccard overlap of the kept sets: with the exact OBD mask (`ggn_pruner`, main grid) of the same "
-        "seed, and between seeds. A seed sets the initial weights, the scoring samples and the probes, so "
-        "the between-seed overlap of the exact OBD masks (last row, no probes) is what remains without probe "
-        "noise.",
+        "Jaccard overlap of the kept sets with the exact OBD mask of the same seed: at T = 1 (`ggn_pruner`, "
+        "main grid) and at T = 200 (`temperature_ggn`), the temperature HP uses, so the diagonal HP "
+        "estimates; and between seeds. A seed sets the initial weights, the scoring samples and the "
+        "probes, so the between-seed overlap of the exact OBD masks (last rows, no probes) is what remains "
+        "without probe noise.",
         "",
     ]
     if probes.empty:
         return [*lines, "No runs yet.", ""]
+
+    def by_seed(frame: pd.DataFrame) -> dict[int, Path]:
+        return {int(r["seed"]): Path(r["_folder"]) for _, r in frame.iterrows()}
+
     ggn = main[(main["criterion"] == "ggn_pruner") & (main["sparsity"] == 0.99)] if len(main) else main
-    ggn_runs = {int(r["seed"]): Path(r["_folder"]) for _, r in ggn.iterrows()}
+    t200 = ggn_t200
+    if len(t200):
+        t200 = t200[(t200["temperature"].astype(float) == 200.0) & (t200["sparsity"] == 0.99)]
+    exact = {"T=1": by_seed(ggn), "T=200": by_seed(t200)}
     groups: list[tuple[str, pd.DataFrame]] = [
         (str(k), probes[probes["criterion_options"].map(lambda o, k=k: json_probes(o) == k)])
         for k in sorted(set(int(json_probes(o)) for o in probes["criterion_options"]))
     ]
-    groups.append(("exact OBD (`ggn_pruner`)", ggn))
+    groups += [("exact OBD, T = 1 (`ggn_pruner`)", ggn), ("exact OBD, T = 200", t200)]
     pairs = []
     for _, sub in groups:
-        runs = {int(r["seed"]): Path(r["_folder"]) for _, r in sub.iterrows()}
-        pairs += [(f, ggn_runs[s]) for s, f in runs.items() if s in ggn_runs and f != ggn_runs[s]]
+        runs = by_seed(sub)
+        for ref in exact.values():
+            pairs += [(f, ref[s]) for s, f in runs.items() if s in ref and f != ref[s]]
         seeds = sorted(runs)
         pairs += [(runs[a], runs[b]) for i, a in enumerate(seeds) for b in seeds[i + 1 :]]
     overlap = mask_jaccards(pairs, cache)
     rows = []
     for label, sub in groups:
-        runs = {int(r["seed"]): Path(r["_folder"]) for _, r in sub.iterrows()}
+        runs = by_seed(sub)
         seeds = sorted(runs)
-        to_exact = [overlap[(f, ggn_runs[s])] for s, f in runs.items() if (f, ggn_runs.get(s)) in overlap]
+        row = [label, mean_std(list(sub["acc"]))]
+        for ref in exact.values():
+            found = [overlap[(f, ref[s])] for s, f in runs.items() if (f, ref.get(s)) in overlap]
+            row.append(mean_std(found) if found else "–")
         between = [overlap[(runs[a], runs[b])] for i, a in enumerate(seeds) for b in seeds[i + 1 :]
                    if (runs[a], runs[b]) in overlap]  # fmt: skip
-        rows.append(
-            [
-                label,
-                mean_std(list(sub["acc"])),
-                mean_std(to_exact) if to_exact else "–",
-                mean_std(between) if between else "–",
-            ]
-        )
-    lines += table(["probes", "accuracy", "Jaccard with GGN-OBD (same seed)", "Jaccard between seeds"], rows)
+        rows.append([*row, mean_std(between) if between else "–"])
+    header = ["probes", "accuracy", "Jaccard with exact OBD, T = 1", "with exact OBD, T = 200"]
+    header.append("between seeds")
+    lines += table(header, rows)
     return [*lines, ""]
 
 
@@ -581,7 +590,9 @@ def main() -> None:
         load(study / "temperature_ggn"), "temperature", [1.0, 200.0], ["ggn_pruner"], [0.99, 0.998],
         base=main_runs, base_value=1.0,
     )  # fmt: skip
-    lines += probes_section(load(study / "probes"), main_runs, study / "probes_jaccard.json")
+    lines += probes_section(
+        load(study / "probes"), main_runs, load(study / "temperature_ggn"), study / "probes_jaccard.json"
+    )
     lines += ablation_section(
         "Scoring samples per class (10: the main grid)", load(study / "scoring_samples"),
         "scoring_per_class", [10, 1, 50], ["fisher_pruner", "hutch_pruner"], [0.99],
