@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from initprune.atomic import atomic_write_text
 from initprune.experiments.report import collect, jaccard
 
 SHORT = {
@@ -479,9 +480,7 @@ def mask_jaccards(pairs: list[tuple[Path, Path]], cache: Path) -> dict[tuple[Pat
         if name in stored:
             found[(a, b)] = float(stored[name])
     if stored:
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dict(sorted(stored.items())), indent=1) + "\n")
-        tmp.replace(cache)
+        atomic_write_text(cache, json.dumps(dict(sorted(stored.items())), indent=1) + "\n")
     return found
 
 
@@ -504,10 +503,8 @@ def probes_section(
     def by_seed(frame: pd.DataFrame) -> dict[int, Path]:
         return {int(r["seed"]): Path(r["_folder"]) for _, r in frame.iterrows()}
 
-    ggn = main[(main["criterion"] == "ggn_pruner") & (main["sparsity"] == 0.99)] if len(main) else main
-    t200 = ggn_t200
-    if len(t200):
-        t200 = t200[(t200["temperature"].astype(float) == 200.0) & (t200["sparsity"] == 0.99)]
+    ggn = _runs(main, "ggn_pruner", 0.99)
+    t200 = _runs(ggn_t200, "ggn_pruner", 0.99, temperature=200.0)
     exact = {"T=1": by_seed(ggn), "T=200": by_seed(t200)}
     groups: list[tuple[str, pd.DataFrame]] = [
         (str(k), probes[probes["criterion_options"].map(lambda o, k=k: json_probes(o) == k)])
@@ -533,8 +530,13 @@ def probes_section(
         between = [overlap[(runs[a], runs[b])] for i, a in enumerate(seeds) for b in seeds[i + 1 :]
                    if (runs[a], runs[b]) in overlap]  # fmt: skip
         rows.append([*row, mean_std(between) if between else "–"])
-    header = ["probes", "accuracy", "Jaccard with exact OBD, T = 1", "with exact OBD, T = 200"]
-    header.append("between seeds")
+    header = [
+        "probes",
+        "accuracy",
+        "Jaccard with exact OBD, T = 1",
+        "with exact OBD, T = 200",
+        "between seeds",
+    ]
     lines += table(header, rows)
     return [*lines, ""]
 
@@ -585,14 +587,13 @@ def main() -> None:
         load(study / "temperature_hutch"), "temperature", [200.0, 1.0], ["hutch_pruner", "hutch_taylor"],
         [0.99, 0.998], base=main_runs, base_value=200.0,
     )  # fmt: skip
+    temperature_ggn = load(study / "temperature_ggn")
     lines += ablation_section(
         "Temperature: exact OBD at T = 1 (its default, the main grid) and T = 200",
-        load(study / "temperature_ggn"), "temperature", [1.0, 200.0], ["ggn_pruner"], [0.99, 0.998],
+        temperature_ggn, "temperature", [1.0, 200.0], ["ggn_pruner"], [0.99, 0.998],
         base=main_runs, base_value=1.0,
     )  # fmt: skip
-    lines += probes_section(
-        load(study / "probes"), main_runs, load(study / "temperature_ggn"), study / "probes_jaccard.json"
-    )
+    lines += probes_section(load(study / "probes"), main_runs, temperature_ggn, study / "probes_jaccard.json")
     lines += ablation_section(
         "Scoring samples per class (10: the main grid)", load(study / "scoring_samples"),
         "scoring_per_class", [10, 1, 50], ["fisher_pruner", "hutch_pruner"], [0.99],
@@ -600,9 +601,7 @@ def main() -> None:
     )  # fmt: skip
     lines += pat_section(study, main_runs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out)
+    atomic_write_text(out, "\n".join(lines) + "\n")
     print(f"wrote {out}")
 
 
