@@ -10,6 +10,7 @@
 set -euo pipefail
 DIR=${1:-docs/results/fashion_mnist/study}
 JOBS=${JOBS:-1}
+THREADS=$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))  # torch threads per shard when JOBS > 1
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 step() {  # step NAME SEEDS
   local name=$1 out="$DIR/$1" pids=() i status=0
@@ -19,8 +20,7 @@ step() {  # step NAME SEEDS
     SEEDS=$2 bash "$HERE/$name.sh" "$out" || status=$?
   else
     for ((i = 0; i < JOBS; i++)); do
-      OMP_NUM_THREADS=$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 )) SEEDS=$2 \
-        bash "$HERE/$name.sh" "$out" --shard "$i/$JOBS" &
+      OMP_NUM_THREADS=$THREADS SEEDS=$2 bash "$HERE/$name.sh" "$out" --shard "$i/$JOBS" &
       pids+=($!)
     done
     for i in "${pids[@]}"; do wait "$i" || status=$?; done
