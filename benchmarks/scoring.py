@@ -79,9 +79,14 @@ def scoring_data(
     return [(xb.to(device), yb.to(device)) for xb, yb in zip(x.split(size), y.split(size), strict=True)]
 
 
+def sample_count(data) -> int:
+    """N, the samples over all batches of ``data``."""
+    return sum(x.shape[0] for x, _ in data)
+
+
 def batched_gradient(model: nn.Module, params: dict, data) -> None:
     """The unit: the gradient of the mean loss over all samples, summed over the batches."""
-    n = sum(x.shape[0] for x, _ in data)
+    n = sample_count(data)
     total: list[torch.Tensor] = []
     for x, y in data:
         loss = F.cross_entropy(model(x), y, reduction="sum") / n
@@ -126,7 +131,7 @@ def _loop_seconds(loop: Callable[[list], object], data, samples: int, device: to
     by N / samples (the loop's cost is linear in N), after a warm-up on one sample (first-call costs
     would otherwise be scaled by N / samples too)."""
     x, y = data[0]
-    n = sum(b[0].shape[0] for b in data)
+    n = sample_count(data)
     k = min(samples, x.shape[0])
     with torch.enable_grad():
         loop([(x[:1], y[:1])])
@@ -154,7 +159,7 @@ def run(
     model = build(model_name, device)
     params = prunable_parameters(model)
     data = scoring_data(device, per_class=samples // 10, batch_size=batch_size)
-    n = sum(x.shape[0] for x, _ in data)
+    n = sample_count(data)
     looped = min(loop_samples, data[0][0].shape[0])  # the loops are timed on the first batch's samples
     n_params = sum(p.numel() for p in params.values())
     budget = memory_budget(device)
