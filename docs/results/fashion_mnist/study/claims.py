@@ -10,7 +10,9 @@ with ``initprune.experiments.report.collect``, and writes one markdown file. Acc
 in %; a difference "A − B" is taken per seed and summarised as mean ± std (n) with its range; **agree**
 means every seed has the same sign and |mean| exceeds the larger of the two criteria's seed std.
 The probes table also gives the Jaccard overlap of kept sets, read from the runs' ``mask.pt`` files where
-they are present (they are not committed) and kept in ``probes_jaccard.json`` (committed) for the rest.
+they are present (they are not committed) and kept in ``probes_jaccard.json`` (committed) for the rest;
+the ResNet-20 table gives each run's empty and cut-off layers and the number of input-output paths its
+mask keeps, from ``mask.pt`` likewise, kept in ``resnet20_paths.json``.
 """
 
 from __future__ import annotations
@@ -422,7 +424,78 @@ def resnet20_section(study: Path) -> list[str]:
         for c in criteria:
             if c != "hutch_pruner":
                 rows.append([f"{s:g}", SHORT[c], *paired(hp, _seed_acc(_runs(frame, c, s)))])
-    return [*lines, *table(["sparsity", "B", "HP − B (points)", "verdict"], rows), ""]
+    lines += [*table(["sparsity", "B", "HP − B (points)", "verdict"], rows), ""]
+    return [*lines, *layer_damage_table(frame, criteria, study / "resnet20_paths.json")]
+
+
+def _stage(name: str) -> str:
+    """'layer2.0.shortcut.0.weight' -> 'layer2 shortcut'; 'layer3.1.conv2.weight' -> 'layer3';
+    'conv1.weight' -> 'stem'; 'fc.weight' -> 'fc'."""
+    parts = name.split(".")
+    if not parts[0].startswith("layer"):
+        return {"conv1": "stem"}.get(parts[0], parts[0])
+    return f"{parts[0]} shortcut" if "shortcut" in parts else parts[0]
+
+
+def layer_damage_table(frame: pd.DataFrame, criteria: list[str], cache: Path) -> list[str]:
+    """Per run of a residual network: which layers the mask empties or cuts off, and whether the whole
+    network keeps an input-output path (the number R of such paths, counted as
+    ``initprune.collapse.paths_through_weights`` does, from the run's ``mask.pt``; kept in ``cache``
+    because masks are not committed). On a ResNet an empty or cut-off layer inside a residual branch
+    removes that branch, and the identity shortcut still carries the signal: `cK` counts layers there,
+    not failed networks."""
+    lines = [
+        "Layers a mask empties (E) or cuts off (D: kept weights on no input-output path; D includes E), by "
+        "stage, per seed; `paths` is the number of input-output paths the masked network keeps (0: the "
+        "network is cut; average pooling weights each path by 1/area, so it need not be an integer). "
+        "Residual stages hold 6 convolutions (`layerK`), the downsampling stages also a "
+        "1×1 projection (`layerK shortcut`). A cut-off convolution inside a residual branch takes that "
+        "branch out; the identity shortcut still carries the signal, so a run with D > 0 can train.",
+        "",
+    ]
+    paths = network_paths(frame, cache)
+    rows = []
+    for s in sorted(set(frame["sparsity"])):
+        for c in criteria:
+            for _, run in _runs(frame, c, s).sort_values("seed").iterrows():
+                empty, cut = list(run["collapsed_layers"]), list(run["disconnected_layers"])
+                stages: dict[str, int] = {}
+                for name in cut:
+                    stages[_stage(name)] = stages.get(_stage(name), 0) + 1
+                where = ", ".join(f"{k} {v}" for k, v in stages.items()) or "–"
+                r = paths.get(Path(run["_folder"]))
+                rows.append([
+                    f"{s:g}", SHORT[c], str(int(run["seed"])), f"{run['acc']:.2f}", str(len(empty)),
+                    str(len(cut)), where, "?" if r is None else f"{r:.3g}",
+                ])  # fmt: skip
+    header = ["sparsity", "criterion", "seed", "accuracy", "E", "D", "cut off, by stage", "paths"]
+    return [*lines, *table(header, rows), ""]
+
+
+def network_paths(frame: pd.DataFrame, cache: Path) -> dict[Path, float]:
+    """Number of input-output paths of each run's masked network (``paths_through_weights``), from its
+    ``mask.pt`` and its model (a 10-class network on 1×28×28 inputs, the testbed's); kept in ``cache``
+    (keyed by the folder below the study) for the runs whose masks are absent."""
+    import json
+
+    from initprune.collapse import paths_through_weights
+    from initprune.masks import Mask
+    from initprune.models import create_model
+
+    stored = json.loads(cache.read_text()) if cache.exists() else {}
+    found = {}
+    for _, run in frame.iterrows():
+        folder = Path(run["_folder"])
+        key = f"{folder.parent.name}/{folder.name}"
+        if (folder / "mask.pt").exists() and key not in stored:
+            options = run["model_options"] if isinstance(run["model_options"], dict) else {}
+            model = create_model(run["model"], num_classes=10, in_channels=1, **options)
+            stored[key], _ = paths_through_weights(model, dict(Mask.load(folder / "mask.pt")), (1, 28, 28))
+        if key in stored:
+            found[folder] = float(stored[key])
+    if stored:
+        atomic_write_text(cache, json.dumps(dict(sorted(stored.items())), indent=1) + "\n")
+    return found
 
 
 def pat_section(study: Path, main: pd.DataFrame) -> list[str]:
