@@ -247,9 +247,11 @@ def ablation_section(
     base: pd.DataFrame | None = None,
     base_value: Any = None,
     per_layer: bool = False,
+    plot: Path | None = None,
 ) -> list[str]:
     """Accuracy per (criterion, sparsity) for each value of ``key``, and the difference of each value
-    against the first; ``base`` supplies ``base_value``'s runs where the ablation reuses another grid."""
+    against the first; ``base`` supplies ``base_value``'s runs where the ablation reuses another grid.
+    With ``plot``, also a PNG of every seed's accuracy and the mean ± std, linked from the section."""
     lines = [f"## {title}", ""]
     if frame.empty:
         return [*lines, "No runs yet.", ""]
@@ -270,9 +272,65 @@ def ablation_section(
             row += [" ".join(paired(a, accs[0])) for a in accs[1:]]
             rows.append(row)
     lines += [*table(header, rows), ""]
+    if plot is not None:
+        groups = {
+            f"{key}={v}": {(c, s): _seed_acc(runs_of(c, s, v)) for c in criteria for s in sparsities}
+            for v in values
+        }
+        accuracy_plot(groups, criteria, sparsities, plot, title)
+        lines += [f"![{title}]({plot.name})", ""]
     if per_layer:
         lines += _layer_density_lines(runs_of, key, values, criteria, sparsities)
     return lines
+
+
+def accuracy_plot(
+    groups: dict[str, dict[tuple[str, float], dict[Any, float]]],
+    criteria: list[str],
+    sparsities: list[float],
+    path: Path,
+    title: str,
+) -> None:
+    """One panel per sparsity: for each criterion, each group's per-seed test accuracies (dots) and their
+    mean ± std (bar), side by side; written atomically as PNG."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from initprune.atomic import atomic_write_bytes
+
+    fig, axes = plt.subplots(
+        1, len(sparsities), figsize=(1.2 + 1.1 * len(criteria) * len(sparsities), 3.6), squeeze=False
+    )
+    width = 0.8 / max(len(groups), 1)
+    for ax, s in zip(axes[0], sparsities, strict=True):
+        for g, (label, accs) in enumerate(groups.items()):
+            color = f"C{g}"
+            for i, c in enumerate(criteria):
+                values = list(accs.get((c, s), {}).values())
+                if not values:
+                    continue
+                x = i - 0.4 + width * (g + 0.5)
+                mean = sum(values) / len(values)
+                ax.errorbar([x], [mean], yerr=[_std(values)], fmt="_", color=color, markersize=12, capsize=3)
+                ax.scatter([x] * len(values), values, s=12, color=color, alpha=0.7,
+                           label=label if i == 0 else None)  # fmt: skip
+        ax.set_xticks(range(len(criteria)), [SHORT.get(c, c) for c in criteria], rotation=30)
+        ax.set_title(f"sparsity {s:g}")
+        ax.set_ylim(0, 100)
+        ax.axhline(10, color="grey", linewidth=0.6, linestyle=":")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][-1].legend(fontsize=7, loc="lower left")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _layer_density_lines(
@@ -409,7 +467,7 @@ def epochs15_section(study: Path, main: pd.DataFrame) -> list[str]:
     return [*lines, ""]
 
 
-def resnet20_section(study: Path) -> list[str]:
+def resnet20_section(study: Path, plot: Path) -> list[str]:
     lines = ["## Second architecture: ResNet-20 (width 0.5, BatchNorm)", ""]
     frame, dense = load(study / "resnet20"), load(study / "resnet20_dense")
     if frame.empty:
@@ -418,8 +476,12 @@ def resnet20_section(study: Path) -> list[str]:
         lines += [f"Dense reference: {mean_std(list(dense['acc']))} %.", ""]
     criteria = [c for c in SHORT if c in set(frame["criterion"])]
     lines += accuracy_table(frame, criteria)
+    sparsities = sorted(set(frame["sparsity"]))
+    groups = {"ResNet-20": {(c, s): _seed_acc(_runs(frame, c, s)) for c in criteria for s in sparsities}}
+    accuracy_plot(groups, criteria, sparsities, plot, "ResNet-20 (width 0.5) on Fashion-MNIST, 2 epochs")
+    lines += ["", f"![ResNet-20 accuracy]({plot.name})", ""]
     rows = []
-    for s in sorted(set(frame["sparsity"])):
+    for s in sparsities:
         hp = _seed_acc(_runs(frame, "hutch_pruner", s))
         for c in criteria:
             if c != "hutch_pruner":
@@ -639,26 +701,28 @@ def main() -> None:
         "",
     ]
     lines += main_grid_section(main_runs, dense)
+    figures = out.parent
+    figures.mkdir(parents=True, exist_ok=True)
     warmup = load(study / "warmup")
     lines += ablation_section(
         "Claim 2: BatchNorm warmup (batches of 512 before scoring; None = one full pass)",
         warmup, "warmup_batches", [0, 20, None],
         ["snip", "grasp", "fisher_pruner", "hutch_pruner", "ggn_pruner"], [0.99, 0.998],
-        base=main_runs, base_value=20, per_layer=True,
+        base=main_runs, base_value=20, per_layer=True, plot=figures / "warmup.png",
     )  # fmt: skip
     scope = load(study / "scope")
     lines += ablation_section(
         "Scope: global (main grid), layerwise, ERK", scope, "scope", ["global", "layerwise", "erk"],
         ["fisher_pruner", "ggn_pruner", "hutch_pruner"], [0.99, 0.998], base=main_runs, base_value="global",
-        per_layer=True,
+        per_layer=True, plot=figures / "scope.png",
     )  # fmt: skip
     lines += reference_section(study, main_runs)
     lines += epochs15_section(study, main_runs)
-    lines += resnet20_section(study)
+    lines += resnet20_section(study, figures / "resnet20.png")
     lines += ablation_section(
         "Temperature: Hutchinson criteria at T = 200 (their default, the main grid) and T = 1",
         load(study / "temperature_hutch"), "temperature", [200.0, 1.0], ["hutch_pruner", "hutch_taylor"],
-        [0.99, 0.998], base=main_runs, base_value=200.0,
+        [0.99, 0.998], base=main_runs, base_value=200.0, plot=figures / "temperature_hutch.png",
     )  # fmt: skip
     temperature_ggn = load(study / "temperature_ggn")
     lines += ablation_section(
@@ -670,10 +734,9 @@ def main() -> None:
     lines += ablation_section(
         "Scoring samples per class (10: the main grid)", load(study / "scoring_samples"),
         "scoring_per_class", [10, 1, 50], ["fisher_pruner", "hutch_pruner"], [0.99],
-        base=main_runs, base_value=10,
+        base=main_runs, base_value=10, plot=figures / "scoring_samples.png",
     )  # fmt: skip
     lines += pat_section(study, main_runs)
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, "\n".join(lines) + "\n")
     print(f"wrote {out}")
 
