@@ -116,6 +116,28 @@ def test_groups_split_on_other_varying_settings(runs, tmp_path):
     assert "## lenet5 on fashion_mnist, lr=0.1" in report and "## lenet5 on fashion_mnist, lr=0.5" in report
 
 
+def test_long_group_names_make_short_distinct_file_names(runs, tmp_path):
+    """A group that differs in many settings has a name of hundreds of characters; its plots still get
+    a file name under the 255-byte limit, and two such groups that differ only at the end get two."""
+    settings = {f"setting_{i:02d}_with_a_long_name": f"value_{i}" for i in range(12)}
+    for lr in (0.1, 0.5):
+        for seed in range(2):
+            folder = runs / f"long-{lr}-{seed}"
+            _write_run(folder, "snip", 0.5, seed, 0.6)
+            config = yaml.safe_load((folder / "config.yaml").read_text())
+            (folder / "config.yaml").write_text(yaml.safe_dump({**config, **settings, "zz_lr": lr}))
+    out = tmp_path / "r"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    groups = [line for line in report.splitlines() if line.startswith("## ")]
+    long_groups = [line for line in groups if "zz_lr=0.1" in line or "zz_lr=0.5" in line]
+    assert len(long_groups) == 2 and all(len(line) > 300 for line in long_groups)
+    plots = sorted(p.name for p in out.glob("accuracy_*.png"))
+    assert len(plots) == 3  # the group of the other runs and the two long ones
+    assert all(len(name.encode()) < 255 for name in plots)
+    assert all(f"]({name})" in report for name in plots)
+
+
 def test_jaccard_of_kept_sets():
     a = {"w": torch.tensor([True, True, False, False]), "v": torch.tensor([True])}
     b = {"w": torch.tensor([False, True, True, False]), "v": torch.tensor([True])}

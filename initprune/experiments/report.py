@@ -24,6 +24,7 @@ A ``result.json`` (or its ``config.yaml``) that cannot be read or lacks a result
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -111,8 +112,19 @@ def _cell_text(value: Any) -> Any:
     return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list, tuple)) else value
 
 
+_SLUG_MAX = 100
+"""Longest file-name part made from a group's name: a group that differs in many settings gets a name
+of hundreds of characters, past the 255 bytes a file name may have."""
+
+
 def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text).strip("_")
+    """``text`` as a file-name part; past ``_SLUG_MAX`` characters, its head and a hash of the whole,
+    so that distinct long names stay distinct."""
+    slug = "".join(c if c.isalnum() or c in "._-" else "_" for c in text).strip("_")
+    if len(slug) <= _SLUG_MAX:
+        return slug
+    digest = hashlib.sha1(text.encode()).hexdigest()[:10]
+    return f"{slug[: _SLUG_MAX - 11].rstrip('_')}_{digest}"
 
 
 def _mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> tuple[str, float]:
