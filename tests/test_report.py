@@ -116,6 +116,28 @@ def test_groups_split_on_other_varying_settings(runs, tmp_path):
     assert "## lenet5 on fashion_mnist, lr=0.1" in report and "## lenet5 on fashion_mnist, lr=0.5" in report
 
 
+def test_a_setting_absent_from_an_older_config_means_its_default(runs, tmp_path):
+    """Runs made before a setting existed lack it in config.yaml; they group with runs that hold its
+    default, and apart from runs that set it otherwise."""
+    from initprune.experiments.config import default_settings
+
+    assert default_settings()["prune_after_training"] is False
+    for name, value in (("newer", False), ("other", True)):
+        _write_run(runs / name, "snip", 0.5, 7, 0.6)
+        config = yaml.safe_load((runs / name / "config.yaml").read_text())
+        (runs / name / "config.yaml").write_text(yaml.safe_dump({**config, "prune_after_training": value}))
+    rows, _ = collect(runs)
+    assert {r["prune_after_training"] for r in rows if r["run"] != "other"} == {False}
+    assert main(["report", str(runs), "--out", str(tmp_path / "r")]) == 0
+    groups = [
+        line for line in (tmp_path / "r" / "report.md").read_text().splitlines() if line.startswith("## ")
+    ]
+    assert groups == [
+        "## lenet5 on fashion_mnist, prune_after_training=False",
+        "## lenet5 on fashion_mnist, prune_after_training=True",
+    ]
+
+
 def test_long_group_names_make_short_distinct_file_names(runs, tmp_path):
     """A group that differs in many settings has a name of hundreds of characters; its plots still get
     a file name under the 255-byte limit, and two such groups that differ only at the end get two."""

@@ -36,6 +36,7 @@ import yaml
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import InitpruneError
+from .config import default_settings
 from .run import CONFIG, MASK, METRICS, RESULT
 
 REQUIRED = ("model", "dataset", "criterion", "sparsity", "test_accuracy")
@@ -84,6 +85,10 @@ def _read_run(path: Path, root: Path) -> dict[str, Any]:
             raise ValueError(f"its {CONFIG} is not valid YAML ({exc})") from None
         if not isinstance(config, dict):
             raise ValueError(f"its {CONFIG} is not a mapping")
+    if config:
+        # a setting added after the run was made is absent from its config.yaml and means its default
+        # (the behaviour before the setting existed), so older and newer runs of one grid group together
+        config = {**{k: v for k, v in default_settings().items() if k not in ("out", "device")}, **config}
     row: dict[str, Any] = {"run": str(path.parent.relative_to(root)) if path.parent != root else "."}
     row.update(config)
     for key, value in result.items():
