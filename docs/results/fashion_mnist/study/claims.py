@@ -324,7 +324,7 @@ def accuracy_plot(
         ax.axhline(10, color="grey", linewidth=0.6, linestyle=":")
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (%)")
-    axes[0][-1].legend(fontsize=7, loc="lower left")
+    axes[0][-1].legend(fontsize=7, loc="best")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -368,7 +368,7 @@ def _layer_density_lines(
     return lines + table(header, rows) + [""]
 
 
-def reference_section(study: Path, main: pd.DataFrame) -> list[str]:
+def reference_section(study: Path, main: pd.DataFrame, plot: Path | None = None) -> list[str]:
     """Each behaviour of the paper's reference code against initprune's default on the same seeds."""
     lines = [
         "## What the paper's reference code does differently",
@@ -433,6 +433,16 @@ def reference_section(study: Path, main: pd.DataFrame) -> list[str]:
         *table(["sparsity", "setting", "ranking"], rank_rows),
         "",
     ]
+    if plot is not None:
+        criteria, sparsities = ["grasp", "synflow", "hutch_pruner"], [0.99, 0.998]
+        ours = {(c, s): _seed_acc(_runs(main, c, s)) for c in criteria for s in sparsities}
+        groups = {
+            "initprune (main grid)": ours,
+            "every reference-code behaviour": {key: _seed_acc(runs) for key, runs in together.items()},
+        }
+        title = "The paper's reference-code behaviours, all at once, against initprune's"
+        accuracy_plot(groups, criteria, sparsities, plot, title)
+        lines += [f"![{title}]({plot.name})", ""]
     return lines
 
 
@@ -733,7 +743,7 @@ def main() -> None:
         ["fisher_pruner", "ggn_pruner", "hutch_pruner"], [0.99, 0.998], base=main_runs, base_value="global",
         per_layer=True, plot=figures / "scope.png",
     )  # fmt: skip
-    lines += reference_section(study, main_runs)
+    lines += reference_section(study, main_runs, figures / "reference.png")
     lines += epochs15_section(study, main_runs)
     lines += resnet20_section(study, figures / "resnet20.png")
     lines += ablation_section(
