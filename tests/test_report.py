@@ -138,6 +138,18 @@ def test_a_setting_absent_from_an_older_config_means_its_default(runs, tmp_path)
     ]
 
 
+def test_an_unset_setting_is_named_null_in_a_group(runs, tmp_path):
+    """``warmup_batches: null`` (one full pass) beside numbers: the group says null, not nan."""
+    for name, value in (("full-pass", None), ("twenty", 20)):
+        _write_run(runs / name, "snip", 0.5, 7, 0.6)
+        config = yaml.safe_load((runs / name / "config.yaml").read_text())
+        (runs / name / "config.yaml").write_text(yaml.safe_dump({**config, "warmup_batches": value}))
+    assert main(["report", str(runs), "--out", str(tmp_path / "r")]) == 0
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "## lenet5 on fashion_mnist, warmup_batches=null" in report
+    assert "=nan" not in report
+
+
 def test_long_group_names_make_short_distinct_file_names(runs, tmp_path):
     """A group that differs in many settings has a name of hundreds of characters; its plots still get
     a file name under the 255-byte limit, and two such groups that differ only at the end get two."""

@@ -113,6 +113,12 @@ def collect(root: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     return rows, skipped
 
 
+def _setting_text(value: Any) -> Any:
+    """A setting's value in a group's name; an unset setting (``null`` in config.yaml, NaN once pandas has
+    read it beside numbers) as ``null``."""
+    return "null" if value is None or (isinstance(value, float) and math.isnan(value)) else _cell_text(value)
+
+
 def _cell_text(value: Any) -> Any:
     return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list, tuple)) else value
 
@@ -181,7 +187,7 @@ def write_report(
             and members[k].map(lambda v: json.dumps(v, sort_keys=True, default=str)).nunique() > 1
         ]
         for k in varying:
-            frame.loc[members.index, "_group"] += members[k].map(lambda v, k=k: f", {k}={_cell_text(v)}")
+            frame.loc[members.index, "_group"] += members[k].map(lambda v, k=k: f", {k}={_setting_text(v)}")
 
     lines = [f"# Report of {root}", "", f"{len(frame)} runs, {frame['_group'].nunique()} group(s)."]
     if skipped:
