@@ -5,10 +5,11 @@ scoring samples), with their spread over seeds, from the run folders of the stud
                                                     [--out docs/results/fashion_mnist/study/report/claims.md]
 
 Reads every finished run below the study's folders (``main``, ``main_dense``, ``warmup``, ``scope``,
-``reference_*``, ``epochs15``, ``resnet20``, ``temperature``, ``probes``, ``scoring_samples``, ``pat``)
-with ``initprune.experiments.report.collect``, and writes one markdown file. Accuracies are test accuracy
-in %; a difference "A − B" is taken per seed and summarised as mean ± std (n) with its range; **agree**
-means every seed has the same sign and |mean| exceeds the larger of the two criteria's seed std.
+``reference_*``, ``epochs15``, ``resnet20``, ``resnet20_warmup``, ``temperature``, ``probes``,
+``scoring_samples``, ``pat``) with ``initprune.experiments.report.collect``, and writes one markdown file.
+Accuracies are test accuracy in %; a difference "A − B" is taken per seed and summarised as mean ± std
+(n) with its range; **agree** means every seed has the same sign and |mean| exceeds the larger of the
+two criteria's seed std.
 The probes table also gives the Jaccard overlap of kept sets, read from the runs' ``mask.pt`` files where
 they are present (they are not committed) and kept in ``probes_jaccard.json`` (committed) for the rest;
 the ResNet-20 table gives each run's empty and cut-off layers and the number of input-output paths its
@@ -746,6 +747,12 @@ def main() -> None:
     lines += reference_section(study, main_runs, figures / "reference.png")
     lines += epochs15_section(study, main_runs)
     lines += resnet20_section(study, figures / "resnet20.png")
+    lines += ablation_section(
+        "Claim 2 on ResNet-20: BatchNorm warmup of 20 batches (`resnet20`) and none",
+        load(study / "resnet20_warmup"), "warmup_batches", [20, 0],
+        ["snip", "fisher_pruner", "hutch_pruner", "ggn_pruner"], [0.99, 0.998],
+        base=load(study / "resnet20"), base_value=20, per_layer=True, plot=figures / "resnet20_warmup.png",
+    )  # fmt: skip
     lines += ablation_section(
         "Temperature: Hutchinson criteria at T = 200 (their default, the main grid) and T = 1",
         load(study / "temperature_hutch"), "temperature", [200.0, 1.0], ["hutch_pruner", "hutch_taylor"],
