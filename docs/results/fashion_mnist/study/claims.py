@@ -447,13 +447,28 @@ def reference_section(study: Path, main: pd.DataFrame, plot: Path | None = None)
     return lines
 
 
-def epochs15_section(study: Path, main: pd.DataFrame) -> list[str]:
-    """Seed 0 at 0.99 after 2 and after 15 epochs: does the ranking hold?"""
-    lines = ["## Does the ranking at 0.99 hold with 15 epochs? (seed 0)", ""]
-    long, dense = load(study / "epochs15"), load(study / "epochs15_dense")
+EPOCHS15_CRITERIA = ("random", "magnitude", "snip", "fisher_pruner", "hutch_pruner", "ggn_pruner")
+
+
+def epochs15_section(
+    study: Path,
+    main: pd.DataFrame,
+    folder: str = "epochs15",
+    criteria: tuple[str, ...] = (
+        "random",
+        "magnitude",
+        "snip",
+        "fisher_pruner",
+        "hutch_pruner",
+        "ggn_pruner",
+    ),
+    network: str = "",
+) -> list[str]:
+    """Seed 0 at 0.99 after 2 (``main``) and after 15 epochs (``folder``): does the ranking hold?"""
+    lines = [f"## Does the ranking at 0.99 hold with 15 epochs{network}? (seed 0)", ""]
+    long, dense = load(study / folder), load(study / f"{folder}_dense")
     if long.empty:
         return [*lines, "No runs yet.", ""]
-    criteria = ["random", "magnitude", "snip", "fisher_pruner", "hutch_pruner", "ggn_pruner"]
     short_acc = {c: _seed_acc(_runs(main, c, 0.99)).get(0) for c in criteria}
     long_acc = {c: _seed_acc(_runs(long, c, 0.99)).get(0) for c in criteria}
 
@@ -747,6 +762,10 @@ def main() -> None:
     lines += reference_section(study, main_runs, figures / "reference.png")
     lines += epochs15_section(study, main_runs)
     lines += resnet20_section(study, figures / "resnet20.png")
+    lines += epochs15_section(
+        study, load(study / "resnet20"), "resnet20_epochs15",
+        ("hutch_pruner", "synflow", "snip", "magnitude"), " on ResNet-20",
+    )  # fmt: skip
     lines += ablation_section(
         "Claim 2 on ResNet-20: BatchNorm warmup of 20 batches (`resnet20`) and none",
         load(study / "resnet20_warmup"), "warmup_batches", [20, 0],

@@ -2,8 +2,9 @@
 # The whole study, most decisive first: the main grid, then the warmup, scope and reference-code ablations
 # with all seeds, the 15-epoch check, then the rest (temperature, probes, scoring samples, PaT, and the
 # longest, ResNet-20) for seed 0 and only then for seeds 42 and 123, so a study cut short has every
-# ablation at seed 0; last, the warmup ablation on ResNet-20. Every script resumes where it stopped, so
-# this can be rerun after any interruption; a script that fails is reported and the next one starts.
+# ablation at seed 0; last, the warmup ablation and the 15-epoch check on ResNet-20. Every script resumes
+# where it stopped, so this can be rerun after any interruption; a script that fails is reported and the
+# next one starts.
 # Usage: [JOBS=N] run_all.sh [DIR] (default docs/results/fashion_mnist/study).
 # JOBS=N (default 1) runs each script as N sweep shards side by side (--shard i/N), each with
 # nproc/N torch threads (OMP_NUM_THREADS), for a machine with more cores than one run uses.
@@ -32,3 +33,4 @@ for seeds in 0 0,42,123; do
   for name in temperature probes scoring_samples pat resnet20; do step "$name" "$seeds"; done
 done
 step resnet20_warmup 0,42,123
+step resnet20_epochs15 0
