@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +287,13 @@ def ablation_section(
     return lines
 
 
+def seed_accuracies(
+    frame: pd.DataFrame, criteria: list[str], sparsities: list[float]
+) -> dict[tuple[str, float], dict[Any, float]]:
+    """(criterion, sparsity) -> seed -> test accuracy: one group of :func:`accuracy_plot`."""
+    return {(c, s): _seed_acc(_runs(frame, c, s)) for c in criteria for s in sparsities}
+
+
 def accuracy_plot(
     groups: dict[str, dict[tuple[str, float], dict[Any, float]]],
     criteria: list[str],
@@ -436,9 +445,8 @@ def reference_section(study: Path, main: pd.DataFrame, plot: Path | None = None)
     ]
     if plot is not None:
         criteria, sparsities = ["grasp", "synflow", "hutch_pruner"], [0.99, 0.998]
-        ours = {(c, s): _seed_acc(_runs(main, c, s)) for c in criteria for s in sparsities}
         groups = {
-            "initprune (main grid)": ours,
+            "initprune (main grid)": seed_accuracies(main, criteria, sparsities),
             "every reference-code behaviour": {key: _seed_acc(runs) for key, runs in together.items()},
         }
         title = "The paper's reference-code behaviours, all at once, against initprune's"
@@ -454,14 +462,7 @@ def epochs15_section(
     study: Path,
     main: pd.DataFrame,
     folder: str = "epochs15",
-    criteria: tuple[str, ...] = (
-        "random",
-        "magnitude",
-        "snip",
-        "fisher_pruner",
-        "hutch_pruner",
-        "ggn_pruner",
-    ),
+    criteria: tuple[str, ...] = EPOCHS15_CRITERIA,
     network: str = "",
 ) -> list[str]:
     """Seed 0 at 0.99 after 2 (``main``) and after 15 epochs (``folder``): does the ranking hold?"""
@@ -493,9 +494,11 @@ def epochs15_section(
     return [*lines, ""]
 
 
-def resnet20_section(study: Path, plot: Path) -> list[str]:
+def resnet20_section(study: Path, frame: pd.DataFrame, plot: Path) -> list[str]:
+    """ResNet-20's runs (``frame``, the ``resnet20`` grid) against its dense runs, HP against each
+    criterion, and the layers each mask cuts."""
     lines = ["## Second architecture: ResNet-20 (width 0.5, BatchNorm)", ""]
-    frame, dense = load(study / "resnet20"), load(study / "resnet20_dense")
+    dense = load(study / "resnet20_dense")
     if frame.empty:
         return [*lines, "No runs yet.", ""]
     if not dense.empty:
@@ -503,7 +506,7 @@ def resnet20_section(study: Path, plot: Path) -> list[str]:
     criteria = [c for c in SHORT if c in set(frame["criterion"])]
     lines += accuracy_table(frame, criteria)
     sparsities = sorted(set(frame["sparsity"]))
-    groups = {"ResNet-20": {(c, s): _seed_acc(_runs(frame, c, s)) for c in criteria for s in sparsities}}
+    groups = {"ResNet-20": seed_accuracies(frame, criteria, sparsities)}
     accuracy_plot(groups, criteria, sparsities, plot, "ResNet-20 (width 0.5) on Fashion-MNIST, 2 epochs")
     lines += ["", f"![ResNet-20 accuracy]({plot.name})", ""]
     rows = []
@@ -547,9 +550,7 @@ def layer_damage_table(frame: pd.DataFrame, criteria: list[str], cache: Path) ->
         for c in criteria:
             for _, run in _runs(frame, c, s).sort_values("seed").iterrows():
                 empty, cut = list(run["collapsed_layers"]), list(run["disconnected_layers"])
-                stages: dict[str, int] = {}
-                for name in cut:
-                    stages[_stage(name)] = stages.get(_stage(name), 0) + 1
+                stages = Counter(_stage(name) for name in cut)
                 where = ", ".join(f"{k} {v}" for k, v in stages.items()) or "–"
                 r = paths.get(Path(run["_folder"]))
                 rows.append([
@@ -563,27 +564,22 @@ def layer_damage_table(frame: pd.DataFrame, criteria: list[str], cache: Path) ->
 def network_paths(frame: pd.DataFrame, cache: Path) -> dict[Path, float]:
     """Number of input-output paths of each run's masked network (``paths_through_weights``), from its
     ``mask.pt`` and its model (a 10-class network on 1×28×28 inputs, the testbed's); kept in ``cache``
-    (keyed by the folder below the study) for the runs whose masks are absent."""
-    import json
-
+    for the runs whose masks are absent (:func:`values_from_masks`)."""
     from initprune.collapse import paths_through_weights
     from initprune.masks import Mask
     from initprune.models import create_model
 
-    stored = json.loads(cache.read_text()) if cache.exists() else {}
-    found = {}
-    for _, run in frame.iterrows():
+    def count(run: pd.Series) -> Callable[[], float] | None:
         folder = Path(run["_folder"])
-        key = f"{folder.parent.name}/{folder.name}"
-        if (folder / "mask.pt").exists() and key not in stored:
-            options = run["model_options"] if isinstance(run["model_options"], dict) else {}
-            model = create_model(run["model"], num_classes=10, in_channels=1, **options)
-            stored[key], _ = paths_through_weights(model, dict(Mask.load(folder / "mask.pt")), (1, 28, 28))
-        if key in stored:
-            found[folder] = float(stored[key])
-    if stored:
-        atomic_write_text(cache, json.dumps(dict(sorted(stored.items())), indent=1) + "\n")
-    return found
+        if not (folder / "mask.pt").exists():
+            return None
+        options = run["model_options"] if isinstance(run["model_options"], dict) else {}
+        model = create_model(run["model"], num_classes=10, in_channels=1, **options)
+        return lambda: paths_through_weights(model, dict(Mask.load(folder / "mask.pt")), (1, 28, 28))[0]
+
+    runs = {Path(run["_folder"]): run for _, run in frame.iterrows()}
+    values = values_from_masks(cache, {_folder_key(f): count(run) for f, run in runs.items()})
+    return {f: values[_folder_key(f)] for f in runs if _folder_key(f) in values}
 
 
 def pat_section(study: Path, main: pd.DataFrame) -> list[str]:
@@ -615,34 +611,46 @@ def pat_section(study: Path, main: pd.DataFrame) -> list[str]:
     return [*lines, *table(header, rows), ""]
 
 
-def mask_jaccards(pairs: list[tuple[Path, Path]], cache: Path) -> dict[tuple[Path, Path], float]:
-    """Jaccard overlap of the kept sets of each pair of run folders, from their ``mask.pt`` files.
+def _folder_key(folder: Path) -> str:
+    """A run folder as the study's caches name it: its grid folder and its own name."""
+    return f"{folder.parent.name}/{folder.name}"
 
-    ``mask.pt`` is not committed, so every overlap computed here is also kept in ``cache`` (a small JSON
-    committed with the study, keyed by the two folders' paths below the study), and a pair whose masks are
-    absent is read from it."""
+
+def values_from_masks(cache: Path, wanted: dict[str, Callable[[], float] | None]) -> dict[str, float]:
+    """name -> value, computed by ``wanted[name]`` where it is given (the runs' ``mask.pt`` files are
+    present) and read from ``cache`` otherwise. ``mask.pt`` is not committed, so every value computed
+    here is also kept in ``cache``, a small JSON committed with the study (written atomically)."""
     import json
 
-    from initprune.masks import Mask
-
-    def key(folder: Path) -> str:
-        return f"{folder.parent.name}/{folder.name}"
-
     stored = json.loads(cache.read_text()) if cache.exists() else {}
-    masks: dict[Path, dict] = {}
-    found = {}
-    for a, b in pairs:
-        name = f"{key(a)} | {key(b)}"
-        if (a / "mask.pt").exists() and (b / "mask.pt").exists():
-            for f in (a, b):
-                if f not in masks:
-                    masks[f] = dict(Mask.load(f / "mask.pt"))
-            stored[name] = jaccard(masks[a], masks[b])
-        if name in stored:
-            found[(a, b)] = float(stored[name])
+    for name, compute in wanted.items():
+        if compute is not None:
+            stored[name] = compute()
     if stored:
         atomic_write_text(cache, json.dumps(dict(sorted(stored.items())), indent=1) + "\n")
-    return found
+    return {name: float(stored[name]) for name in wanted if name in stored}
+
+
+def mask_jaccards(pairs: list[tuple[Path, Path]], cache: Path) -> dict[tuple[Path, Path], float]:
+    """Jaccard overlap of the kept sets of each pair of run folders, from their ``mask.pt`` files; kept in
+    ``cache`` (keyed by the two folders) for the pairs whose masks are absent (:func:`values_from_masks`)."""
+    from initprune.masks import Mask
+
+    masks: dict[Path, dict] = {}
+
+    def mask(folder: Path) -> dict:
+        if folder not in masks:
+            masks[folder] = dict(Mask.load(folder / "mask.pt"))
+        return masks[folder]
+
+    def overlap(a: Path, b: Path) -> Callable[[], float] | None:
+        if not ((a / "mask.pt").exists() and (b / "mask.pt").exists()):
+            return None
+        return lambda: jaccard(mask(a), mask(b))
+
+    names = {(a, b): f"{_folder_key(a)} | {_folder_key(b)}" for a, b in pairs}
+    values = values_from_masks(cache, {name: overlap(a, b) for (a, b), name in names.items()})
+    return {pair: values[name] for pair, name in names.items() if name in values}
 
 
 def probes_section(
@@ -761,16 +769,17 @@ def main() -> None:
     )  # fmt: skip
     lines += reference_section(study, main_runs, figures / "reference.png")
     lines += epochs15_section(study, main_runs)
-    lines += resnet20_section(study, figures / "resnet20.png")
+    resnet20 = load(study / "resnet20")
+    lines += resnet20_section(study, resnet20, figures / "resnet20.png")
     lines += epochs15_section(
-        study, load(study / "resnet20"), "resnet20_epochs15",
+        study, resnet20, "resnet20_epochs15",
         ("hutch_pruner", "synflow", "snip", "magnitude"), " on ResNet-20",
     )  # fmt: skip
     lines += ablation_section(
         "Claim 2 on ResNet-20: BatchNorm warmup of 20 batches (`resnet20`) and none",
         load(study / "resnet20_warmup"), "warmup_batches", [20, 0],
         ["snip", "fisher_pruner", "hutch_pruner", "ggn_pruner"], [0.99, 0.998],
-        base=load(study / "resnet20"), base_value=20, per_layer=True, plot=figures / "resnet20_warmup.png",
+        base=resnet20, base_value=20, per_layer=True, plot=figures / "resnet20_warmup.png",
     )  # fmt: skip
     lines += ablation_section(
         "Temperature: Hutchinson criteria at T = 200 (their default, the main grid) and T = 1",
