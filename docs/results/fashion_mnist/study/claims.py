@@ -563,8 +563,11 @@ def layer_damage_table(frame: pd.DataFrame, criteria: list[str], cache: Path) ->
 
 def network_paths(frame: pd.DataFrame, cache: Path) -> dict[Path, float]:
     """Number of input-output paths of each run's masked network (``paths_through_weights``), from its
-    ``mask.pt`` and its model (a 10-class network on 1×28×28 inputs, the testbed's); kept in ``cache``
-    for the runs whose masks are absent (:func:`values_from_masks`)."""
+    ``mask.pt`` and its model (a 10-class network on 1×28×28 inputs, the testbed's), every weight the mask
+    does not cover counted as kept; kept in ``cache`` for the runs whose masks are absent
+    (:func:`values_from_masks`)."""
+    import torch
+
     from initprune.collapse import paths_through_weights
     from initprune.masks import Mask
     from initprune.models import create_model
@@ -575,7 +578,12 @@ def network_paths(frame: pd.DataFrame, cache: Path) -> dict[Path, float]:
             return None
         options = run["model_options"] if isinstance(run["model_options"], dict) else {}
         model = create_model(run["model"], num_classes=10, in_channels=1, **options)
-        return lambda: paths_through_weights(model, dict(Mask.load(folder / "mask.pt")), (1, 28, 28))[0]
+        # the weights the mask leaves out (the classifier) count every path once, as kept weights do;
+        # with their random initial magnitudes the count would change with each model built here
+        whole = {n: torch.ones_like(w, dtype=torch.bool) for n, w in model.named_parameters() if w.dim() > 1}
+        return lambda: paths_through_weights(model, {**whole, **Mask.load(folder / "mask.pt")}, (1, 28, 28))[
+            0
+        ]
 
     runs = {Path(run["_folder"]): run for _, run in frame.iterrows()}
     values = values_from_masks(cache, {_folder_key(f): count(run) for f, run in runs.items()})
