@@ -16,7 +16,7 @@ from .atomic import atomic_torch_save
 from .errors import InitpruneError
 
 if TYPE_CHECKING:
-    from .train import TrainConfig
+    from .train_config import TrainConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # Fields that may change between a run and its resumption.

@@ -85,7 +85,7 @@ def _add_setting(parser: argparse.ArgumentParser, name: str, kind: Any, default:
 
 def _setting_types() -> dict[str, Any]:
     from .experiments.config import RunConfig
-    from .train import TrainConfig
+    from .train_config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
     hints.update(typing.get_type_hints(RunConfig))

@@ -18,7 +18,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from .errors import InitpruneError
 
 if TYPE_CHECKING:
-    from .train import TrainConfig
+    from .train_config import TrainConfig
 
 
 def epoch_steps(epochs: float, steps_per_epoch: int) -> int:

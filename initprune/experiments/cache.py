@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..atomic import atomic_torch_save
 from ..scores import get_criterion, score
-from ..train import TrainConfig
+from ..train_config import TrainConfig
 from .config import RunConfig
 
 logger = logging.getLogger(__name__)

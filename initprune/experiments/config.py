@@ -25,7 +25,7 @@ from ..errors import InitpruneError, check_sparsity, unknown_choice
 from ..masks import SCOPES
 from ..pruning import ROUND_SCHEDULES
 from ..scores import get_criterion
-from ..train import TrainConfig
+from ..train_config import TrainConfig
 
 DEVICES = ("auto", "cpu", "cuda")
 SEED_LIMIT = 2**64  # seeds are 64-bit: torch.manual_seed takes at most 2**64 - 1

@@ -19,6 +19,7 @@ import torch
 from ..errors import InitpruneError
 from .cache import cacheable, score_key
 from .config import RunConfig
+from .grid import point_folder
 from .run import run_experiment
 
 logger = logging.getLogger(__name__)
@@ -26,12 +27,6 @@ logger = logging.getLogger(__name__)
 Points = Sequence[tuple[dict[str, Any], RunConfig]]
 
 RAY_INSTALL = "pip install 'initprune[ray]'"
-
-
-def _folder(point: dict[str, Any]) -> str:
-    from .sweep import point_folder
-
-    return point_folder(point)
 
 
 def _describe(exc: BaseException) -> str:
@@ -42,7 +37,7 @@ def run_local(points: Points, *, cache: Path | None, progress: Any) -> dict[str,
     """Run ``points`` one after the other; ``progress`` is the sweep's tracker."""
     errors = {}
     for point, config in points:
-        folder = _folder(point)
+        folder = point_folder(point)
         progress.started(folder)
         try:
             run_experiment(config, progress=progress.enabled, score_cache=cache)
@@ -147,7 +142,7 @@ def _schedule(
     while pending:
         (ref,), _ = wait(list(pending), num_returns=1)
         point, config = pending.pop(ref)
-        folder = _folder(point)
+        folder = point_folder(point)
         try:
             get(ref)
         except Exception as exc:

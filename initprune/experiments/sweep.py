@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import json
 import math
 import statistics
@@ -32,9 +31,11 @@ from ..data import datasets
 from ..errors import InitpruneError, unknown_choice
 from ..models import model_options
 from ..scores import get_criterion
-from ..train import TrainConfig
+from ..train_config import TrainConfig
 from .cache import CACHE_DIR
 from .config import RunConfig, build_config, normalize_keys
+from .grid import grid_points, parse_shard, point_folder, value_label
+from .launchers import LAUNCHERS
 from .run import RESULT, run_experiment
 
 SUMMARY_FIELDS = (
@@ -42,38 +43,6 @@ SUMMARY_FIELDS = (
     "scoring_seconds", "scores_cached", "train_seconds",
 )  # fmt: skip
 ERRORS = "errors.json"
-
-
-def _label(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
-
-
-def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """Every combination of the grid's values, in order (the last key varies fastest)."""
-    keys = list(grid)
-    for key in keys:
-        if not isinstance(grid[key], (list, tuple)) or not grid[key]:
-            raise InitpruneError(f"grid key {key!r} needs a non-empty list of values, got {grid[key]!r}")
-    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
-
-
-def point_folder(point: Mapping[str, Any]) -> str:
-    """The run folder of one grid point: ``key=value`` parts joined by commas."""
-    return ",".join(f"{k}={_label(v)}" for k, v in point.items()) or "run"
-
-
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """``"i/n"`` → (i, n) with 0 ≤ i < n; None → (0, 1)."""
-    if text is None:
-        return 0, 1
-    try:
-        index, count = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise InitpruneError(f"shard must look like i/n (e.g. 0/4), got {text!r}") from None
-    if not 0 <= index < count:
-        raise InitpruneError(f"shard {text!r} needs 0 <= i < n")
-    return index, count
 
 
 def _sequence_keys() -> set[str]:
@@ -217,8 +186,6 @@ def run_sweep(
     process) or ``ray`` (one Ray task per point; ``ray_options`` as for
     :func:`initprune.experiments.launchers.run_ray`). ``progress`` prints points done / total and the
     time left, and shows the runs' bars. Returns the summary rows."""
-    from .launchers import LAUNCHERS
-
     if launcher not in LAUNCHERS:
         raise unknown_choice("launcher", launcher, LAUNCHERS)
     index, count = parse_shard(shard)
@@ -287,7 +254,7 @@ def summarize(
     groups: dict[tuple, list[dict[str, Any]]] = {}
     others = [k for k in keys if k != "seed"]
     for row in rows:
-        groups.setdefault(tuple(_label(row[k]) for k in others), []).append(row)
+        groups.setdefault(tuple(value_label(row[k]) for k in others), []).append(row)
     aggregated = []
     for members in groups.values():
         entry = {k: members[0][k] for k in others}
