@@ -284,7 +284,7 @@ def test_an_interrupted_two_process_run_resumes_to_the_result_of_one_process(tmp
 
 def test_sync_batchnorm_is_a_run_setting_off_by_default(tmp_path):
     config = build_config({**RUN, "out": str(tmp_path)})
-    assert config.sync_batchnorm is False and "sync_batchnorm" not in config.to_dict()
+    assert config.sync_batchnorm is False and config.to_dict()["sync_batchnorm"] is False
     on = build_config({**RUN, "sync_batchnorm": True})
     assert on.to_dict()["sync_batchnorm"] is True and on.identity() != config.identity()
     with pytest.raises(InitpruneError, match="sync_batchnorm"):

@@ -336,7 +336,7 @@ def run_curvature_analysis(
     """
     from ..data import load_dataset, scoring_batches
     from ..models import create_model
-    from .report import plot_curvature, write_report
+    from .tables import plot_curvature, write_report
 
     splits = load_dataset(dataset, data_dir=data_dir, seed=seed, device=device)
     torch.manual_seed(seed)

@@ -115,10 +115,7 @@ class RunConfig:
     )
     sync_batchnorm: bool = field(
         default=False,
-        metadata={
-            **_help("Under torchrun on CUDA: BatchNorm statistics of the global batch (SyncBatchNorm)"),
-            "omit_default": True,
-        },
+        metadata=_help("Under torchrun on CUDA: BatchNorm statistics of the global batch (SyncBatchNorm)"),
     )
     prune_after_training: bool = field(
         default=False,
@@ -203,15 +200,11 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """Flat dict of every setting (run fields and training fields), as written to config.yaml.
 
-        A field marked ``omit_default`` appears only when it differs from its default, so that the run
-        folders written before it existed still describe the same runs (and keep their identity).
+        Every field appears; a field added after :data:`BASE_KEYS` counts in the run's hash only when it
+        differs from its default (:func:`settings_hash`), so run folders written before it existed keep
+        their identity.
         """
-        flat = {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name != "train"
-            and not (f.metadata.get("omit_default") and getattr(self, f.name) == f.default)
-        }
+        flat = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "train"}
         for f in fields(TrainConfig):
             if f.name not in flat:
                 flat[f.name] = getattr(self.train, f.name)
