@@ -131,15 +131,25 @@ def attention_backend(crit: Criterion):
     return sdpa_kernel(SDPBackend.MATH) if crit.second_order else nullcontext()
 
 
+# A layer whose largest |score| is below this many units in the last place of the model's largest |score|
+# holds rounding noise, not a ranking: a score that is 0 in exact arithmetic (SynFlow's scores before a
+# LayerNorm, say) comes out as exact 0 with some CPU kernels and as ~1e-16 noise with others.
+ROUNDING_ULPS = 64
+
+
 def warn_degenerate(criterion: str, scores: Mapping[str, Tensor], stacklevel: int = 2) -> None:
-    """Warn (:class:`DegenerateScoresWarning`) when every score is equal, or a layer's scores are all 0:
-    the mask is then chosen by the tie-break (lowest index), not by the criterion."""
+    """Warn (:class:`DegenerateScoresWarning`) when every score is equal, or a layer's scores are all 0
+    up to rounding (largest |score| ≤ ``ROUNDING_ULPS`` · eps · the model's largest |score|, eps of the
+    scores' dtype): the mask is then chosen by the tie-break (lowest index) or by rounding noise, not by
+    the criterion."""
     names = list(scores)
     per_layer = [
-        torch.stack([s.min().double(), s.max().double(), (s != 0).any().double()]) for s in scores.values()
+        torch.stack([s.min().double(), s.max().double(), s.abs().max().double()]) for s in scores.values()
     ]
     stats = torch.stack(per_layer).cpu().tolist()  # one synchronization for every layer
     low, high = min(r[0] for r in stats), max(r[1] for r in stats)
+    eps = max(torch.finfo(s.dtype).eps if s.is_floating_point() else 0.0 for s in scores.values())
+    noise = ROUNDING_ULPS * eps * max(r[2] for r in stats)
     cause = (
         "Likely causes: a saturated softmax (one-hot predictions from very large logits: warm up "
         "BatchNorm or raise the temperature), a bounded activation (ReLU6, Hardtanh, sigmoid) in its flat "
@@ -154,7 +164,7 @@ def warn_degenerate(criterion: str, scores: Mapping[str, Tensor], stacklevel: in
             stacklevel=stacklevel,
         )
         return
-    zero = [name for name, r in zip(names, stats, strict=True) if not r[2]]
+    zero = [name for name, r in zip(names, stats, strict=True) if r[2] <= noise]
     if zero:
         warnings.warn(
             f"every score of {criterion!r} is 0 in {', '.join(zero)}: the criterion does not rank the "
