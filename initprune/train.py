@@ -229,6 +229,7 @@ def train(
     device: torch.device | str | None = None,
     progress: bool = True,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    on_resume: Callable[[int, int], None] | None = None,
     sync_batchnorm: bool = False,
     test_loader: Iterable[Any] | None = None,
     settings_hash: str | None = None,
@@ -240,8 +241,10 @@ def train(
     optimizer steps; a fractional last epoch stops early. ``device`` defaults to CUDA when available, else
     the CPU; the model is moved there. With ``checkpoint_dir``, a checkpoint is written after every epoch
     (after validation, before ``on_epoch_end``) and an existing one is resumed; a finished run returns its
-    stored history. ``on_epoch_end(record)`` receives each epoch's history record. The global torch,
-    Python and NumPy generators are seeded with ``config.seed`` at the start (and restored on resume).
+    stored history. ``on_epoch_end(record)`` receives each epoch's history record; ``on_resume(done,
+    total)`` is called when a checkpoint is resumed, with its finished epochs and the epochs of the run.
+    The global torch, Python and NumPy generators are seeded with ``config.seed`` at the start (and
+    restored on resume).
 
     Returns ``{"history": [record, ...], "steps", "epochs", "resumed_from_epoch", "final"}``; a record has
     ``epoch`` (1-based), ``step`` (global steps so far), ``train_loss`` (label-smoothed objective),
@@ -301,6 +304,8 @@ def train(
         if holder is not None:
             holder.apply()
         logger.info("resuming from %s at epoch %d of %d", path, start_epoch, num_epochs)
+        if on_resume is not None:
+            on_resume(start_epoch, num_epochs)
 
     show = progress and sys.stderr.isatty() and is_main()  # one bar under torchrun
     for epoch in range(start_epoch, num_epochs):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -110,6 +111,48 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     whole = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["model"]
     cut = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(whole[k], cut[k]) for k in whole)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _stages(text: str) -> list[str]:
+    return [line.split("] ", 1)[1] for line in text.splitlines() if line.startswith("[")]
+
+
+def test_stage_lines_show_on_a_terminal_with_the_bars_and_say_what_is_skipped(tmp_path, monkeypatch):
+    config = _config(tmp_path / "run")
+    streams = {}
+
+    def run() -> list[str]:
+        streams.update(out=_Terminal(), err=_Terminal())
+        monkeypatch.setattr(sys, "stdout", streams["out"])
+        monkeypatch.setattr(sys, "stderr", streams["err"])
+        run_experiment(config, progress=True)
+        return _stages(streams["out"].getvalue())
+
+    stages = run()
+    assert [s.split(":")[0] for s in stages] == [
+        "data", "warmup", "scoring", "scored", "epoch 1", "epoch 2", "evaluating", "result"
+    ]  # fmt: skip
+    assert stages[2] == "scoring: fisher_pruner on 12 samples"
+    assert "val accuracy 0." in stages[4] and "val accuracy 0." in stages[5]  # one line per finished epoch
+    assert "epoch 2/2" in streams["err"].getvalue()  # and the bars, on the terminal's stderr
+    # interrupted after its last epoch: the mask and the checkpoint are reused, and each says so
+    (tmp_path / "run" / "result.json").unlink()
+    stages = run()
+    assert "scoring skipped: the mask from mask.pt, sparsity 0.9" in stages[1]
+    assert stages[2] == "resuming from epoch 2 of 2" and stages[3].startswith("evaluating")
+    assert run()[0].startswith("already finished: test accuracy 0.")
+
+
+def test_a_cached_scoring_says_so(tmp_path, capsys):
+    for sparsity in (0.8, 0.9):
+        run_experiment(_config(tmp_path / f"s{sparsity}", sparsity=sparsity), score_cache=tmp_path / "cache")
+    first, second = [s for s in _stages(capsys.readouterr().out) if s.startswith("scored")]
+    assert "cache" not in first and "scores from the cache (computed in" in second
 
 
 def test_an_output_folder_of_another_run_is_refused(tmp_path):

@@ -137,7 +137,7 @@ def test_channels_last(name):
 
 @pytest.mark.parametrize("name", ALL)
 def test_functional_call_vmap_per_sample_gradients(name):
-    # float64: the sum of per-sample gradients equals the batch gradient up to rounding (see assert_same_float64)
+    # float64: the per-sample gradients sum to the batch gradient up to rounding (see assert_same_float64)
     model = build(name, 10, 3, 32).double().eval()
     x, y = batch(3, 3, 32, 10)
     x = x.double()

@@ -257,7 +257,7 @@ def test_other_models_get_their_own_default_options(tmp_path, capsys):
     # stdout is not a terminal here: one flushed line per stage
     out = capsys.readouterr().out
     stages = [line.split("] ", 1)[1].split(":")[0] for line in out.splitlines() if line.startswith("[")]
-    assert stages == ["data", "warmup", "scoring", "epoch 1", "result"]
+    assert stages == ["data", "warmup", "scoring", "scored", "epoch 1", "evaluating", "result"]
 
 
 class _Terminal(io.StringIO):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from ..distributed import (
 from ..errors import InitpruneError
 from ..masks import Mask
 from ..models import create_model, model_options
+from ..progress import stage_line
 from ..pruning import prune
 from ..scores import get_criterion
 from ..train import evaluate, train
@@ -145,9 +145,8 @@ def _restore_pruning(out: Path, model: torch.nn.Module, identity: FolderIdentity
 
 
 def _stage(progress: bool, text: str) -> None:
-    """One flushed line per stage where stdout is a log, not a terminal (bars show on a terminal)."""
-    if progress and not sys.stdout.isatty():
-        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+    """One flushed line per stage, on a terminal (above the bars) and in a log alike."""
+    stage_line(text, enabled=progress)
 
 
 def _prune(
@@ -163,6 +162,7 @@ def _prune(
     restored = from_main(_restore_pruning, out, model, identity)  # rank 0 reads, every rank gets it
     if restored is not None:
         broadcast_state(model)  # the pruned initialization rank 0 loaded
+        _stage(progress, f"scoring skipped: the mask from {MASK}, sparsity {restored[0].sparsity:.4f}")
         return restored
     crit = get_criterion(config.criterion)
     crit.check_options(config.criterion_options)
@@ -180,6 +180,8 @@ def _prune(
         )
     warmup_seconds = time.perf_counter() - start
     _stage(progress, f"warmup: {warmup_batches} batches, {warmup_seconds:.1f}s")
+    samples = sum(len(b[1]) for b in batches) if crit.needs_data else 0
+    _stage(progress, f"scoring: {config.criterion}" + (f" on {samples} samples" if samples else ""))
     start = time.perf_counter()
     scorer, cache_info = None, {}
     # PaT scores a trained network: its scores depend on the training settings the cache key leaves out
@@ -217,11 +219,12 @@ def _prune(
     }
     if cache_info:
         info["scores_cached"] = cache_info["cached"]
-    how = " (cached)" if cache_info.get("cached") else ""
-    _stage(
-        progress,
-        f"scoring: {config.criterion} {info['scoring_seconds']:.1f}s{how}, sparsity {mask.sparsity:.4f}",
+    how = (
+        f"scores from the cache (computed in {info['scoring_seconds']:.1f}s)"
+        if cache_info.get("cached")
+        else f"{info['scoring_seconds']:.1f}s"
     )
+    _stage(progress, f"scored: {config.criterion} {how}, sparsity {mask.sparsity:.4f}")
     if not is_main():  # under torchrun rank 0 alone writes
         return mask, info
     # pruning.json last: the three files are used only when all are there.
@@ -265,6 +268,7 @@ def _train_dense(
         checkpoint_dir=folder,
         device=device,
         progress=progress,
+        on_resume=lambda done, total: _stage(progress, f"dense phase: resuming from epoch {done} of {total}"),
         settings_hash=identity.settings_hash,
         sync_batchnorm=config.sync_batchnorm,
     )
@@ -356,7 +360,7 @@ def _lead(
     if out.exists() and not out.is_dir():
         raise InitpruneError(f"--out {str(out)!r} is a file, not a folder; choose another --out")
     if (out / RESULT).exists():  # finished: nothing is read but the folder's record and its result
-        return tell(finished_result(out, config))
+        return tell(_finished(out, config, progress))
     validate_config(config)
     created = make_folder(out)
     with lock_folder(out):
@@ -364,7 +368,7 @@ def _lead(
         try:
             check_writable(out)
             if (out / RESULT).exists():  # finished by another process in the meantime
-                return tell(finished_result(out, config))
+                return tell(_finished(out, config, progress))
             identity = check_identity(out, config)
             remove_stale_temporaries(out)
             device = resolve_device(config.device) if device is None else device
@@ -381,6 +385,12 @@ def _lead(
                 with contextlib.suppress(OSError):
                     out.rmdir()  # only if empty: nothing was written
             raise
+
+
+def _finished(out: Path, config: RunConfig, progress: bool) -> dict[str, Any]:
+    result = finished_result(out, config)
+    _stage(progress, f"already finished: test accuracy {result['test_accuracy']:.4f}, in {out}")
+    return result
 
 
 def _run(
@@ -430,6 +440,7 @@ def _run(
         device=device,
         progress=progress,
         on_epoch_end=record,
+        on_resume=lambda epoch, epochs: _stage(progress, f"resuming from epoch {epoch} of {epochs}"),
         settings_hash=identity.settings_hash,
         sync_batchnorm=config.sync_batchnorm,
         test_loader=test_loader if config.select_best_on_test else None,
@@ -439,6 +450,8 @@ def _run(
         write_metrics(metrics, history, identity.settings_hash)
     train_seconds = sum(r.get("seconds") or 0.0 for r in history) or time.perf_counter() - start
 
+    sets = "test and validation sets" if val_loader is not None else "test set"
+    _stage(progress, f"evaluating: the final network on the {sets}")
     test = evaluate(model, test_loader, device=device)
     val = evaluate(model, val_loader, device=device) if val_loader is not None else {}
     named = dict(model.named_parameters())
