@@ -14,6 +14,7 @@ from initprune.curvature import (
     per_sample_gradient_moments,
     rademacher_probes,
 )
+from initprune.curvature.probes import probe_seed
 from initprune.curvature.samples import functional_parts
 from initprune.prunable import prunable_parameters
 
@@ -211,6 +212,25 @@ def test_hutchinson_probes_do_not_depend_on_chunking_or_route(convnet, conv_data
             torch.testing.assert_close(other[n], runs[0][n], rtol=1e-10, atol=1e-18)
 
 
+def test_hutchinson_takes_an_int_seed_or_a_generator(convnet, conv_data):
+    """An int seed is the probes' base seed itself (the same on every device); a generator supplies one
+    with a draw; exactly one of them is given."""
+    params = _eval_params(convnet)
+    by_seed = hutchinson_diagonal(
+        convnet, params, conv_data, probes=2, seed=probe_seed(torch.Generator().manual_seed(4))
+    )
+    by_generator = hutchinson_diagonal(
+        convnet, params, conv_data, probes=2, generator=torch.Generator().manual_seed(4)
+    )
+    for n in params:
+        assert torch.equal(by_seed[n], by_generator[n])
+    other = hutchinson_diagonal(convnet, params, conv_data, probes=2, seed=5)
+    assert any(not torch.equal(other[n], by_seed[n]) for n in params)
+    for kwargs in ({}, {"seed": 1, "generator": torch.Generator()}):
+        with pytest.raises(ValueError, match="exactly one of generator"):
+            hutchinson_diagonal(convnet, params, conv_data, probes=2, **kwargs)
+
+
 def test_hutchinson_auto_route_loops_when_a_pass_holds_one_sample(monkeypatch, convnet, conv_data):
     """``auto`` takes the loop for single-sample passes and vmap otherwise (spied, not timed)."""
     from initprune.curvature import hvp
@@ -293,27 +313,3 @@ def test_hutchinson_variance_is_off_diagonal_energy_of_the_probed_block(mlp, mlp
     observed = sum(float(torch.stack([d[m] for d in draws]).var(0).sum()) for m in names)
     expected = sum(float(predicted[m].sum()) for m in names)
     assert 0.75 < observed / expected < 1.25
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_rademacher_probes_are_the_int64_draw_of_each_sample_seed(dtype):
-    """Probes drawn straight into the float dtype equal the ±1 of an int64 draw from the sample's seed, and
-    every sample's probes come from its own seed (a shifted start gives the same probes)."""
-    from initprune.curvature.hvp import sample_seed
-
-    shapes = {"a": torch.Size([3, 5]), "b": torch.Size([17])}
-    z = rademacher_probes(shapes, 4, 3, 1234, torch.device("cpu"), dtype, start=7)
-    shifted = rademacher_probes(shapes, 4, 1, 1234, torch.device("cpu"), dtype, start=8)
-    for j, i in enumerate(range(7, 10)):
-        gen = torch.Generator().manual_seed(sample_seed(1234, i))
-        flat = torch.randint(0, 2, (4, 32), generator=gen).to(dtype) * 2 - 1
-        assert torch.equal(torch.cat([z["a"][j].reshape(4, -1), z["b"][j]], dim=1), flat)
-    assert torch.equal(shifted["a"][0], z["a"][1]) and torch.equal(shifted["b"][0], z["b"][1])
-    assert set(z["a"].unique().tolist()) == {-1.0, 1.0}
-    # drawn into a reused buffer: the same probes, as views of the buffer
-    buffer = torch.full((4 * 3 * 32 + 5,), 7.0, dtype=dtype)
-    again = rademacher_probes(shapes, 4, 3, 1234, torch.device("cpu"), dtype, start=7, out=buffer)
-    assert all(torch.equal(again[k], z[k]) for k in z)
-    assert again["a"].untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()
-    with pytest.raises(ValueError, match="at least 384 elements"):
-        rademacher_probes(shapes, 4, 3, 1234, torch.device("cpu"), dtype, out=buffer[:100])

@@ -92,8 +92,29 @@ def _scores_and_masks() -> dict:
     return out
 
 
+def _drawn_probes() -> list[torch.Tensor]:
+    """The probes hutch_diag draws (chunks of 2 samples), as (start, probes) of each chunk, in order."""
+    from initprune.curvature import hvp
+
+    drawn, real = [], hvp.rademacher_probes
+
+    def record(*args, **kwargs):
+        z = real(*args, **kwargs)
+        drawn.append((kwargs["start"], {k: v.clone() for k, v in z.items()}))
+        return z
+
+    hvp.rademacher_probes = record
+    try:
+        model, batches = _scoring_setup()
+        score(model, "hutch_diag", batches, seed=4, probes=3, chunk_size=2)
+    finally:
+        hvp.rademacher_probes = real
+    return drawn
+
+
 def _scoring_and_training_worker(rank: int, port: int, folder: str) -> None:
     _join(rank, port)
+    torch.save(_drawn_probes(), Path(folder) / f"probes{rank}.pt")
     torch.save(_scores_and_masks(), Path(folder) / f"scores{rank}.pt")
     loader = TensorLoader(_training_data(), 16, augmentation="flip", seed=2).shard(rank, WORLD)
     torch.save(_train_lenet(loader), Path(folder) / f"train{rank}.pt")
@@ -103,6 +124,7 @@ def _scoring_and_training_worker(rank: int, port: int, folder: str) -> None:
 def test_two_processes_score_and_train_as_one(tmp_path):
     """One pair of processes (each start costs seconds) for both halves of the test."""
     _spawn(_scoring_and_training_worker, str(tmp_path))
+    _check_probes(tmp_path)
     _check_scoring(tmp_path)
     _check_training(tmp_path)
 
@@ -119,6 +141,19 @@ def _check_scoring(tmp_path: Path) -> None:
             assert torch.equal(ranks[0][name]["scores"][k], ranks[1][name]["scores"][k])
             for r in ranks:
                 assert torch.equal(r[name]["mask"][k], single[name]["mask"][k]), (name, k)
+
+
+def _check_probes(tmp_path: Path) -> None:
+    """The ranks draw the probes of their own samples (from their first global index), which together are
+    the probes one process draws."""
+    single = _drawn_probes()
+    ranks = [torch.load(tmp_path / f"probes{r}.pt") for r in range(WORLD)]
+    starts = [[start for start, _ in r] for r in ranks]
+    assert starts[0][0] == 0 and starts[1][0] in (3, 4), starts
+    for name in single[0][1]:
+        one = torch.cat([z[name] for _, z in single])
+        assert one.shape[0] == 7
+        assert torch.equal(torch.cat([z[name] for r in ranks for _, z in r]), one)
 
 
 def test_probes_depend_on_the_global_sample_index_only():

@@ -179,7 +179,7 @@ def test_probe_scope_all_probes_every_parameter_as_the_estimator_it_is_tested_ag
         probes=2,
         temperature=200.0,
         chunk_size=4,
-        generator=torch.Generator().manual_seed(3),
+        seed=3,
         probe_params=every,
     )
     only = score(convnet, "hutch_diag", conv_data, probes=2, chunk_size=4, seed=3)

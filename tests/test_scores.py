@@ -122,9 +122,7 @@ def test_hutchinson_criteria_compose_the_hutchinson_diagonal(convnet, conv_data)
     names = list(params)
     x, y = cat(conv_data)
     convnet.eval()
-    diag = hutchinson_diagonal(
-        convnet, params, conv_data, probes=10, temperature=200.0, generator=torch.Generator().manual_seed(7)
-    )
+    diag = hutchinson_diagonal(convnet, params, conv_data, probes=10, temperature=200.0, seed=7)
     g = _batch_grad(convnet, names, x, y, 200.0)
     theta = {n: p.detach() for n, p in params.items()}
     refs = {

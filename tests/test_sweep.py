@@ -215,6 +215,23 @@ def test_the_cache_key_holds_what_scores_depend_on():
     )
 
 
+def test_hutchinson_runs_record_their_probe_generator(tmp_path, monkeypatch):
+    """pruning.json names the probe generator of a Hutchinson run (which probes its seed drew), and the
+    cache keeps scores of another generator apart."""
+    from initprune.experiments import cache
+
+    hutch = {"criterion": "hutch_pruner", "criterion_options": {"probes": 2}, "out": str(tmp_path / "h")}
+    config = build_config({**TINY, **hutch})
+    run_experiment(config, progress=False)
+    info = json.loads((tmp_path / "h" / "pruning.json").read_text())
+    assert info["probe_generator"] == "splitmix64-counter-v1"
+    assert "probe_generator" not in score_key(build_config(SMALL), torch.device("cpu"))
+    key = score_key(config, torch.device("cpu"))
+    assert key["probe_generator"] == "splitmix64-counter-v1"
+    monkeypatch.setattr(cache, "PROBE_GENERATOR", "another-v0")
+    assert score_key(config, torch.device("cpu")) != key
+
+
 def test_iterative_criteria_are_not_cached(tmp_path):
     assert not cacheable(build_config({**TINY, "criterion": "synflow"}))
     assert not cacheable(build_config({**TINY, "criterion": "snip", "rounds": 3}))

@@ -20,6 +20,8 @@ from torch.func import functional_call, grad, jvp, vjp, vmap
 from ..distributed import all_reduce_sums, global_samples, sample_start
 from ..progress import progress_bar
 from .memory import FALLBACK_BUDGET_BYTES, chunk_samples, memory_budget, saved_activation_bytes
+from .probes import probe_seed, rademacher_probes, row_length
+from .probes import sample_seed as sample_seed  # the per-sample seeds of the sampled labels (ggn)
 from .samples import (
     Batch,
     TensorDict,
@@ -99,8 +101,8 @@ HUTCHINSON_CHUNK_BYTES = FALLBACK_BUDGET_BYTES
 sized by :func:`~initprune.curvature.memory_budget` (see :func:`hutchinson_chunk_size`)."""
 
 HUTCHINSON_PROBE_COPIES = 5
-"""Parameter-sized tensors per probe and sample at a chunk's peak: the probe as drawn (int64, two
-copies) and as floats, or, during the pass, the probe, its HVP and their product."""
+"""Parameter-sized tensors per probe and sample at a chunk's peak: the probe (drawn into a reused buffer), its
+HVP and their product, and the batched route's copies of them."""
 
 HUTCHINSON_ACTIVATION_COPIES = 3
 """Activation-sized tensors per probe and sample: the double backward's batched intermediates."""
@@ -121,65 +123,6 @@ def hutchinson_chunk_size(
     return chunk_samples(memory_budget(x.device), probes * per_probe)
 
 
-def probe_seed(generator: torch.Generator) -> int:
-    """The base seed of a set of probes: one 63-bit draw from ``generator`` (a single read-back)."""
-    draw = torch.empty((), dtype=torch.int64, device=generator.device).random_(generator=generator)
-    return int(draw)
-
-
-def sample_seed(seed: int, index: int) -> int:
-    """A well-mixed 63-bit seed for sample ``index`` under base ``seed`` (SplitMix64 finalizer)."""
-    z = (seed * 0x9E3779B97F4A7C15 + (index + 1) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return (z ^ (z >> 31)) >> 1
-
-
-def rademacher_probes(
-    shapes: Mapping[str, torch.Size],
-    probes: int,
-    count: int,
-    seed: int | torch.Generator,
-    device: torch.device,
-    dtype: torch.dtype,
-    *,
-    start: int = 0,
-    out: Tensor | None = None,
-) -> TensorDict:
-    """Independent Rademacher (±1) probes of the samples ``start, ..., start + count - 1``:
-    name → (count, probes, *shape).
-
-    Sample i's probes are drawn from a generator seeded by a mix of the base ``seed`` and the global
-    index i, so they depend neither on how the samples are chunked nor on how they are split across
-    processes. A ``torch.Generator`` given as ``seed`` supplies the base seed (:func:`probe_seed`).
-    ``out``: a 1-D buffer of at least count · probes · P elements (P = the parameters' total size) to
-    draw into, reused across calls (on the CPU a fresh allocation of this size costs as much again as
-    the drawing, in page faults); the returned tensors are views of it.
-    """
-    if isinstance(seed, torch.Generator):
-        seed = probe_seed(seed)
-    sizes = [torch.Size(s).numel() for s in shapes.values()]
-    gen = torch.Generator(device=device)
-    # Drawn straight into the probe dtype (the same values as an int64 draw, without the int64 tensor,
-    # the stack and the cast: a third of the time on VGG-16's 14.7 M weights).
-    total = count * probes * sum(sizes)
-    if out is None:
-        flat = torch.empty(count, probes, sum(sizes), device=device, dtype=dtype)
-    else:
-        if out.dim() != 1 or out.numel() < total or out.dtype != dtype or out.device != torch.device(device):
-            raise ValueError(f"out must be a 1-D {dtype} buffer of at least {total} elements on {device}")
-        flat = out[:total].view(count, probes, sum(sizes))
-    for j, i in enumerate(range(start, start + count)):
-        gen.manual_seed(sample_seed(seed, i))
-        torch.randint(0, 2, (probes, sum(sizes)), generator=gen, out=flat[j])
-    flat = flat.mul_(2).sub_(1)
-    parts = flat.split(sizes, dim=-1)
-    return {
-        name: part.reshape(count, probes, *shape)
-        for (name, shape), part in zip(shapes.items(), parts, strict=True)
-    }
-
-
 def hutchinson_route(model: nn.Module, chunk_size: int | None, method: str = "vjp") -> str:
     """The route ``route="auto"`` takes (see :func:`hutchinson_diagonal`): ``loop`` for passes of one sample
     or models with recurrent layers (with reverse-over-reverse products), else ``vmap``."""
@@ -194,7 +137,8 @@ def hutchinson_diagonal(
     *,
     probes: int = 10,
     temperature: float = 1.0,
-    generator: torch.Generator,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
     chunk_size: int | None = None,
     probe_params: Mapping[str, Tensor] | None = None,
     progress: bool = False,
@@ -207,6 +151,12 @@ def hutchinson_diagonal(
     mean loss L = (1/N) Σ ℓ_i (with sum reduction it would be N times larger). The variance of coordinate
     p is (1/(kN²)) Σ_i Σ_{q≠p} (H_i)_pq²: the off-diagonal energy of the probed block (Hutchinson 1989;
     the paper's HD, arXiv 2502.11450 §3).
+
+    The probes z_ij are drawn by :func:`~initprune.curvature.probes.rademacher_probes`, a counter-based
+    generator keyed by (seed, global sample index i, probe j, element): the same ``seed`` (an int) gives the
+    same probes on every device, for every chunking and process count; a ``generator`` instead supplies the
+    base seed with one draw (:func:`~initprune.curvature.probes.probe_seed`; the draw, and so the probes,
+    depend on the generator's device).
 
     The probes span ``probe_params`` (default: ``params``, the prunable weights, which is unbiased with
     less variance); pass every parameter to probe the full Hessian as the paper's reference code does. The
@@ -231,6 +181,10 @@ def hutchinson_diagonal(
     recurrent layers, which vmap does not batch reliably; otherwise ``vmap``. Every route draws the same
     probes (per global sample index) and gives the same numbers up to rounding.
     """
+    if (generator is None) == (seed is None):
+        raise ValueError(
+            "give the probes' seed as exactly one of generator (a torch.Generator) and seed (an int)"
+        )
     probe_params = dict(params if probe_params is None else probe_params)
     missing = set(params) - set(probe_params)
     if missing:
@@ -259,9 +213,11 @@ def hutchinson_diagonal(
 
     total = {name: torch.zeros_like(probed[name]) for name in wanted}
     chunks = list(iter_chunks(batches, chunk_size))
-    seed, start = probe_seed(generator), sample_start()
+    start = sample_start()
+    if seed is None:
+        seed = probe_seed(generator)
     largest = max((x.shape[0] for x, _ in chunks), default=0)
-    probed_size = sum(p.numel() for p in probed.values())
+    probed_size = row_length(sum(p.numel() for p in probed.values()))
     buffer = torch.empty(largest * probes * probed_size, device=device, dtype=dtype)
     for x, y in progress_bar(chunks, desc="Hutchinson", enabled=progress):
         z = rademacher_probes(shapes, probes, x.shape[0], seed, device, dtype, start=start, out=buffer)

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ..atomic import atomic_torch_save
+from ..curvature.probes import PROBE_GENERATOR
 from ..scores import get_criterion, score
 from ..train_config import TrainConfig
 from .config import RunConfig
@@ -49,9 +50,18 @@ def cacheable(config: RunConfig) -> bool:
     return rounds == 1
 
 
+def probe_generator(criterion: str) -> str | None:
+    """The name and version of the generator of ``criterion``'s random probes (the Hutchinson criteria), or
+    None: which probes a seed draws depends on it."""
+    return PROBE_GENERATOR if "probe_scope" in get_criterion(criterion).options else None
+
+
 def score_key(config: RunConfig, device: torch.device) -> dict[str, Any]:
     """The settings ``config``'s scores depend on (see the module docstring)."""
     settings = {k: v for k, v in config.to_dict().items() if k not in _SCORE_FREE}
+    generator = probe_generator(config.criterion)
+    if generator is not None:  # scores cached with an earlier generator's probes are not these
+        settings["probe_generator"] = generator
     settings["seed"] = config.seed  # a training field too, but it also seeds initialization and scoring
     if config.warmup_batches != 0:  # the warmup's loader draws batches of this size
         settings["batch_size"] = config.batch_size

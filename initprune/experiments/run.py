@@ -51,7 +51,7 @@ from ..pruning import prune
 from ..scores import get_criterion
 from ..train import evaluate, train
 from ..warmup import warmup_bn
-from .cache import ScoreCache, cacheable, caching_scorer, score_key
+from .cache import ScoreCache, cacheable, caching_scorer, probe_generator, score_key
 from .config import RunConfig
 from .folder import (
     CHECKPOINT,
@@ -217,6 +217,8 @@ def _prune(
         "scoring_samples": config.scoring_per_class * splits.num_classes,
         "warmup_batches": warmup_batches,
     }
+    if probe_generator(config.criterion) is not None:
+        info["probe_generator"] = probe_generator(config.criterion)
     if cache_info:
         info["scores_cached"] = cache_info["cached"]
     how = (

@@ -26,7 +26,7 @@ def _diagonal(ctx: ScoringContext, probes: int, temperature: float, chunk_size: 
             ctx.batches,
             probes=probes,
             temperature=temperature,
-            generator=ctx.generator(),
+            seed=ctx.seed,
             chunk_size=chunk_size,
             probe_params=probe_params,
         )
