@@ -38,9 +38,23 @@ CACHE_DIR = "score_cache"
 # Settings the scores of one round do not depend on: the mask's sparsity and scope, and everything that
 # only acts after the mask is made (training). ``rounds`` is checked apart (only 1 round is cached).
 _SCORE_FREE = frozenset(
-    {"sparsity", "scope", "rounds", "out", "device", "epochs", "lr", "schedule"}
+    {
+        "sparsity",
+        "scope",
+        "rounds",
+        "out",
+        "device",
+        "epochs",
+        "lr",
+        "schedule",
+        "train_seed",
+        "layer_densities",
+    }
     | {name for name in TrainConfig.__dataclass_fields__}
 )
+
+# Settings added after the first caches were written that change scores: part of a key only when set.
+_LATER_SCORE_KEYS = ("probe_seed",)
 
 
 def cacheable(config: RunConfig) -> bool:
@@ -57,6 +71,11 @@ def score_key(config: RunConfig, device: torch.device) -> dict[str, Any]:
         settings["batch_size"] = config.batch_size
     else:
         settings.pop("batch_size", None)
+    for (
+        key
+    ) in _LATER_SCORE_KEYS:  # at its default a later setting leaves the keys of earlier caches as they were
+        if settings.get(key) is None:
+            settings.pop(key, None)
     settings["device_type"] = device.type
     return settings
 

@@ -47,6 +47,8 @@ _RENAMED = {
     "criterion_options": "resolved_criterion_options",
     "rounds": "resolved_rounds",
     "device": "resolved_device",
+    "train_seed": "resolved_train_seed",
+    "probe_seed": "resolved_probe_seed",
 }
 # settings that are not a group's identity: the table's axes, and where or how a run ran
 _NOT_GROUPING = {"criterion", "sparsity", "seed", "out", "device", "data_dir"}
