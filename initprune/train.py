@@ -149,6 +149,10 @@ class TrainConfig:
     warmup_epochs: float = field(
         default=0.0, metadata={"help": "Epochs of linear learning-rate warmup (fractions allowed)"}
     )
+    warmup_steps: int = field(
+        default=0,
+        metadata={"help": "Optimizer steps of linear learning-rate warmup, instead of warmup_epochs"},
+    )
     label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing of the training loss"})
     amp: bool | str = field(
         default="auto",
@@ -207,6 +211,12 @@ class TrainConfig:
         self.milestones = tuple(int(m) if float(m).is_integer() else m for m in ms)
         self.gamma = _number("gamma", self.gamma, low=0, low_open=True, high=None)
         self.warmup_epochs = _number("warmup_epochs", self.warmup_epochs, low=0, high=self.epochs)
+        self.warmup_steps = _integer("warmup_steps", self.warmup_steps, "an integer >= 0", low=0)
+        if self.warmup_steps and self.warmup_epochs:
+            raise InitpruneError(
+                f"give the learning-rate warmup in epochs or in steps, not both: warmup_epochs="
+                f"{self.warmup_epochs:g}, warmup_steps={self.warmup_steps}"
+            )
         self.label_smoothing = _number("label_smoothing", self.label_smoothing, low=0, high=1)
         self.amp = _auto_flag("amp", self.amp)
         self.channels_last = _auto_flag("channels_last", self.channels_last)
@@ -415,7 +425,9 @@ def train(
     stored history. ``on_epoch_end(record)`` receives each epoch's history record. The global torch,
     Python and NumPy generators are seeded with ``config.seed`` at the start (and restored on resume).
 
-    Returns ``{"history": [record, ...], "steps", "epochs", "resumed_from_epoch", "final"}``; a record has
+    Returns ``{"history": [record, ...], "steps", "epochs", "resumed_from_epoch", "final",
+    "lr_warmup_steps"}`` (the steps of linear learning-rate warmup, from ``warmup_epochs`` or
+    ``warmup_steps``); a record has
     ``epoch`` (1-based), ``step`` (global steps so far), ``train_loss`` (label-smoothed objective),
     ``train_accuracy``, ``val_loss``, ``val_accuracy`` (and ``val_top5_accuracy``; None without
     ``val_loader``), ``lr`` (the rate of the epoch's last step) and ``seconds``.
@@ -455,6 +467,10 @@ def train(
     holder = MaskHolder(model, mask) if mask is not None else None
     if holder is not None:
         holder.apply()
+    if config.warmup_steps > total_steps:
+        raise InitpruneError(
+            f"warmup_steps must be at most the {total_steps} steps of the training, got {config.warmup_steps}"
+        )
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch, total_steps)
 
@@ -533,6 +549,7 @@ def train(
         "epochs": num_epochs,
         "resumed_from_epoch": resumed,
         "final": history[-1] if history else None,
+        "lr_warmup_steps": scheduler.lr_lambdas[0].warmup_steps,  # type: ignore[attr-defined]
     }
 
 

@@ -509,6 +509,7 @@ def _run(
         "scores_cached": info.get("scores_cached", False),
         "train_seconds": train_seconds,
         "epochs": config.epochs,
+        "lr_warmup_steps": trained["lr_warmup_steps"],
         "seed": config.seed,
         "train_seed": config.training_seed,
         "probe_seed": config.scoring_seed,
