@@ -170,6 +170,25 @@ class RunConfig:
             "result.json (per_layer_density); the criterion ranks the weights within each layer (one-shot)"
         ),
     )
+    warmup_augment: bool = field(
+        default=False,
+        metadata=_help(
+            "Reproduction of the paper's reference code, not the default: the BatchNorm warmup's batches "
+            "carry the training augmentation"
+        ),
+    )
+    warmup_shuffle: bool = field(
+        default=True,
+        metadata=_help(
+            "Shuffle the BatchNorm warmup's training data (false, the reference code's: in file order)"
+        ),
+    )
+    train_shuffle: bool = field(
+        default=True,
+        metadata=_help(
+            "Shuffle the training data every epoch (false, the reference code's CIFAR loader: file order)"
+        ),
+    )
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(epochs=3, schedule="cosine"),
         metadata=_help("Remaining training settings (flags of their own)"),
@@ -208,7 +227,10 @@ class RunConfig:
             raise InitpruneError(f"sync_batchnorm must be true or false, got {self.sync_batchnorm!r}")
         if self.round_schedule not in ROUND_SCHEDULES:
             raise unknown_choice("round_schedule", self.round_schedule, ROUND_SCHEDULES)
-        for name in ("prune_after_training", "shortcut_bn_scales", "select_best_on_test"):
+        for name in (
+            "prune_after_training", "shortcut_bn_scales", "select_best_on_test", "warmup_augment",
+            "warmup_shuffle", "train_shuffle",
+        ):  # fmt: skip
             if not isinstance(getattr(self, name), bool):
                 raise InitpruneError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("train_seed", "probe_seed"):

@@ -177,7 +177,11 @@ def _prune(
     crit = get_criterion(config.criterion)
     crit.check_options(config.criterion_options)
     warmup_data = splits.loader(
-        "train", batch_size=config.batch_size, shuffle=True, augment=False, seed=config.seed
+        "train",
+        batch_size=config.batch_size,
+        shuffle=config.warmup_shuffle,
+        augment=config.warmup_augment,
+        seed=config.seed,
     )
     batches = scoring_batches(
         splits, per_class=config.scoring_per_class, seed=config.seed, augment=config.scoring_augment
@@ -429,7 +433,9 @@ def _run(
 ) -> dict[str, Any]:
     """Score (or restore the mask), train (or resume), evaluate and write result.json."""
     train_loader = shard_loader(
-        splits.loader("train", batch_size=config.batch_size, seed=config.training_seed)
+        splits.loader(
+            "train", batch_size=config.batch_size, shuffle=config.train_shuffle, seed=config.training_seed
+        )
     )
     val_loader = shard_loader(splits.loader("val", batch_size=1024)) if splits.val is not None else None
     test_loader = shard_loader(splits.loader("test", batch_size=1024))
