@@ -3,6 +3,7 @@ uninterrupted one would (model, optimizer, scheduler, history, and every generat
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -106,6 +107,9 @@ def read_checkpoint(
             f"{settings_hash}); delete it, or use the folder of the run it belongs to"
         )
     ours, theirs = config.to_dict(), state["config"]
+    # a field added after the checkpoint was written means its default there
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+    theirs = {**{k: v for k, v in defaults.items() if k not in theirs}, **theirs}
     changed = [k for k in ours if k not in COSMETIC_FIELDS and _plain(ours[k]) != _plain(theirs.get(k))]
     if changed:
         diffs = ", ".join(f"{k}: {theirs.get(k)!r} -> {ours[k]!r}" for k in changed)

@@ -181,6 +181,31 @@ def _add_report(sub: Any) -> None:
         help="sparsity of the per-layer, overlap and per-epoch plots (default: the highest every "
         "criterion reached)",
     )  # fmt: skip
+    report.add_argument(
+        "--compare", nargs=2, action="append", default=[], metavar=("A", "B"),
+        help="paired comparison of runs matching A with runs matching B (KEY=VALUE[,KEY=VALUE...], e.g. "
+        "criterion=hutch_pruner criterion=synflow), paired by seed and every other setting: per-seed "
+        "differences, mean, paired 95%% t-interval, n and a verdict; repeatable",
+    )  # fmt: skip
+    report.add_argument(
+        "--where", action="append", default=[], metavar="KEY=VALUE",
+        help="filter shared by every --compare (e.g. sparsity=0.99); repeatable",
+    )  # fmt: skip
+    report.add_argument(
+        "--comparisons", default=None, metavar="FILE",
+        help="YAML/JSON file of comparisons (comparisons: [{a, b, where, name, metric}], where, metric, "
+        "correction, alpha)",
+    )  # fmt: skip
+    report.add_argument(
+        "--correction", default=None, choices=("holm", "bonferroni", "none"),
+        help="correction of the verdicts for the number of comparisons (default: holm)",
+    )  # fmt: skip
+    report.add_argument("--alpha", type=float, default=None, help="level of the verdicts (default: 0.05)")
+    report.add_argument(
+        "--metric",
+        default="test_accuracy",
+        help="result field compared by --compare (default: test_accuracy)",
+    )
 
 
 def _add_analyze(sub: Any) -> None:
@@ -346,8 +371,26 @@ def _report(args: argparse.Namespace) -> int:
     def warn(line: str) -> None:
         print(f"initprune: {line}", file=sys.stderr)
 
-    path = write_report(args.dir, args.out, at_sparsity=args.at_sparsity, warn=warn)
+    from .experiments.paired import Comparison, load_comparisons, parse_selector
+
+    comparisons, chosen = [], {}
+    if args.comparisons is not None:
+        comparisons, chosen = load_comparisons(args.comparisons)
+    where: dict = {}
+    for text in args.where:
+        where.update(parse_selector(text, "--where"))
+    for a, b in args.compare:
+        comparisons.append(Comparison(parse_selector(a, "--compare A"), parse_selector(b, "--compare B"),
+                                      dict(where), metric=args.metric))  # fmt: skip
+    correction = args.correction or chosen.get("correction", "holm")
+    alpha = args.alpha if args.alpha is not None else chosen.get("alpha", 0.05)
+    path = write_report(
+        args.dir, args.out, at_sparsity=args.at_sparsity, warn=warn, comparisons=comparisons,
+        correction=correction, alpha=alpha,
+    )  # fmt: skip
     print(f"report in {path}, results.csv and plots beside it")
+    if comparisons:
+        print(f"paired comparisons in {path} and {path.parent / 'comparisons.json'}")
     return 0
 
 

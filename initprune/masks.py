@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .allocation import check_layer_densities
 from .atomic import atomic_torch_save
 from .errors import InitpruneError, LayerCollapseWarning, check_sparsity, unknown_choice
 
@@ -203,6 +204,7 @@ def make_mask(
     *,
     previous: Mapping[str, Tensor] | None = None,
     warn: bool = True,
+    layer_densities: Mapping[str, float] | None = None,
 ) -> Mask:
     """Keep the largest scores so that ``sparsity`` of the prunable weights are removed.
 
@@ -210,6 +212,10 @@ def make_mask(
     layer) or ``erk`` (Erdős–Rényi-Kernel per-layer densities). ``previous``: a mask whose pruned weights
     stay pruned (iterative pruning: masks only shrink). Warns with :class:`LayerCollapseWarning` when a
     layer is left with no weight (unless ``warn=False``).
+
+    ``layer_densities`` (name → density, every scored layer; :mod:`initprune.allocation`) replaces the
+    scope's allocation: layer l keeps its round(d_l · n_l) largest scores (0 where d_l = 0), and the
+    densities must make ``sparsity`` (within 0.001).
     """
     sparsity = check_sparsity(sparsity)
     if scope not in SCOPES:
@@ -228,7 +234,10 @@ def make_mask(
             for name, s in work.items()
         }
 
-    if scope == "global":
+    if layer_densities is not None:
+        counts = check_layer_densities(layer_densities, {n: s.numel() for n, s in work.items()}, sparsity)
+        masks = {name: top_k_mask(s.reshape(-1), counts[name]).view_as(s) for name, s in work.items()}
+    elif scope == "global":
         flat = torch.cat([s.reshape(-1) for s in work.values()])
         keep = top_k_mask(flat, max(1, round(density * flat.numel())))
         masks, offset = {}, 0
@@ -251,7 +260,8 @@ def make_mask(
         collapsed = mask.collapsed()
         if collapsed:
             warnings.warn(
-                f"layer collapse at sparsity {sparsity:g} ({scope}): "
+                f"layer collapse at sparsity {sparsity:g} "
+                f"({'given layer densities' if layer_densities is not None else scope}): "
                 f"no weight left in {', '.join(collapsed)}",
                 LayerCollapseWarning,
                 stacklevel=2,

@@ -30,7 +30,7 @@ def epoch_steps(epochs: float, steps_per_epoch: int) -> int:
 class StepSchedule:
     """Learning-rate factor (multiplying the base rate) as a function of the 0-based global step ``s``.
 
-    With ``W`` warmup steps and ``T`` total steps:
+    With ``W`` warmup steps (``warmup_steps``, else ``warmup_epochs`` in steps) and ``T`` total steps:
 
     - warmup: factor ``(s + 1) / W`` for ``s < W`` (linear from ``1/W`` to 1), multiplied by the schedule;
     - ``step``: ``gamma ** k`` where ``k`` counts the milestones ``m`` (epochs) with ``s >= round(m * E)``,
@@ -50,12 +50,13 @@ class StepSchedule:
         milestones: Sequence[float] = (),
         gamma: float = 1.0,
         warmup_epochs: float = 0.0,
+        warmup_steps: int = 0,
     ):
         self.schedule = schedule
         self.total_steps = int(total_steps)
         self.milestone_steps = [epoch_steps(m, steps_per_epoch) for m in milestones]
         self.gamma = float(gamma)
-        self.warmup_steps = epoch_steps(warmup_epochs, steps_per_epoch)
+        self.warmup_steps = int(warmup_steps) or epoch_steps(warmup_epochs, steps_per_epoch)
 
     def __call__(self, step: int) -> float:
         factor = 1.0
@@ -82,6 +83,7 @@ def make_scheduler(
         milestones=config.milestones,
         gamma=config.gamma,
         warmup_epochs=config.warmup_epochs,
+        warmup_steps=config.warmup_steps,
     )
     return LambdaLR(optimizer, schedule)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .allocation import check_layer_densities
 from .collapse import disconnected_layers
 from .errors import InitpruneError, LayerCollapseWarning, check_sparsity, unknown_choice
 from .masks import SCOPES, Mask, make_mask
@@ -55,6 +56,7 @@ def prune(
     round_schedule: str = "density",
     progress: bool = False,
     scorer: Callable[..., dict[str, Tensor]] | None = None,
+    layer_densities: Mapping[str, float] | None = None,
     **options: Any,
 ) -> Mask:
     """Warm up BatchNorm, score, mask and prune ``model`` in place; return the final :class:`Mask`.
@@ -85,6 +87,12 @@ def prune(
 
     ``scorer`` stands in for :func:`initprune.scores.score` (called with the same arguments), e.g. to
     take the scores from a cache.
+
+    ``layer_densities`` (name → density of every prunable layer, e.g. from
+    :func:`initprune.allocation.read_layer_densities`) takes each layer's density from elsewhere: the
+    criterion ranks the weights inside each layer, and layer l keeps round(d_l · n_l) of them (one-shot
+    only; ``scope`` is then unused). The densities must name exactly the prunable layers and make
+    ``sparsity``; this is checked before anything runs.
     """
     sparsity = check_sparsity(sparsity)
     if scope not in SCOPES:
@@ -103,6 +111,13 @@ def prune(
         shortcut_bn_scales=shortcut_bn_scales,
         include_attention=include_attention,
     )
+    if layer_densities is not None:
+        if rounds != 1 or round_schedule != "density":
+            raise InitpruneError(
+                f"layer_densities make a one-shot mask; got rounds={rounds}, "
+                f"round_schedule={round_schedule!r} (use rounds=1 and round_schedule='density')"
+            )
+        check_layer_densities(layer_densities, {n: p.numel() for n, p in params.items()}, sparsity)
     device = next(iter(params.values())).device
     if crit.needs_data and data is None:
         raise InitpruneError(f"criterion {criterion!r} needs scoring data (data=None was given)")
@@ -118,7 +133,7 @@ def prune(
     try:
         return _prune_in_place(
             model, criterion, batches, sparsity, rounds, scope, warmup_batches, warmup_data, seed,
-            input_shape, params, progress, options, scorer, round_schedule,
+            input_shape, params, progress, options, scorer, round_schedule, layer_densities,
         )  # fmt: skip
     except BaseException:
         with torch.no_grad():
@@ -143,6 +158,7 @@ def _prune_in_place(
     options: dict[str, Any],
     scorer: Callable[..., dict[str, Tensor]] | None = None,
     round_schedule: str = "density",
+    layer_densities: Mapping[str, float] | None = None,
 ) -> Mask:
     """The steps of :func:`prune` that change the model, after every check."""
     if warmup_batches != 0:
@@ -169,7 +185,9 @@ def _prune_in_place(
         if reference:
             mask = reference_mask(scores, 1.0 - density, scope)
         else:
-            mask = make_mask(scores, 1.0 - density, scope, previous=mask, warn=last)
+            mask = make_mask(
+                scores, 1.0 - density, scope, previous=mask, warn=last, layer_densities=layer_densities
+            )
         mask.apply(model)
         bar.update()
     bar.close()

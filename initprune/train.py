@@ -246,7 +246,9 @@ def train(
     The global torch, Python and NumPy generators are seeded with ``config.seed`` at the start (and
     restored on resume).
 
-    Returns ``{"history": [record, ...], "steps", "epochs", "resumed_from_epoch", "final"}``; a record has
+    Returns ``{"history": [record, ...], "steps", "epochs", "resumed_from_epoch", "final",
+    "lr_warmup_steps"}`` (the steps of linear learning-rate warmup, from ``warmup_epochs`` or
+    ``warmup_steps``); a record has
     ``epoch`` (1-based), ``step`` (global steps so far), ``train_loss`` (label-smoothed objective),
     ``train_accuracy``, ``val_loss``, ``val_accuracy`` (and ``val_top5_accuracy``; None without
     ``val_loader``), ``lr`` (the rate of the epoch's last step) and ``seconds``.
@@ -286,6 +288,10 @@ def train(
     holder = MaskHolder(model, mask) if mask is not None else None
     if holder is not None:
         holder.apply()
+    if config.warmup_steps > total_steps:
+        raise InitpruneError(
+            f"warmup_steps must be at most the {total_steps} steps of the training, got {config.warmup_steps}"
+        )
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch, total_steps)
 
@@ -366,6 +372,7 @@ def train(
         "epochs": num_epochs,
         "resumed_from_epoch": resumed,
         "final": history[-1] if history else None,
+        "lr_warmup_steps": scheduler.lr_lambdas[0].warmup_steps,  # type: ignore[attr-defined]
     }
 
 

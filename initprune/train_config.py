@@ -117,6 +117,10 @@ class TrainConfig:
     warmup_epochs: float = field(
         default=0.0, metadata={"help": "Epochs of linear learning-rate warmup (fractions allowed)"}
     )
+    warmup_steps: int = field(
+        default=0,
+        metadata={"help": "Optimizer steps of linear learning-rate warmup, instead of warmup_epochs"},
+    )
     label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing of the training loss"})
     amp: bool | str = field(
         default="auto",
@@ -175,6 +179,12 @@ class TrainConfig:
         self.milestones = tuple(int(m) if float(m).is_integer() else m for m in ms)
         self.gamma = _number("gamma", self.gamma, low=0, low_open=True, high=None)
         self.warmup_epochs = _number("warmup_epochs", self.warmup_epochs, low=0, high=self.epochs)
+        self.warmup_steps = _integer("warmup_steps", self.warmup_steps, "an integer >= 0", low=0)
+        if self.warmup_steps and self.warmup_epochs:
+            raise InitpruneError(
+                f"give the learning-rate warmup in epochs or in steps, not both: warmup_epochs="
+                f"{self.warmup_epochs:g}, warmup_steps={self.warmup_steps}"
+            )
         self.label_smoothing = _number("label_smoothing", self.label_smoothing, low=0, high=1)
         self.amp = _auto_flag("amp", self.amp)
         self.channels_last = _auto_flag("channels_last", self.channels_last)

@@ -30,7 +30,7 @@ from ..atomic import atomic_torch_save
 from ..curvature.probes import PROBE_GENERATOR
 from ..scores import get_criterion, score
 from ..train_config import TrainConfig
-from .config import RunConfig
+from .config import RunConfig, default_settings
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +40,12 @@ CACHE_DIR = "score_cache"
 # only acts after the mask is made (training). ``rounds`` is checked apart (only 1 round is cached).
 _SCORE_FREE = frozenset(
     {"sparsity", "scope", "rounds", "out", "device", "epochs", "lr", "schedule"}
+    | {"train_seed", "train_shuffle", "layer_densities"}  # the training's data order; the mask's allocation
     | {name for name in TrainConfig.__dataclass_fields__}
 )
+
+# Settings added after the first caches were written that change scores: part of a key only when set.
+_LATER_SCORE_KEYS = ("probe_seed", "warmup_augment", "warmup_shuffle")
 
 
 def cacheable(config: RunConfig) -> bool:
@@ -67,6 +71,10 @@ def score_key(config: RunConfig, device: torch.device) -> dict[str, Any]:
         settings["batch_size"] = config.batch_size
     else:
         settings.pop("batch_size", None)
+    defaults = default_settings()
+    for key in _LATER_SCORE_KEYS:  # at its default, a later setting leaves the keys of earlier caches alone
+        if key in settings and settings[key] == defaults[key]:
+            del settings[key]
     settings["device_type"] = device.type
     return settings
 

@@ -146,6 +146,46 @@ class RunConfig:
             "every epoch and report the best epoch's test accuracy (labelled in result.json)"
         ),
     )
+    train_seed: int | None = field(
+        default=None,
+        metadata=_help(
+            "Seed of the training's data order and augmentation (none: seed); the initialization, "
+            "splits, scoring samples and mask stay those of seed, so one mask trains with several orders"
+        ),
+    )
+    probe_seed: int | None = field(
+        default=None,
+        metadata=_help(
+            "Seed of the criterion's own random draws: Hutchinson probes, sampled Fisher labels, random "
+            "scores (none: seed); the initialization and scoring samples stay those of seed"
+        ),
+    )
+    layer_densities: str | None = field(
+        default=None,
+        metadata=_help(
+            "FILE|RUN_DIR: each layer's density from a YAML/JSON file (layer: density) or another run's "
+            "result.json (per_layer_density); the criterion ranks the weights within each layer (one-shot)"
+        ),
+    )
+    warmup_augment: bool = field(
+        default=False,
+        metadata=_help(
+            "Reproduction of the paper's reference code, not the default: the BatchNorm warmup's batches "
+            "carry the training augmentation"
+        ),
+    )
+    warmup_shuffle: bool = field(
+        default=True,
+        metadata=_help(
+            "Shuffle the BatchNorm warmup's training data (false, the reference code's: in file order)"
+        ),
+    )
+    train_shuffle: bool = field(
+        default=True,
+        metadata=_help(
+            "Shuffle the training data every epoch (false, the reference code's CIFAR loader: file order)"
+        ),
+    )
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(epochs=3, schedule="cosine"),
         metadata=_help("Remaining training settings (flags of their own)"),
@@ -184,9 +224,24 @@ class RunConfig:
             raise InitpruneError(f"sync_batchnorm must be true or false, got {self.sync_batchnorm!r}")
         if self.round_schedule not in ROUND_SCHEDULES:
             raise unknown_choice("round_schedule", self.round_schedule, ROUND_SCHEDULES)
-        for name in ("prune_after_training", "shortcut_bn_scales", "select_best_on_test"):
+        for name in (
+            "prune_after_training", "shortcut_bn_scales", "select_best_on_test", "warmup_augment",
+            "warmup_shuffle", "train_shuffle",
+        ):  # fmt: skip
             if not isinstance(getattr(self, name), bool):
                 raise InitpruneError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("train_seed", "probe_seed"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < SEED_LIMIT:
+                raise InitpruneError(f"{name} must be an integer in [0, 2**64) or none, got {value!r}")
+        if self.layer_densities is not None:
+            if isinstance(self.layer_densities, os.PathLike):
+                self.layer_densities = os.fspath(self.layer_densities)
+            if self.rounds not in (None, 1) or self.round_schedule != "density":
+                raise InitpruneError(
+                    "layer_densities make a one-shot mask: rounds must be 1 or none and round_schedule "
+                    f"density, got rounds={self.rounds!r}, round_schedule={self.round_schedule!r}"
+                )
         for name in ("model_options", "dataset_options", "criterion_options"):
             if not isinstance(getattr(self, name), Mapping):
                 raise InitpruneError(f"{name} must be a mapping of KEY: VALUE, got {getattr(self, name)!r}")
@@ -194,8 +249,18 @@ class RunConfig:
         get_criterion(self.criterion).check_options(self.criterion_options)
         # The run-level training fields are the source of truth for the TrainConfig.
         self.train = dataclasses.replace(
-            self.train, epochs=self.epochs, lr=self.lr, schedule=self.schedule, seed=self.seed
+            self.train, epochs=self.epochs, lr=self.lr, schedule=self.schedule, seed=self.training_seed
         )
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of the training's data order and augmentation: ``train_seed``, else ``seed``."""
+        return self.seed if self.train_seed is None else self.train_seed
+
+    @property
+    def scoring_seed(self) -> int:
+        """The seed of the criterion's own random draws: ``probe_seed``, else ``seed``."""
+        return self.seed if self.probe_seed is None else self.probe_seed
 
     def to_dict(self) -> dict[str, Any]:
         """Flat dict of every setting (run fields and training fields), as written to config.yaml.

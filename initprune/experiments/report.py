@@ -28,7 +28,7 @@ import hashlib
 import io
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ import yaml
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import InitpruneError
 from .config import default_settings
+from .paired import Comparison, compare, comparisons_json, comparisons_markdown
 from .run import CONFIG, MASK, METRICS, RESULT
 
 REQUIRED = ("model", "dataset", "criterion", "sparsity", "test_accuracy")
@@ -46,6 +47,8 @@ _RENAMED = {
     "criterion_options": "resolved_criterion_options",
     "rounds": "resolved_rounds",
     "device": "resolved_device",
+    "train_seed": "resolved_train_seed",
+    "probe_seed": "resolved_probe_seed",
 }
 # settings that are not a group's identity: the table's axes, and where or how a run ran
 _NOT_GROUPING = {"criterion", "sparsity", "seed", "out", "device", "data_dir"}
@@ -153,9 +156,16 @@ def write_report(
     *,
     at_sparsity: float | None = None,
     warn: Callable[[str], None] | None = None,
+    comparisons: Sequence[Comparison] = (),
+    correction: str = "holm",
+    alpha: float = 0.05,
 ) -> Path:
     """Read every run below ``root`` and write ``results.csv``, ``report.md`` and the plots to ``out``
-    (default ``root``); ``warn`` receives one line per skipped file. Returns the path of report.md."""
+    (default ``root``); ``warn`` receives one line per skipped file. Returns the path of report.md.
+
+    ``comparisons`` (:mod:`initprune.experiments.paired`) add a section of paired comparisons to
+    report.md and write them with their per-seed differences to ``comparisons.json``; ``correction``
+    (holm, bonferroni or none) and ``alpha`` decide their verdicts."""
     import pandas as pd
 
     rows, skipped = collect(root)
@@ -163,6 +173,7 @@ def write_report(
         (warn or print)(line)
     if not rows:
         raise InitpruneError(f"no results below {str(root)!r}: no readable {RESULT}")
+    compared = compare(rows, comparisons, correction=correction, alpha=alpha) if comparisons else []
     present = sorted({float(r["sparsity"]) for r in rows})
     if at_sparsity is not None and float(at_sparsity) not in present:
         raise InitpruneError(f"no run at sparsity {at_sparsity:g}; sparsities present: {present}")
@@ -192,6 +203,9 @@ def write_report(
     lines = [f"# Report of {root}", "", f"{len(frame)} runs, {frame['_group'].nunique()} group(s)."]
     if skipped:
         lines += ["", "Skipped:", *[f"- {line}" for line in skipped]]
+    if compared:
+        lines += ["", *comparisons_markdown(compared)]
+        atomic_write_text(out / "comparisons.json", comparisons_json(compared))
     for group, members in frame.groupby("_group", sort=False):
         lines += _group_section(str(group), members, out, at_sparsity)
     path = out / "report.md"

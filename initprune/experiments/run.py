@@ -20,14 +20,17 @@ pruned trained network. Both phases resume.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..allocation import read_layer_densities
 from ..atomic import atomic_torch_save, atomic_write_text, remove_stale_temporaries
 from ..checkpoint import checkpoint_settings_hash
 from ..collapse import disconnected_layers
@@ -107,6 +110,13 @@ def validate_config(config: RunConfig) -> None:
             f"{', '.join(options) or 'none'}"
         )
     check_dataset_settings(config.dataset, config.data_dir, config.val_size, **dict(config.dataset_options))
+    if config.layer_densities is not None:
+        if config.rounds is None and get_criterion(config.criterion).default_rounds != 1:
+            raise InitpruneError(
+                f"layer_densities make a one-shot mask, but {config.criterion} prunes in "
+                f"{get_criterion(config.criterion).default_rounds} rounds by default; set rounds: 1"
+            )
+        read_layer_densities(config.layer_densities)  # exists, readable, densities in [0, 1]
     resolve_device(config.device)
 
 
@@ -167,12 +177,17 @@ def _prune(
     crit = get_criterion(config.criterion)
     crit.check_options(config.criterion_options)
     warmup_data = splits.loader(
-        "train", batch_size=config.batch_size, shuffle=True, augment=False, seed=config.seed
+        "train",
+        batch_size=config.batch_size,
+        shuffle=config.warmup_shuffle,
+        augment=config.warmup_augment,
+        seed=config.seed,
     )
     batches = scoring_batches(
         splits, per_class=config.scoring_per_class, seed=config.seed, augment=config.scoring_augment
     )
     warmup_batches = 0 if config.prune_after_training else config.warmup_batches
+    densities = None if config.layer_densities is None else read_layer_densities(config.layer_densities)
     start = time.perf_counter()
     if warmup_batches != 0:
         warmup_bn(
@@ -196,7 +211,7 @@ def _prune(
         rounds=config.rounds,
         scope=config.scope,
         warmup_batches=0,
-        seed=config.seed,
+        seed=config.scoring_seed,
         input_shape=tuple(splits.input_shape),
         include_classifier=config.include_classifier,
         exclude_first=config.exclude_first,
@@ -204,6 +219,7 @@ def _prune(
         round_schedule=config.round_schedule,
         include_attention=config.include_attention,
         scorer=scorer,
+        layer_densities=densities,
         **config.criterion_options,
     )
     if model_device(model).type == "cuda":
@@ -221,6 +237,8 @@ def _prune(
         info["probe_generator"] = probe_generator(config.criterion)
     if cache_info:
         info["scores_cached"] = cache_info["cached"]
+    if densities is not None:
+        info["layer_densities_given"] = densities
     how = (
         f"scores from the cache (computed in {info['scoring_seconds']:.1f}s)"
         if cache_info.get("cached")
@@ -242,6 +260,26 @@ def _prune(
         out / PRUNING_INFO, json.dumps({**info, "settings_hash": identity.settings_hash}, indent=2) + "\n"
     )
     return mask, info
+
+
+@functools.cache
+def source_commit() -> str | None:
+    """The git commit of the initprune source a run used (with ``+dirty`` where it has uncommitted
+    changes), or None outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "--", str(here.parent)],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -406,7 +444,11 @@ def _run(
     score_cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score (or restore the mask), train (or resume), evaluate and write result.json."""
-    train_loader = shard_loader(splits.loader("train", batch_size=config.batch_size, seed=config.seed))
+    train_loader = shard_loader(
+        splits.loader(
+            "train", batch_size=config.batch_size, shuffle=config.train_shuffle, seed=config.training_seed
+        )
+    )
     val_loader = shard_loader(splits.loader("val", batch_size=1024)) if splits.val is not None else None
     test_loader = shard_loader(splits.loader("test", batch_size=1024))
     dense: dict[str, Any] = {}
@@ -488,9 +530,14 @@ def _run(
         "scores_cached": info.get("scores_cached", False),
         "train_seconds": train_seconds,
         "epochs": config.epochs,
+        "lr_warmup_steps": trained["lr_warmup_steps"],
         "seed": config.seed,
+        "train_seed": config.training_seed,
+        "probe_seed": config.scoring_seed,
         "device": str(device),
         "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "commit": source_commit(),
         "out": str(out),
         "settings_hash": identity.settings_hash,
         "prune_after_training": config.prune_after_training,
@@ -499,6 +546,11 @@ def _run(
     }
     if config.shortcut_bn_scales or config.round_schedule != "density":
         result.update(shortcut_bn_scales=config.shortcut_bn_scales, round_schedule=config.round_schedule)
+    if config.layer_densities is not None:
+        result.update(
+            layer_densities_source=config.layer_densities,
+            layer_densities_given=info.get("layer_densities_given"),
+        )
     if config.select_best_on_test:
         result.update(_best_on_test(history, test))
     if is_main():

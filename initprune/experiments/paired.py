@@ -1,0 +1,415 @@
+"""Paired comparisons of runs: per-seed differences, paired 95 % t-intervals and verdicts corrected for
+the number of comparisons (``initprune report --compare A B`` and ``--comparisons FILE``).
+
+A comparison names two selectors, A and B (``criterion=hutch_pruner``, several joined by commas:
+``criterion=hutch_pruner,warmup_batches=0``; a dotted key reads into a mapping:
+``criterion_options.probes=1``), and filters shared by both (``sparsity=0.99``). Every run that matches A
+is paired with the run that matches B and agrees with it in every other setting (the seed, and whatever
+else the filters leave free; the criterion's options go with ``criterion`` when that is a selector key).
+For the n pairs, d_i = metric(A_i) − metric(B_i) (in points for accuracies), and
+
+    mean d̄ = (1/n) Σ d_i,   s = sqrt(Σ (d_i − d̄)² / (n − 1)),   t = d̄ / (s / √n),
+    95 % interval d̄ ± t_{0.975, n−1} · s / √n,   p = 2 · (1 − F_{n−1}(|t|))   (two-sided paired t-test),
+
+with F_ν the Student t distribution function, computed exactly from the regularized incomplete beta
+function (:func:`t_cdf`, :func:`t_quantile`). The claim "A is better than B" is **held** where the p-value,
+adjusted for the number m of comparisons made together, is below α (default 0.05) and d̄ > 0, **not held**
+where it is below α and d̄ < 0 (B is better), and **undecided** otherwise (and always with n < 2).
+Adjustment (``correction``): ``holm`` (default; Holm 1979, step-down: the i-th smallest p-value is
+multiplied by m − i + 1, then made non-decreasing, capped at 1), ``bonferroni`` (p · m, capped at 1) or
+``none``. The intervals are the unadjusted 95 % intervals of each comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import InitpruneError, unknown_choice
+
+CORRECTIONS = ("holm", "bonferroni", "none")
+VERDICTS = ("held", "not held", "undecided")
+# settings that never pair runs: where or how a run ran
+_UNPAIRED = {"out", "device", "data_dir"}
+_SPLIT = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_.]*\s*=)")
+
+
+# ---------------------------------------------------------------- the t distribution
+
+
+def _beta_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of the regularized incomplete beta function (modified Lentz method)."""
+    tiny, eps = 1e-300, 1e-15
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 10_000):
+        m2 = 2 * m
+        for num in (
+            m * (b - m) * x / ((qam + m2) * (a + m2)),
+            -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)),
+        ):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < eps:
+            return h
+    raise ArithmeticError(f"incomplete beta fraction did not converge for a={a}, b={b}, x={x}")
+
+
+def incomplete_beta(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b) = B(x; a, b) / B(a, b), for a, b > 0 and x in
+    [0, 1] (continued fraction, Numerical Recipes §6.4)."""
+    if not 0.0 <= x <= 1.0:
+        raise InitpruneError(f"incomplete_beta needs x in [0, 1], got {x!r}")
+    if x in (0.0, 1.0):
+        return x
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(log_front) * _beta_fraction(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _beta_fraction(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """F_ν(t) = P(T ≤ t) of Student's t with ν = ``df`` > 0 degrees of freedom:
+    1 − ½ I_{ν/(ν+t²)}(ν/2, ½) for t ≥ 0, and F_ν(−t) = 1 − F_ν(t)."""
+    if not df > 0:
+        raise InitpruneError(f"degrees of freedom must be > 0, got {df!r}")
+    if math.isinf(t):
+        return 1.0 if t > 0 else 0.0
+    tail = 0.5 * incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The p-quantile of Student's t with ``df`` degrees of freedom: the t with F_ν(t) = p, found by
+    bisection on :func:`t_cdf` to machine precision (t_{0.975, 2} = 4.3027, t_{0.975, 4} = 2.7764)."""
+    if not 0.0 < p < 1.0:
+        raise InitpruneError(f"a quantile needs p in (0, 1), got {p!r}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    low, high = 0.0, 1.0
+    while t_cdf(high, df) < p:
+        low, high = high, 2.0 * high
+    for _ in range(200):
+        mid = 0.5 * (low + high)
+        if mid in (low, high):
+            break
+        low, high = (mid, high) if t_cdf(mid, df) < p else (low, mid)
+    return 0.5 * (low + high)
+
+
+@dataclass
+class PairedStats:
+    """Summary of paired differences d_i: n, mean, sample std, 95 % t-interval, t and two-sided p."""
+
+    n: int
+    mean: float
+    std: float
+    low: float
+    high: float
+    t: float
+    p: float
+
+
+def paired_stats(differences: Sequence[float], level: float = 0.95) -> PairedStats:
+    """n, d̄, s, the ``level`` t-interval d̄ ± t_{(1+level)/2, n−1} s/√n, t = d̄/(s/√n) and the two-sided
+    p-value 2(1 − F_{n−1}(|t|)) of paired differences. With n < 2: std, interval and t are NaN and p 1."""
+    d = [float(v) for v in differences]
+    n = len(d)
+    if n == 0:
+        raise InitpruneError("paired statistics need at least one difference, got none")
+    mean = sum(d) / n
+    if n < 2:
+        return PairedStats(n, mean, math.nan, math.nan, math.nan, math.nan, 1.0)
+    std = math.sqrt(sum((v - mean) ** 2 for v in d) / (n - 1))
+    se = std / math.sqrt(n)
+    half = t_quantile(0.5 + level / 2.0, n - 1) * se
+    if se == 0.0:
+        t = 0.0 if mean == 0.0 else math.copysign(math.inf, mean)
+    else:
+        t = mean / se
+    p = 2.0 * (1.0 - t_cdf(abs(t), n - 1)) if not math.isnan(t) else 1.0
+    return PairedStats(n, mean, std, mean - half, mean + half, t, min(1.0, p))
+
+
+def adjust(p_values: Sequence[float], correction: str = "holm") -> list[float]:
+    """p-values adjusted for the m = len(p_values) comparisons: Holm's step-down
+    p̃_(i) = max_{j ≤ i} min(1, (m − j + 1) p_(j)) over the ascending order, Bonferroni min(1, m p),
+    or none."""
+    if correction not in CORRECTIONS:
+        raise unknown_choice("correction", correction, CORRECTIONS)
+    m = len(p_values)
+    if correction == "none":
+        return [float(p) for p in p_values]
+    if correction == "bonferroni":
+        return [min(1.0, m * p) for p in p_values]
+    order = sorted(range(m), key=lambda i: p_values[i])
+    out = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        out[i] = running
+    return out
+
+
+# ---------------------------------------------------------------- selecting and pairing runs
+
+
+def parse_selector(text: str | Mapping[str, Any], what: str = "selector") -> dict[str, Any]:
+    """``"key=value,key=value"`` (values read as YAML: ``0.99`` a number, ``null``, ``true``) or a mapping,
+    as {key: value}; a dotted key reads into a mapping setting (``criterion_options.probes=1``)."""
+    if isinstance(text, Mapping):
+        return {str(k): v for k, v in text.items()}
+    if not isinstance(text, str) or not text.strip():
+        raise InitpruneError(f"{what} must be KEY=VALUE[,KEY=VALUE...], got {text!r}")
+    out: dict[str, Any] = {}
+    for part in _SPLIT.split(text):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise InitpruneError(f"{what} {text!r}: {part!r} is not KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value.strip()) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _value(row: Mapping[str, Any], key: str) -> Any:
+    head, _, rest = key.partition(".")
+    value = row.get(head)
+    for part in rest.split(".") if rest else []:
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def _text(value: Any) -> str:
+    """One spelling per value: 0.99 and 0.990 alike, 1 and 1.0 alike, NaN (a setting left unset) null."""
+    if isinstance(value, float) and math.isnan(value):
+        value = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(round(float(value), 9))
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def matches(row: Mapping[str, Any], selector: Mapping[str, Any]) -> bool:
+    return all(_text(_value(row, k)) == _text(v) for k, v in selector.items())
+
+
+@dataclass
+class Comparison:
+    """One claim "A is better than B" on ``metric``: selectors ``a``, ``b``; filters ``where`` of both."""
+
+    a: dict[str, Any]
+    b: dict[str, Any]
+    where: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    metric: str = "test_accuracy"
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        where = f" at {_spelled(self.where)}" if self.where else ""
+        return f"{_spelled(self.a)} vs {_spelled(self.b)}{where}"
+
+
+def _spelled(selector: Mapping[str, Any]) -> str:
+    return ",".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in selector.items())
+
+
+def _pair_keys(rows: Iterable[Mapping[str, Any]], comparison: Comparison) -> list[str]:
+    """The settings two runs must share to be a pair: every config key but the selectors' (and
+    ``criterion_options`` with ``criterion``) and where a run ran."""
+    free = {k.partition(".")[0] for k in (*comparison.a, *comparison.b)}
+    if "criterion" in free:
+        free.add("criterion_options")
+    keys = {k for row in rows for k in row.get("_config_keys", ())} or {"seed"}
+    return sorted(keys - free - _UNPAIRED)
+
+
+def pair_runs(rows: Sequence[Mapping[str, Any]], comparison: Comparison) -> list[dict[str, Any]]:
+    """The pairs of ``comparison``: [{"seed", "a", "b", "difference", "a_run", "b_run", "key"}], in seed
+    order. Two runs of one side with the same pairing settings are an error that names both."""
+    scale = 100.0 if "accuracy" in comparison.metric else 1.0
+    chosen = [r for r in rows if matches(r, comparison.where)]
+    sides = {
+        "a": [r for r in chosen if matches(r, comparison.a)],
+        "b": [r for r in chosen if matches(r, comparison.b)],
+    }
+    keys = _pair_keys(sides["a"] + sides["b"], comparison)
+    indexed: dict[str, dict[str, Mapping[str, Any]]] = {"a": {}, "b": {}}
+    for side, members in sides.items():
+        for row in members:
+            key = json.dumps({k: _text(_value(row, k)) for k in keys}, sort_keys=True)
+            if key in indexed[side]:
+                raise InitpruneError(
+                    f"comparison {comparison.label()!r}: runs {indexed[side][key].get('run')!r} and "
+                    f"{row.get('run')!r} both match side {side.upper()} with the same settings; add a filter "
+                    "that tells them apart"
+                )
+            indexed[side][key] = row
+    pairs = []
+    for key in sorted(set(indexed["a"]) & set(indexed["b"])):
+        ra, rb = indexed["a"][key], indexed["b"][key]
+        va, vb = _number(ra, comparison.metric), _number(rb, comparison.metric)
+        if va is None or vb is None:
+            continue
+        pairs.append(
+            {"seed": ra.get("seed"), "a": scale * va, "b": scale * vb, "difference": scale * (va - vb),
+             "a_run": ra.get("run"), "b_run": rb.get("run"), "key": json.loads(key)}
+        )  # fmt: skip
+    return sorted(pairs, key=lambda p: (str(p["key"]), _text(p["seed"])))
+
+
+def _number(row: Mapping[str, Any], metric: str) -> float | None:
+    value = _value(row, metric)
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(x) else x
+
+
+def compare(
+    rows: Sequence[Mapping[str, Any]],
+    comparisons: Sequence[Comparison],
+    *,
+    correction: str = "holm",
+    alpha: float = 0.05,
+) -> list[dict[str, Any]]:
+    """Every comparison's pairs, :class:`PairedStats`, adjusted p-value and verdict (module docstring),
+    the correction taken over all ``comparisons`` together. A comparison that pairs no runs is an error
+    naming it."""
+    if correction not in CORRECTIONS:
+        raise unknown_choice("correction", correction, CORRECTIONS)
+    if not 0.0 < alpha < 1.0:
+        raise InitpruneError(f"alpha must be in (0, 1), got {alpha!r}")
+    out = []
+    for comparison in comparisons:
+        pairs = pair_runs(rows, comparison)
+        if not pairs:
+            raise InitpruneError(
+                f"comparison {comparison.label()!r} pairs no runs: no run matching A has a run matching B "
+                "with the same other settings (check the selectors and filters)"
+            )
+        stats = paired_stats([p["difference"] for p in pairs])
+        varying = sorted(
+            k for k in pairs[0]["key"] if k != "seed" and len({_text(p["key"][k]) for p in pairs}) > 1
+        )
+        out.append({"name": comparison.label(), "a": comparison.a, "b": comparison.b,
+                    "where": comparison.where, "metric": comparison.metric, **stats.__dict__,
+                    "seeds": [p["seed"] for p in pairs], "varying": varying, "pairs": pairs})  # fmt: skip
+    adjusted = adjust([c["p"] for c in out], correction)
+    for c, p in zip(out, adjusted, strict=True):
+        c["p_adjusted"] = p
+        c["correction"] = correction
+        c["alpha"] = alpha
+        decided = c["n"] >= 2 and p < alpha
+        c["verdict"] = (
+            ("held" if c["mean"] > 0 else "not held") if decided and c["mean"] != 0 else "undecided"
+        )
+    return out
+
+
+# ---------------------------------------------------------------- comparisons files and the report
+
+
+def load_comparisons(path: str | Path) -> tuple[list[Comparison], dict[str, Any]]:
+    """A comparisons file (YAML or JSON): ``comparisons: [{a, b, where?, name?, metric?}, ...]`` and
+    optional ``where`` (filters of every comparison), ``metric``, ``correction``, ``alpha``. Returns the
+    comparisons and the file's ``correction``/``alpha`` where it sets them."""
+    path = Path(path)
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InitpruneError(
+            f"cannot read comparisons file {str(path)!r}: {str(exc).splitlines()[0]}"
+        ) from None
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("comparisons"), list):
+        raise InitpruneError(f"comparisons file {str(path)!r} must hold a mapping with a list 'comparisons'")
+    known = {"comparisons", "where", "metric", "correction", "alpha"}
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise InitpruneError(
+            f"comparisons file {str(path)!r}: unknown key(s) {unknown}; valid: {sorted(known)}"
+        )
+    shared = parse_selector(spec["where"], "where") if spec.get("where") else {}
+    metric = spec.get("metric", "test_accuracy")
+    out = []
+    for i, item in enumerate(spec["comparisons"]):
+        if not isinstance(item, Mapping) or "a" not in item or "b" not in item:
+            raise InitpruneError(f"comparisons file {str(path)!r}: comparison {i + 1} needs 'a' and 'b'")
+        extra = sorted(set(item) - {"a", "b", "where", "name", "metric"})
+        if extra:
+            raise InitpruneError(
+                f"comparisons file {str(path)!r}: comparison {i + 1} has unknown key(s) {extra}; "
+                "valid: a, b, where, name, metric"
+            )
+        where = {**shared, **(parse_selector(item["where"], "where") if item.get("where") else {})}
+        out.append(Comparison(parse_selector(item["a"], "a"), parse_selector(item["b"], "b"), where,
+                              item.get("name"), item.get("metric", metric)))  # fmt: skip
+    return out, {k: spec[k] for k in ("correction", "alpha") if k in spec}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def comparisons_json(results: Sequence[Mapping[str, Any]]) -> str:
+    """The comparisons as JSON text (an infinite t or a missing interval as null)."""
+    return json.dumps(_plain(list(results)), indent=2, default=str) + "\n"
+
+
+def _fmt(x: float, digits: int = 2) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.{digits}f}"
+
+
+def comparisons_markdown(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The comparisons as a markdown section: one row per comparison, then the per-seed differences."""
+    if not results:
+        return []
+    first = results[0]
+    how = {
+        "holm": "Holm's step-down correction",
+        "bonferroni": "Bonferroni's correction",
+        "none": "no correction",
+    }
+    lines = [
+        "## Paired comparisons",
+        "",
+        f"A − B per seed (runs paired by seed and every other setting); mean, paired 95 % t-interval, n; "
+        f'verdict on "A is better than B" at α = {first["alpha"]:g} with {how[first["correction"]]} '
+        f"for the {len(results)} comparison(s): held (adjusted p < α, mean > 0), not held (adjusted p < α, "
+        "mean < 0), undecided (otherwise).",
+        "",
+        "| comparison | n | mean A − B | 95 % interval | p | adjusted p | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        interval = "–" if r["n"] < 2 else f"{_fmt(r['low'])} to {_fmt(r['high'])}"
+        note = f" (pairs span {', '.join(r['varying'])})" if r["varying"] else ""
+        lines.append(
+            f"| {r['name']}{note} | {r['n']} | {_fmt(r['mean'])} | {interval} | {r['p']:.3g} | "
+            f"{r['p_adjusted']:.3g} | {r['verdict']} |"
+        )
+    lines += ["", "Per-seed differences (A − B):", ""]
+    for r in results:
+        cells = ", ".join(f"seed {p['seed']}: {_fmt(p['difference'])}" for p in r["pairs"])
+        lines.append(f"- {r['name']}: {cells}")
+    return lines
