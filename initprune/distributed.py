@@ -148,9 +148,11 @@ def shard_range(total: int, rank: int, world: int) -> tuple[int, int]:
 def shard_batches(batches: Sequence[tuple[Tensor, Tensor]]) -> tuple[list[tuple[Tensor, Tensor]], Shard]:
     """This rank's part of the samples of ``batches`` (the batch boundaries kept) and where it starts.
 
-    In a single process: every batch, ``Shard(0, N)``.
+    In a single process: ``batches`` itself (batches that redraw on every pass stay so), ``Shard(0, N)``.
     """
     total = sum(int(x.shape[0]) for x, _ in batches)
+    if world_size() == 1:
+        return batches, Shard(0, total)  # type: ignore[return-value]
     lo, hi = shard_range(total, rank(), world_size())
     mine, seen = [], 0
     for x, y in batches:

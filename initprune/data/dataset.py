@@ -16,6 +16,7 @@ from ..errors import InitpruneError, unknown_choice
 from .base import check_data_dir
 from .images import FolderLoader, decode_all, default_workers
 from .loader import BatchTransform, TensorData, TensorLoader, check_augmentation, epoch_seed
+from .redraw import RedrawnBatches
 from .registry import COMMON_OPTIONS, REGISTRY, DatasetSpec
 from .splits import holdout_indices, per_class_indices
 
@@ -190,12 +191,27 @@ def scoring_batches(
     seed: int = 0,
     batch_size: int | None = None,
     augment: bool = False,
+    redraw: bool = False,
 ) -> list[tuple[Tensor, Tensor]]:
     """``per_class × num_classes`` training samples (never val or test), ``per_class`` of each class, drawn
     by ``seed`` and shuffled, as a list of ``(inputs, targets)`` batches on the device (a single batch when
-    ``batch_size`` is None). ``augment`` applies the training augmentation, drawn from ``seed`` too."""
+    ``batch_size`` is None). ``augment`` applies the training augmentation, drawn from ``seed`` too.
+
+    ``redraw`` (the paper's reference code, not reproducible): the training augmentation is drawn afresh,
+    by an unseeded generator, every time the batches are iterated (:class:`~.redraw.RedrawnBatches`);
+    the samples are still chosen by ``seed``. It needs a dataset held as tensors."""
     chosen = per_class_indices(splits.train_targets, per_class, splits.num_classes, seed)
     data = splits.train
+    if redraw:
+        if not isinstance(data, TensorData):
+            raise InitpruneError(
+                f"redrawn scoring samples need {splits.name} held as tensors; its images are read from files "
+                "(tinyimagenet: set the dataset option in_memory=true)"
+            )
+        if batch_size is not None and int(batch_size) < 1:
+            raise InitpruneError(f"batch_size must be >= 1 or None, got {batch_size!r}")
+        picked = data.subset(chosen)
+        return RedrawnBatches(picked.images, picked.targets, splits.batch_transform(True), batch_size)
     if isinstance(data, TensorData):
         picked = data.subset(chosen)
     else:

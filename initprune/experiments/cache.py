@@ -45,13 +45,14 @@ _SCORE_FREE = frozenset(
 )
 
 # Settings added after the first caches were written that change scores: part of a key only when set.
-_LATER_SCORE_KEYS = ("probe_seed", "warmup_augment", "warmup_shuffle")
+_LATER_SCORE_KEYS = ("probe_seed", "warmup_augment", "warmup_shuffle", "scoring_redraw")
 
 
 def cacheable(config: RunConfig) -> bool:
-    """Whether ``config``'s scores can be shared across sparsities: one scoring round."""
+    """Whether ``config``'s scores can be shared across sparsities: one scoring round, from samples that
+    are not redrawn on every pass (``scoring_redraw``)."""
     rounds = config.rounds if config.rounds is not None else get_criterion(config.criterion).default_rounds
-    return rounds == 1
+    return rounds == 1 and not config.scoring_redraw  # redrawn samples: scores that never repeat
 
 
 def probe_generator(criterion: str) -> str | None:

@@ -167,6 +167,14 @@ class RunConfig:
             "result.json (per_layer_density); the criterion ranks the weights within each layer (one-shot)"
         ),
     )
+    scoring_redraw: bool = field(
+        default=False,
+        metadata=_help(
+            "Reproduction of the paper's reference code, not the default: the scoring samples carry the "
+            "training augmentation, redrawn on every pass over them by an unseeded generator (the mask "
+            "cannot be reproduced; never cached)"
+        ),
+    )
     warmup_augment: bool = field(
         default=False,
         metadata=_help(
@@ -226,7 +234,7 @@ class RunConfig:
             raise unknown_choice("round_schedule", self.round_schedule, ROUND_SCHEDULES)
         for name in (
             "prune_after_training", "shortcut_bn_scales", "select_best_on_test", "warmup_augment",
-            "warmup_shuffle", "train_shuffle",
+            "warmup_shuffle", "train_shuffle", "scoring_redraw",
         ):  # fmt: skip
             if not isinstance(getattr(self, name), bool):
                 raise InitpruneError(f"{name} must be true or false, got {getattr(self, name)!r}")

@@ -11,9 +11,12 @@ and PNG plots. Runs are grouped by (model, dataset) and by every other setting t
   there is one;
 - layer collapse (runs with an empty or disconnected layer / runs) and scoring time per criterion;
 - ``accuracy_<group>.png``: test accuracy against the fraction of weights remaining (log scale, error
-  bars one std over seeds);
+  bars one std over seeds), small multiples of at most six criteria a panel, legends outside;
+- ``zoomed_accuracy_<group>.png``: one panel per sparsity, every seed's accuracy and the mean ± std of
+  each criterion, sorted and zoomed to the runs above chance (where 0.5–2 point differences are read);
 - ``layer_density_<group>.png``: the density of each layer per criterion at one sparsity
-  (``at_sparsity``; default the highest sparsity every criterion of the group reached);
+  (``at_sparsity``; default the highest sparsity every criterion of the group reached), at most six
+  criteria a panel, a layer some seed left empty marked on the panel's floor;
 - ``jaccard_<group>.png``: the Jaccard overlap |A∩B| / |A∪B| of the kept sets of two criteria at that
   sparsity, from the saved masks, averaged over the seeds both have;
 - ``val_accuracy_<group>.png``: validation accuracy per epoch (``metrics.jsonl``) of the runs at that
@@ -269,6 +272,7 @@ def _group_section(group: str, runs: Any, out: Path, at_sparsity: float | None) 
         return lines
     at = _pick_sparsity(pruned, criteria, at_sparsity)
     plots = [_plot_accuracy(group, pruned, dense, criteria, out / f"accuracy_{slug}.png")]
+    plots.append(_plot_accuracy_zoom(group, pruned, dense, out / f"zoomed_accuracy_{slug}.png"))
     if at is not None:
         at_runs = pruned[pruned["sparsity"] == at]
         plots.append(_plot_layer_density(group, at_runs, at, out / f"layer_density_{slug}.png"))
@@ -313,47 +317,168 @@ def _save(plt: Any, fig: Any, path: Path) -> Path:
     return path
 
 
+PANEL_LINES = 6
+_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "tinyimagenet": 200,
+            "imagenet": 1000}  # fmt: skip
+
+
+def _chance(runs: Any) -> float:
+    """Test accuracy (%) at or below which a run has not learned: 1.1 × 100/C for the group's C classes
+    (0 where C is unknown: no run is set aside)."""
+    options = runs["dataset_options"].iloc[0] if "dataset_options" in runs else {}
+    classes = options.get("num_classes") if isinstance(options, dict) else None
+    classes = classes or _CLASSES.get(str(runs["dataset"].iloc[0]))
+    return 110.0 / classes if classes else 0.0
+
+
+"""Most lines a plot panel holds; more criteria make small multiples of this many each."""
+
+
+def _panels(criteria: list[str]) -> list[list[str]]:
+    """``criteria`` in consecutive chunks of at most :data:`PANEL_LINES`, sizes as even as possible."""
+    count = max(1, math.ceil(len(criteria) / PANEL_LINES))
+    size = math.ceil(len(criteria) / count)
+    return [criteria[i : i + size] for i in range(0, len(criteria), size)]
+
+
+def _grid(plt: Any, panels: int, width: float = 5.2, height: float = 3.4) -> tuple[Any, list[Any]]:
+    ncols = min(2, panels)
+    nrows = math.ceil(panels / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols + 1.8, height * nrows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[panels:]:
+        ax.set_visible(False)
+    return fig, flat[:panels]
+
+
 def _plot_accuracy(group: str, pruned: Any, dense: Any, criteria: list[str], path: Path) -> Path:
-    plt, (fig, ax) = _figure()
-    for i, c in enumerate(criteria):
-        stats = pruned[pruned["criterion"] == c].groupby("sparsity")["test_accuracy"].agg(["mean", "std"])
-        remaining = 1 - stats.index.to_numpy()
-        errors = 100 * stats["std"].fillna(0.0)
-        ax.errorbar(
-            remaining,
-            100 * stats["mean"],
-            yerr=errors,
-            marker=_marker(i),
-            capsize=3,
-            color=_color(i),
-            label=c,
-        )
-    if len(dense):
-        ax.axhline(100 * dense["test_accuracy"].astype(float).mean(), color="k", ls="--", label="dense")
-    ax.set(xscale="log", xlabel="fraction of weights remaining", ylabel="test accuracy (%)", title=group)
+    """Test accuracy against the fraction remaining: small multiples of at most six criteria, each panel
+    zoomed to its means (runs at chance aside) so that 0.5–2 point differences show; legends outside."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
+    stats = {
+        c: pruned[pruned["criterion"] == c].groupby("sparsity")["test_accuracy"].agg(["mean", "std"])
+        for c in criteria
+    }
+    dense_mean = 100 * dense["test_accuracy"].astype(float).mean() if len(dense) else None
     remaining = sorted({1 - s for s in pruned["sparsity"]})
-    ax.set_xticks(remaining, [f"{r:.3g}" for r in remaining])  # the grid's own fractions, not 2×10⁻²
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    chunks = _panels(criteria)
+    fig, axes = _grid(plt, len(chunks))
+    for k, (ax, chunk) in enumerate(zip(axes, chunks, strict=True)):
+        means = [100 * m for c in chunk for m in stats[c]["mean"] if 100 * m > _chance(pruned)]
+        for c in chunk:
+            i = criteria.index(c)
+            ax.errorbar(1 - stats[c].index.to_numpy(), 100 * stats[c]["mean"],
+                        yerr=100 * stats[c]["std"].fillna(0.0), marker=_marker(i), capsize=3,
+                        color=_color(i), label=c)  # fmt: skip
+        if dense_mean is not None:
+            ax.axhline(dense_mean, color="k", ls="--", label="dense")
+            means.append(dense_mean)
+        if means:
+            ax.set_ylim(min(means) - 1.5, max(means) + 1.5)
+        ax.set(xscale="log", xlabel="fraction of weights remaining", ylabel="test accuracy (%)")
+        ax.set_xticks(remaining, [f"{r:.3g}" for r in remaining])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        ax.set_title(f"criteria {k + 1}/{len(chunks)}" if len(chunks) > 1 else "", fontsize=8)
+    fig.suptitle(f"{group}: mean ± std over seeds; axes from the lowest mean above chance", fontsize=9)
+    return _save(plt, fig, path)
+
+
+def _plot_accuracy_zoom(group: str, pruned: Any, dense: Any, path: Path) -> Path:
+    """One panel per sparsity: every criterion's per-seed accuracies (dots) and mean ± std (bar), sorted
+    by mean and zoomed to the runs above chance, where differences of 0.5–2 points are read."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sparsities = sorted(set(pruned["sparsity"]))
+    fig, axes = _grid(plt, len(sparsities), width=4.6, height=0.28 * pruned["criterion"].nunique() + 1.2)
+    dense_mean = 100 * dense["test_accuracy"].astype(float).mean() if len(dense) else None
+    for ax, sp in zip(axes, sparsities, strict=True):
+        runs = pruned[pruned["sparsity"] == sp]
+        accs = {c: [100 * float(v) for v in sel["test_accuracy"]] for c, sel in runs.groupby("criterion")}
+        order = sorted(accs, key=lambda c: sum(accs[c]) / len(accs[c]))
+        above = [v for values in accs.values() for v in values if v > _chance(pruned)]
+        low = min(above) - 0.5 if above else 0.0
+        high = max(above) + 0.5 if above else 100.0
+        for y, c in enumerate(order):
+            values = accs[c]
+            shown = [v for v in values if v >= low]
+            if shown:
+                mean = sum(shown) / len(shown)
+                std = (
+                    math.sqrt(sum((v - mean) ** 2 for v in shown) / (len(shown) - 1)) if len(shown) > 1 else 0
+                )
+                ax.errorbar([mean], [y], xerr=[std], fmt="|", color="k", capsize=3, markersize=10)
+                ax.scatter(shown, [y] * len(shown), s=14, color="C0", alpha=0.7, zorder=3)
+            if len(shown) < len(values):
+                ax.annotate(f"{len(values) - len(shown)} at chance", (low, y), fontsize=6, va="center",
+                            xytext=(2, 0), textcoords="offset points", color="C3")  # fmt: skip
+        if dense_mean is not None and low <= dense_mean <= high + 2:
+            ax.axvline(dense_mean, color="k", ls="--", lw=0.8)
+            high = max(high, dense_mean + 0.3)
+        ax.set_xlim(low, high)
+        ax.set_yticks(range(len(order)), order, fontsize=7)
+        ax.set_title(f"sparsity {sp:g}", fontsize=9)
+        ax.set_xlabel("test accuracy (%)")
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle(f"{group}: each seed (dot), mean ± std (bar); zoomed to the runs above chance", fontsize=9)
     return _save(plt, fig, path)
 
 
 def _plot_layer_density(group: str, at_runs: Any, at: float, path: Path) -> Path | None:
+    """Per-layer density per criterion at one sparsity: small multiples of at most six criteria, every
+    layer on the axis, an empty layer drawn as ✕ on the panel's floor; legends outside the data."""
     densities = at_runs[["criterion", "per_layer_density"]].dropna()
     if densities.empty:
         return None
-    plt, (fig, ax) = _figure()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     layers = list(densities["per_layer_density"].iloc[0])
-    for i, (c, sel) in enumerate(densities.groupby("criterion", sort=False)):
-        mean = [sum(d.get(layer, math.nan) for d in sel["per_layer_density"]) / len(sel) for layer in layers]
-        ax.plot(range(len(layers)), mean, marker=_marker(i), color=_color(i), label=c)
-    ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize=7)
-    ax.set(yscale="log", ylabel="density (kept / weights)", title=f"{group}: per-layer density at {at:g}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    order = list(dict.fromkeys(densities["criterion"]))
+    means = {
+        c: [sum(d.get(layer, math.nan) for d in sel["per_layer_density"]) / len(sel) for layer in layers]
+        for c, sel in densities.groupby("criterion", sort=False)
+    }
+    positive = [v for row in means.values() for v in row if v > 0]
+    floor = min(positive) / 3 if positive else 1e-4
+    chunks = _panels(order)
+    fig, axes = _grid(plt, len(chunks), width=max(5.2, 0.3 * len(layers)))
+    for ax, chunk in zip(axes, chunks, strict=True):
+        for c in chunk:
+            i = order.index(c)
+            values = means[c]
+            ax.plot(
+                range(len(layers)),
+                [max(v, floor) for v in values],
+                marker=_marker(i),
+                color=_color(i),
+                label=c,
+            )
+            runs = densities[densities["criterion"] == c]["per_layer_density"]
+            empty = [x for x, layer in enumerate(layers) if any(d.get(layer) == 0 for d in runs)]
+            if empty:
+                ax.scatter(empty, [floor] * len(empty), marker="x", s=60, color=_color(i), zorder=3)
+        ax.axhline(floor, color="grey", lw=0.6, ls=":")
+        ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize=7)
+        ax.set(yscale="log", ylabel="density (kept / weights)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.suptitle(
+        f"{group}: per-layer density at {at:g}, mean over seeds (✕ on the dotted floor: a layer some seed "
+        "left empty)",
+        fontsize=9,
+    )
     return _save(plt, fig, path)
 
 

@@ -117,6 +117,8 @@ def validate_config(config: RunConfig) -> None:
                 f"{get_criterion(config.criterion).default_rounds} rounds by default; set rounds: 1"
             )
         read_layer_densities(config.layer_densities)  # exists, readable, densities in [0, 1]
+    if config.scoring_redraw and launched_by_torchrun():
+        raise InitpruneError("scoring_redraw runs in one process only (every rank would draw its own views)")
     resolve_device(config.device)
 
 
@@ -184,7 +186,11 @@ def _prune(
         seed=config.seed,
     )
     batches = scoring_batches(
-        splits, per_class=config.scoring_per_class, seed=config.seed, augment=config.scoring_augment
+        splits,
+        per_class=config.scoring_per_class,
+        seed=config.seed,
+        augment=config.scoring_augment,
+        redraw=config.scoring_redraw,
     )
     warmup_batches = 0 if config.prune_after_training else config.warmup_batches
     densities = None if config.layer_densities is None else read_layer_densities(config.layer_densities)

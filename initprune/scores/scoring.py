@@ -27,8 +27,11 @@ def as_batches(data: Any, device: torch.device) -> list[tuple[Tensor, Tensor]]:
     """Materialize scoring data as a list of ``(inputs, targets)`` pairs on ``device``.
 
     ``data`` is any iterable of ``(inputs, targets)`` batches (a DataLoader, a list of pairs), or one
-    ``(inputs, targets)`` pair of tensors.
+    ``(inputs, targets)`` pair of tensors. Batches that redraw their augmentation on every pass
+    (``data.redraw.RedrawnBatches``, already on the device) are returned as they are.
     """
+    if getattr(data, "redraws", False):  # drawn afresh on every pass (data.redraw): kept as it is
+        return data
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(torch.is_tensor(t) for t in data):
         data = [data]
     batches = []

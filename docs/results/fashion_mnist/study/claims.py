@@ -6,10 +6,11 @@ scoring samples), with their spread over seeds, from the run folders of the stud
 
 Reads every finished run below the study's folders (``main``, ``main_dense``, ``warmup``, ``scope``,
 ``reference_*``, ``epochs15``, ``resnet20``, ``resnet20_warmup``, ``temperature``, ``probes``,
-``scoring_samples``, ``pat``) with ``initprune.experiments.report.collect``, and writes one markdown file.
-Accuracies are test accuracy in %; a difference "A − B" is taken per seed and summarised as mean ± std
-(n) with its range; **agree** means every seed has the same sign and |mean| exceeds the larger of the
-two criteria's seed std.
+``scoring_samples``, ``pat``, ``noise_floor``, ``converged``, ``converged_resnet20``, ``transplant``,
+``iterative``) with ``initprune.experiments.report.collect``, and writes one markdown file.
+Accuracies are test accuracy in %; a difference "A − B" is taken per seed and summarised as its mean, the
+paired 95 % t-interval and n (``initprune.experiments.paired``), with a verdict from the paired t-test's
+p-value adjusted by Holm's method for the number of comparisons in the file (:func:`decide`).
 The probes table also gives the Jaccard overlap of kept sets, read from the runs' ``mask.pt`` files where
 they are present (they are not committed) and kept in ``probes_jaccard.json`` (committed) for the rest;
 the ResNet-20 table gives each run's empty and cut-off layers and the number of input-output paths its
@@ -130,21 +131,58 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def paired(a: dict[Any, float], b: dict[Any, float]) -> tuple[str, str]:
-    """('mean ± std (n) [min, max]' of a − b over common seeds, verdict)."""
+# Every paired comparison of the file, in the order made: its verdict waits for the correction over all.
+_COMPARISONS: list[dict[str, Any]] = []
+ALPHA = 0.05
+CORRECTION = "holm"
+NOISE: dict[str, float] = {}
+"""The measured noise floor (points): ``training`` (std over data orders of one mask) and ``probes`` (std
+over probe draws of HP on one initialization), from ``noise_floor/``, once its runs are there."""
+
+
+def paired(
+    a: dict[Any, float], b: dict[Any, float], labels: tuple[str, str] = ("A better", "B better")
+) -> tuple[str, str]:
+    """('mean [95 % interval] n=k (per-seed min, max)' of a − b over the seeds both have, verdict).
+
+    The interval is the paired t-interval of ``initprune.experiments.paired.paired_stats``; the verdict
+    (held: ``labels[0]``, not held: ``labels[1]``, or undecided) is filled in by :func:`decide` once every
+    comparison of the file is made, from the p-values adjusted by Holm's method for their number."""
+    from initprune.experiments.paired import paired_stats
+
     seeds = sorted(set(a) & set(b))
     if not seeds:
         return "–", "no data"
     diffs = [a[s] - b[s] for s in seeds]
-    mean = sum(diffs) / len(diffs)
-    text = mean_std(diffs) + f" [{min(diffs):+.2f}, {max(diffs):+.2f}]"
-    if len(seeds) < 3:
-        return text, f"undecided (n={len(seeds)})"
-    spread = max(_std([a[s] for s in seeds]), _std([b[s] for s in seeds]))
-    same_sign = all(d > 0 for d in diffs) or all(d < 0 for d in diffs)
-    if same_sign and abs(mean) > spread:
-        return text, "A better, seeds agree" if mean > 0 else "B better, seeds agree"
-    return text, "within seed spread"
+    stats = paired_stats(diffs)
+    if stats.n < 2:
+        text = f"{stats.mean:+.2f} n=1"
+    else:
+        text = f"{stats.mean:+.2f} [{stats.low:+.2f}, {stats.high:+.2f}] n={stats.n}"
+        text += f" ({min(diffs):+.2f} to {max(diffs):+.2f})"
+    token = f"\x00{len(_COMPARISONS)}\x00"
+    _COMPARISONS.append({"stats": stats, "labels": labels, "token": token})
+    return text, token
+
+
+def decide(text: str) -> str:
+    """``text`` with every verdict token replaced: Holm-adjusted p < α gives the direction's label, else
+    undecided; an effect smaller than the measured training noise (std over data orders) says so."""
+    from initprune.experiments.paired import adjust
+
+    adjusted = adjust([c["stats"].p for c in _COMPARISONS], CORRECTION)
+    floor = NOISE.get("training")
+    for c, p in zip(_COMPARISONS, adjusted, strict=True):
+        stats = c["stats"]
+        if stats.n >= 2 and p < ALPHA and stats.mean != 0:
+            verdict = c["labels"][0] if stats.mean > 0 else c["labels"][1]
+        else:
+            verdict = "undecided"
+        verdict += f" (p̃ {p:.2g})" if stats.n >= 2 else " (n=1)"
+        if floor is not None and abs(stats.mean) < floor:
+            verdict += f", below the training noise ({floor:.2f})"
+        text = text.replace(c["token"], verdict)
+    return text
 
 
 def ranking(means: dict[str, float]) -> str:
@@ -301,8 +339,11 @@ def accuracy_plot(
     path: Path,
     title: str,
 ) -> None:
-    """One panel per sparsity: for each criterion, each group's per-seed test accuracies (dots) and their
-    mean ± std (bar), side by side; written atomically as PNG."""
+    """Small multiples, one panel per sparsity (at most 12 inches wide a row, so never a strip): for each
+    criterion, each group's per-seed test accuracies (dots) and their mean ± std (bar), side by side. Each
+    panel is zoomed to the accuracies above chance (the 0.5–2 point differences stay visible); runs at
+    chance are drawn as a ▼ on the panel's floor with their count. The legend sits outside the panels.
+    Written atomically as PNG."""
     import io
 
     import matplotlib
@@ -312,11 +353,17 @@ def accuracy_plot(
 
     from initprune.atomic import atomic_write_bytes
 
-    fig, axes = plt.subplots(
-        1, len(sparsities), figsize=(1.2 + 1.1 * len(criteria) * len(sparsities), 3.6), squeeze=False
-    )
+    panel = 1.0 + 0.5 * len(criteria) * max(1, len(groups))
+    ncols = max(1, min(len(sparsities), int(12 // panel)))
+    nrows = math.ceil(len(sparsities) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(0.6 + panel * ncols, 0.9 + 2.9 * nrows), squeeze=False)
     width = 0.8 / max(len(groups), 1)
-    for ax, s in zip(axes[0], sparsities, strict=True):
+    for k, s in enumerate(sparsities):
+        ax = axes[k // ncols][k % ncols]
+        above = [v for accs in groups.values() for c in criteria for v in accs.get((c, s), {}).values()
+                 if v > CHANCE]  # fmt: skip
+        low = min(above) - 1.0 if above else 0.0
+        high = max(above) + 1.0 if above else 100.0
         for g, (label, accs) in enumerate(groups.items()):
             color = f"C{g}"
             for i, c in enumerate(criteria):
@@ -324,19 +371,32 @@ def accuracy_plot(
                 if not values:
                     continue
                 x = i - 0.4 + width * (g + 0.5)
-                mean = sum(values) / len(values)
-                ax.errorbar([x], [mean], yerr=[_std(values)], fmt="_", color=color, markersize=12, capsize=3)
-                ax.scatter([x] * len(values), values, s=12, color=color, alpha=0.7,
-                           label=label if i == 0 else None)  # fmt: skip
-        ax.set_xticks(range(len(criteria)), [SHORT.get(c, c) for c in criteria], rotation=30)
-        ax.set_title(f"sparsity {s:g}")
-        ax.set_ylim(0, 100)
-        ax.axhline(10, color="grey", linewidth=0.6, linestyle=":")
+                shown = [v for v in values if v >= low]
+                if shown:
+                    mean = sum(shown) / len(shown)
+                    ax.errorbar(
+                        [x], [mean], yerr=[_std(shown)], fmt="_", color=color, markersize=12, capsize=3
+                    )
+                    ax.scatter([x] * len(shown), shown, s=12, color=color, alpha=0.7,
+                               label=label if i == 0 and k == 0 else None)  # fmt: skip
+                hidden = len(values) - len(shown)
+                if hidden:
+                    ax.scatter([x], [low], marker="v", s=30, color=color, clip_on=False)
+                    ax.annotate(f"{hidden}", (x, low), xytext=(3, 2), textcoords="offset points", fontsize=6)
+        ax.set_xticks(range(len(criteria)), [SHORT.get(c, c) for c in criteria], rotation=30, fontsize=8)
+        ax.set_title(f"sparsity {s:g}", fontsize=9)
+        ax.set_ylim(low, high)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy (%)")
-    axes[0][-1].legend(fontsize=7, loc="best")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+        if k % ncols == 0:
+            ax.set_ylabel("test accuracy (%)")
+    for k in range(len(sparsities), nrows * ncols):
+        axes[k // ncols][k % ncols].set_visible(False)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    note = f"\nbars: mean ± std of the runs above chance; ▼ n: n runs at chance (≤ {CHANCE:g} %)"
+    fig.suptitle(title + note, fontsize=9)
+    if len(groups) > 1:
+        fig.legend(handles, labels, loc="lower center", ncol=len(groups), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 if len(groups) > 1 else 0, 1, 1))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
@@ -409,9 +469,8 @@ def reference_section(study: Path, main: pd.DataFrame, plot: Path | None = None)
                 if ref.empty:
                     continue
                 ours = _runs(main, c, s)
-                text, verdict = paired(_seed_acc(ref), _seed_acc(ours))
-                verdict = verdict.replace("A better", "reference better").replace(
-                    "B better", "initprune better"
+                text, verdict = paired(
+                    _seed_acc(ref), _seed_acc(ours), ("reference better", "initprune better")
                 )
                 rows.append([folder, what, SHORT[c], f"{s:g}", _cell(ours), _cell(ref), text, verdict])
     if not rows:
@@ -517,6 +576,154 @@ def resnet20_section(study: Path, frame: pd.DataFrame, plot: Path) -> list[str]:
                 rows.append([f"{s:g}", SHORT[c], *paired(hp, _seed_acc(_runs(frame, c, s)))])
     lines += [*table(["sparsity", "B", "HP − B (points)", "verdict"], rows), ""]
     return [*lines, *layer_damage_table(frame, criteria, study / "resnet20_paths.json")]
+
+
+def noise_floor_section(study: Path, main: pd.DataFrame) -> list[str]:
+    """How far one mask moves with the data order alone (``noise_floor/train``: train_seed 0..4) and HP
+    with its probes alone (``noise_floor/probe``: probe_seed 0..4), at 0.99, seed 0; sets :data:`NOISE`."""
+    lines = ["## The noise floor (0.99, seed 0)", ""]
+    train, probe = load(study / "noise_floor" / "train"), load(study / "noise_floor" / "probe")
+    if train.empty and probe.empty:
+        return [*lines, "No runs yet (`noise_floor.sh`).", ""]
+    lines += [
+        "One mask per criterion (seed 0: initialization, scoring samples, probes) trained with 5 data "
+        "orders (`train_seed`), and HP scored with 5 probe draws (`probe_seed`) on the seed-0 "
+        "initialization and trained with the seed-0 order. Std over the draws (points); an effect below "
+        "the training noise is marked in every table of this file.",
+        "",
+    ]
+    rows, variances = [], []
+    for c in ("hutch_pruner", "snip", "synflow"):
+        accs = list(_runs(train, c, 0.99)["acc"]) if not train.empty else []
+        if len(accs) > 1:
+            variances.append(_std(accs) ** 2)
+        same = _runs(train, c, 0.99, train_seed=0)
+        reproduced = _seed_acc(_runs(main, c, 0.99)).get(0)
+        check = "–"
+        if reproduced is not None and not same.empty:
+            check = f"{float(same['acc'].iloc[0]) - reproduced:+.2f}"
+        rows.append(
+            [SHORT[c], "data order", mean_std(accs), f"{_std(accs):.2f}" if len(accs) > 1 else "–", check]
+        )
+    accs = list(_runs(probe, "hutch_pruner", 0.99)["acc"]) if not probe.empty else []
+    rows.append(["HP", "probes", mean_std(accs), f"{_std(accs):.2f}" if len(accs) > 1 else "–", "–"])
+    if variances:
+        NOISE["training"] = math.sqrt(sum(variances) / len(variances))
+    if len(accs) > 1:
+        NOISE["probes"] = _std(accs)
+    header = ["criterion", "redrawn", "accuracy", "std", "train_seed 0 − main grid seed 0"]
+    lines += table(header, rows)
+    found = ", ".join(f"{k} {v:.2f}" for k, v in NOISE.items())
+    lines += ["", f"Noise floor (std, points; training pooled over the three criteria): {found or '–'}.", ""]
+    return lines
+
+
+def converged_section(study: Path, folder: str, criteria: list[str], title: str, plot: Path) -> list[str]:
+    """The 15-epoch runs (``folder``, lr warmup of one epoch): accuracy, dense, and the claim-1 comparisons
+    (best Hutchinson against the best other, HP and HD against each other criterion)."""
+    lines = [f"## {title}", ""]
+    frame, dense = load(study / folder), load(study / f"{folder}_dense")
+    if frame.empty:
+        return [*lines, f"No runs yet (`{folder}.sh`).", ""]
+    if not dense.empty:
+        lines += [f"Dense reference: {mean_std(list(dense['acc']))} %.", ""]
+    present = [c for c in criteria if c in set(frame["criterion"])]
+    sparsities = sorted(set(frame["sparsity"]))
+    lines += accuracy_table(frame, present)
+    accuracy_plot({title: seed_accuracies(frame, present, sparsities)}, present, sparsities, plot, title)
+    lines += [f"![{title}]({plot.name})", ""]
+    hutch = [c for c in present if c in HUTCHINSON]
+    others = [c for c in present if c not in HUTCHINSON]
+    rows = []
+    for s in sparsities:
+        h, h_acc = best_of(frame, hutch, s)
+        o, o_acc = best_of(frame, others, s)
+        if h is not None and o is not None:
+            rows.append(
+                [f"{s:g}", f"best Hutchinson ({SHORT[h]})", f"best other ({SHORT[o]})", *paired(h_acc, o_acc)]
+            )
+        for a in hutch:
+            for b in present:
+                if b != a and not (b in hutch and present.index(b) < present.index(a)):
+                    acc_a, acc_b = accuracies(frame, a, s), accuracies(frame, b, s)
+                    rows.append([f"{s:g}", SHORT[a], SHORT[b], *paired(acc_a, acc_b)])
+    header = ["sparsity", "A", "B", "A − B (points) [95 % interval] n", "verdict"]
+    return [*lines, *table(header, rows), ""]
+
+
+def _densities_source(run: pd.Series) -> str:
+    if run.get("scope") == "erk" and not isinstance(run.get("layer_densities"), str):
+        return "ERK"
+    source = str(run.get("layer_densities"))
+    return (
+        "HP" if "criterion=hutch_pruner" in source else "SynFlow" if "criterion=synflow" in source else source
+    )
+
+
+def transplant_section(study: Path, main: pd.DataFrame) -> list[str]:
+    """Each layer's density from HP, SynFlow or ERK, filled by magnitude, random, exact OBD and HP."""
+    lines = ["## The mechanism: allocation transplant", ""]
+    frame = load(study / "transplant")
+    if frame.empty:
+        return [*lines, "No runs yet (`transplant.sh`).", ""]
+    frame["densities"] = [_densities_source(r) for _, r in frame.iterrows()]
+    fills = [c for c in ("magnitude", "random", "ggn_pruner", "hutch_pruner") if c in set(frame["criterion"])]
+    sources = [d for d in ("HP", "SynFlow", "ERK") if d in set(frame["densities"])]
+    sparsities = sorted(set(frame["sparsity"]))
+    lines += [
+        "Test accuracy (%) after 2 epochs, mean ± std over seeds: rows = whose per-layer densities, "
+        "columns = what ranks the weights within each layer. If the allocation decides the high-sparsity "
+        "end, the rows of one allocation rank together whatever fills them. `own` is the allocation's own "
+        "criterion with its own ranking (the main grid).",
+        "",
+    ]
+    header = ["sparsity", "densities"] + [SHORT[c] for c in fills] + ["own"]
+    rows = []
+    for s in sparsities:
+        for d in sources:
+            sub = frame[frame["densities"] == d]
+            own = {"HP": "hutch_pruner", "SynFlow": "synflow"}.get(d)
+            rows.append([f"{s:g}", d] + [_cell(_runs(sub, c, s)) for c in fills]
+                        + [_cell(_runs(main, own, s)) if own else "–"])  # fmt: skip
+    lines += [*table(header, rows), ""]
+    rows = []
+    for s in sparsities:
+        for c in fills:
+            by = {d: _seed_acc(_runs(frame[frame["densities"] == d], c, s)) for d in sources}
+            for i, a in enumerate(sources):
+                for b in sources[i + 1 :]:
+                    rows.append([f"{s:g}", SHORT[c], a, b, *paired(by[a], by[b])])
+    header = [
+        "sparsity",
+        "filled by",
+        "A: densities",
+        "B: densities",
+        "A − B (points) [95 % interval] n",
+        "verdict",
+    ]
+    return [*lines, *table(header, rows), ""]
+
+
+def iterative_section(study: Path, main: pd.DataFrame, plot: Path) -> list[str]:
+    """FP, exact OBD and HP in 1 (main grid), 10 and 100 rounds, and against SynFlow's 100 rounds."""
+    criteria = ["fisher_pruner", "ggn_pruner", "hutch_pruner"]
+    frame = load(study / "iterative")
+    lines = ablation_section(
+        "Beyond the paper: iterative curvature (rounds of SynFlow's schedule; 1: the main grid)",
+        frame, "rounds", [None, 10, 100], criteria, [0.995, 0.998], base=main, base_value=None,
+        per_layer=True, plot=plot,
+    )  # fmt: skip
+    if frame.empty:
+        return lines
+    rows = []
+    for s in (0.995, 0.998):
+        synflow = accuracies(main, "synflow", s)
+        for c in criteria:
+            for r in (10, 100):
+                rows.append(
+                    [f"{s:g}", f"{SHORT[c]}, {r} rounds", *paired(accuracies(frame, c, s, rounds=r), synflow)]
+                )
+    return [*lines, *table(["sparsity", "A", "A − SynFlow (points) [95 % interval] n", "verdict"], rows), ""]
 
 
 def _stage(name: str) -> str:
@@ -758,10 +965,18 @@ def main() -> None:
         "",
         f"Made by `python {COMMAND}`.",
         "",
+        "A − B is taken per seed (a seed fixes the initial weights, the scoring samples and the data order) "
+        "and given as its mean, the paired 95 % t-interval and n, then the range of the per-seed "
+        "differences. Verdict: the two-sided paired t-test's p-value adjusted by Holm's method for the "
+        "number of comparisons in this file (p̃, given with each verdict); `A better` (the claim A > B "
+        f"held) or `B better` (not held) where p̃ < {ALPHA:g}, undecided otherwise; with n = 1 nothing is "
+        "decided. The best criterion of a family is picked by its mean, which favours it slightly.",
+        "",
     ]
-    lines += main_grid_section(main_runs, dense)
     figures = out.parent
     figures.mkdir(parents=True, exist_ok=True)
+    lines += noise_floor_section(study, main_runs)
+    lines += main_grid_section(main_runs, dense)
     warmup = load(study / "warmup")
     lines += ablation_section(
         "Claim 2: BatchNorm warmup (batches of 512 before scoring; None = one full pass)",
@@ -807,7 +1022,28 @@ def main() -> None:
         base=main_runs, base_value=10, plot=figures / "scoring_samples.png",
     )  # fmt: skip
     lines += pat_section(study, main_runs)
-    atomic_write_text(out, "\n".join(lines) + "\n")
+    converged = [
+        "random",
+        "magnitude",
+        "snip",
+        "synflow",
+        "hutch_diag",
+        "hutch_pruner",
+        "fisher_pruner",
+        "ggn_pruner",
+    ]
+    lines += converged_section(
+        study, "converged", converged, "Converged: VGG-11, 15 epochs, lr warmup of 1 epoch",
+        figures / "converged.png",
+    )  # fmt: skip
+    lines += converged_section(
+        study, "converged_resnet20", ["hutch_pruner", "synflow", "snip"],
+        "Converged: ResNet-20 (width 0.5), 15 epochs, lr warmup of 1 epoch",
+        figures / "converged_resnet20.png",
+    )  # fmt: skip
+    lines += transplant_section(study, main_runs)
+    lines += iterative_section(study, main_runs, figures / "iterative.png")
+    atomic_write_text(out, decide("\n".join(lines)) + "\n")
     print(f"wrote {out}")
 
 

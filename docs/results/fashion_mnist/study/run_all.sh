@@ -5,7 +5,10 @@
 # ablation at seed 0; last, the warmup ablation and the 15-epoch check on ResNet-20. Every script resumes
 # where it stopped, so this can be rerun after any interruption; a script that fails is reported and the
 # next one starts.
-# Usage: [JOBS=N] run_all.sh [DIR] (default docs/results/fashion_mnist/study).
+# Then the decisive part (PART=decisive runs it alone; PART=first the part before it alone): the noise
+# floor first (it sets what can be decided), converged 15-epoch training with seeds 0, 42, 123 (VGG, then
+# ResNet-20), the allocation transplant, iterative curvature, then seeds 7 and 99 at 0.99 converged.
+# Usage: [JOBS=N] [PART=all|first|decisive] run_all.sh [DIR] (default docs/results/fashion_mnist/study).
 # JOBS=N (default 1) runs each script as N sweep shards side by side (--shard i/N), each with
 # nproc/N torch threads (OMP_NUM_THREADS), for a machine with more cores than one run uses.
 set -euo pipefail
@@ -28,9 +31,18 @@ step() {  # step NAME SEEDS
   fi
   [ "$status" -eq 0 ] || echo "[$(date -u +%H:%M:%S)] study: $name stopped with exit $status; going on"
 }
-for name in main_grid warmup scope reference epochs15; do step "$name" 0,42,123; done
-for seeds in 0 0,42,123; do
-  for name in temperature probes scoring_samples pat resnet20; do step "$name" "$seeds"; done
-done
-step resnet20_warmup 0,42,123
-step resnet20_epochs15 0
+PART=${PART:-all}
+case "$PART" in all | first | decisive) ;; *) echo "run_all.sh: PART must be all, first or decisive, got '$PART'" >&2; exit 2 ;; esac
+if [ "$PART" != decisive ]; then
+  for name in main_grid warmup scope reference epochs15; do step "$name" 0,42,123; done
+  for seeds in 0 0,42,123; do
+    for name in temperature probes scoring_samples pat resnet20; do step "$name" "$seeds"; done
+  done
+  step resnet20_warmup 0,42,123
+  step resnet20_epochs15 0
+fi
+if [ "$PART" != first ]; then
+  step noise_floor 0
+  for name in converged converged_resnet20 transplant iterative; do step "$name" 0,42,123; done
+  SPARSITIES=0.99 step converged 7,99
+fi
