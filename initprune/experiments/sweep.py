@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_write_text
 from ..data import datasets
-from ..errors import InitpruneError, unknown_choice
+from ..errors import InitpruneError, suggest, unknown_choice
 from ..models import model_options
 from ..scores import get_criterion
 from ..train_config import TrainConfig
@@ -77,7 +77,7 @@ def validate_point(config: RunConfig) -> None:
     if unknown:
         raise InitpruneError(
             f"model {config.model!r} does not take option(s) {', '.join(map(repr, unknown))}; "
-            f"its options: {', '.join(valid) or 'none'}"
+            f"{suggest(unknown[0], valid)}"
         )
     if config.dataset not in datasets():
         raise unknown_choice("dataset", config.dataset, datasets())
