@@ -238,7 +238,7 @@ def _add_analyze(sub: Any) -> None:
     curv.add_argument("--dataset", required=True, help="dataset name (`initprune datasets`)")
     curv.add_argument("--samples", type=int, default=10, help="scoring samples per class (default: 10)")
     curv.add_argument("--data-dir", default=None, help="where the dataset files are")
-    curv.add_argument("--out", default=None, help="output folder (default: docs/results/curvature/<model>)")
+    curv.add_argument("--out", default=None, help="output folder (default: runs/curvature/<model>-<dataset>)")
     curv.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     curv.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     curv.add_argument(
@@ -422,7 +422,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from .analysis.curvature import run_curvature_analysis
     from .experiments.run import resolve_device
 
-    out = args.out or f"docs/results/curvature/{args.model}"
+    out = args.out or f"runs/curvature/{args.model}-{args.dataset}"
     options = {
         name: tuple(getattr(args, name))
         for name in ("probes", "mc_samples", "temperatures")
