@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -169,6 +170,17 @@ def test_warmup_bn_cumulative_equals_the_mean_of_batch_statistics():
     torch.testing.assert_close(model.bn.running_var, variances, rtol=1e-10, atol=1e-12)
     assert not model.training and model.bn.momentum == 0.1
     assert all(torch.equal(v, weights[k]) for k, v in model.named_parameters())
+
+
+def test_warmup_bn_warns_when_the_data_has_fewer_batches_than_asked():
+    model = _Stats()
+    with pytest.warns(
+        UserWarning, match=r"warmup_bn: 100 batches asked for, but the data holds 2: warmed up on 2"
+    ):
+        assert warmup_bn(model, _data(), batches=100) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert warmup_bn(model, _data(), batches=2) == 2 and warmup_bn(model, _data()) == 2
 
 
 def test_warmup_bn_momentum_batches_and_zero():
