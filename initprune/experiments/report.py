@@ -38,6 +38,7 @@ from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import InitpruneError
 from .config import default_settings
 from .run import CONFIG, MASK, METRICS, RESULT
+from .stats import CONVENTION, mean_std, mean_std_text
 
 REQUIRED = ("model", "dataset", "criterion", "sparsity", "test_accuracy")
 # result fields that hold another value than the config.yaml key of the same name
@@ -139,12 +140,9 @@ def _slug(text: str) -> str:
 
 
 def _mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> tuple[str, float]:
-    """``"m ± s"`` with ``(n=k)`` where k < 3, and the mean (for picking the best)."""
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    text = f"{scale * mean:.{digits}f}" + (f" ± {scale * std:.{digits}f}" if n > 1 else "")
-    return text + (f" (n={n})" if n < 3 else ""), mean
+    """``"m ± s"`` with ``(n=k)`` where k < 3 (:mod:`.stats`), and the mean (for picking the best)."""
+    mean, std = mean_std(values)
+    return mean_std_text(mean, std, len(values), scale, digits), mean
 
 
 def write_report(
@@ -207,9 +205,7 @@ def _group_section(group: str, runs: Any, out: Path, at_sparsity: float | None) 
     criteria = list(dict.fromkeys(pruned["criterion"]))
     sparsities = sorted(set(pruned["sparsity"]))
     lines = ["", f"## {group}", ""]
-    lines.append(
-        "Test accuracy (%), mean ± std over seeds (n shown where < 3); the best of each row in bold."
-    )
+    lines.append(f"Test accuracy (%), {CONVENTION}; the best of each row in bold.")
     if len(dense):
         text, _ = _mean_std(list(dense["test_accuracy"].astype(float)))
         lines += ["", f"Dense reference (sparsity 0): {text}."]
