@@ -53,17 +53,32 @@ _NOT_GROUPING = {"criterion", "sparsity", "seed", "out", "device", "data_dir"}
 
 
 _MARKERS = "osD^vP*Xh<>p"
+_LINES = ("-", "--", "-.", ":")
 
 
 def _color(i: int) -> Any:
-    """Twenty distinct colours (the paper's grids have up to fifteen criteria per plot)."""
+    """A qualitative palette (tab10: ten colours no two of which are shades of one hue); past ten
+    criteria the colours repeat, with other markers and line styles (see :func:`_style`)."""
     import matplotlib
 
-    return matplotlib.colormaps["tab20"](i % 20)
+    return matplotlib.colormaps["tab10"](i % 10)
 
 
 def _marker(i: int) -> str:
     return _MARKERS[i % len(_MARKERS)]
+
+
+def _style(i: int) -> dict[str, Any]:
+    """Colour, marker and line of the i-th criterion: no two of the first 60 alike, and hollow markers
+    of decreasing size so that criteria with equal values stay visible one inside the other."""
+    return {
+        "color": _color(i),
+        "marker": _marker(i),
+        "linestyle": _LINES[(i // 10) % len(_LINES)],
+        "markersize": 9 - 2 * (i % 3),
+        "markerfacecolor": "none",
+        "markeredgewidth": 1.5,
+    }
 
 
 def _read_run(path: Path, root: Path) -> dict[str, Any]:
@@ -257,7 +272,8 @@ def _group_section(group: str, runs: Any, out: Path, at_sparsity: float | None) 
         plots.append(_plot_jaccard(group, at_runs, at, out / f"jaccard_{slug}.png"))
         plots.append(_plot_val_accuracy(group, at_runs, at, out / f"val_accuracy_{slug}.png"))
     lines.append("")
-    lines += [f"![{p.stem}]({p.name})" for p in plots if p is not None]
+    lines += [f"![{p.stem}]({p.name})" for p in plots if isinstance(p, Path)]
+    lines += [f"Not plotted: {p}." for p in plots if isinstance(p, str)]
     return lines
 
 
@@ -301,15 +317,7 @@ def _plot_accuracy(group: str, pruned: Any, dense: Any, criteria: list[str], pat
         stats = pruned[pruned["criterion"] == c].groupby("sparsity")["test_accuracy"].agg(["mean", "std"])
         remaining = 1 - stats.index.to_numpy()
         errors = 100 * stats["std"].fillna(0.0)
-        ax.errorbar(
-            remaining,
-            100 * stats["mean"],
-            yerr=errors,
-            marker=_marker(i),
-            capsize=3,
-            color=_color(i),
-            label=c,
-        )
+        ax.errorbar(remaining, 100 * stats["mean"], yerr=errors, capsize=3, label=c, **_style(i))
     if len(dense):
         ax.axhline(100 * dense["test_accuracy"].astype(float).mean(), color="k", ls="--", label="dense")
     ax.set(xscale="log", xlabel="fraction of weights remaining", ylabel="test accuracy (%)", title=group)
@@ -323,15 +331,15 @@ def _plot_accuracy(group: str, pruned: Any, dense: Any, criteria: list[str], pat
     return _save(plt, fig, path)
 
 
-def _plot_layer_density(group: str, at_runs: Any, at: float, path: Path) -> Path | None:
+def _plot_layer_density(group: str, at_runs: Any, at: float, path: Path) -> Path | str:
     densities = at_runs[["criterion", "per_layer_density"]].dropna()
     if densities.empty:
-        return None
+        return f"per-layer density at sparsity {at:g}: no run there records it"
     plt, (fig, ax) = _figure()
     layers = list(densities["per_layer_density"].iloc[0])
     for i, (c, sel) in enumerate(densities.groupby("criterion", sort=False)):
         mean = [sum(d.get(layer, math.nan) for d in sel["per_layer_density"]) / len(sel) for layer in layers]
-        ax.plot(range(len(layers)), mean, marker=_marker(i), color=_color(i), label=c)
+        ax.plot(range(len(layers)), mean, label=c, **_style(i))
     ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize=7)
     ax.set(yscale="log", ylabel="density (kept / weights)", title=f"{group}: per-layer density at {at:g}")
     ax.grid(True, which="both", alpha=0.3)
@@ -346,7 +354,7 @@ def jaccard(a: dict[str, Any], b: dict[str, Any]) -> float:
     return both / either if either else 1.0
 
 
-def _plot_jaccard(group: str, at_runs: Any, at: float, path: Path) -> Path | None:
+def _plot_jaccard(group: str, at_runs: Any, at: float, path: Path) -> Path | str:
     from ..masks import Mask
 
     masks: dict[str, dict[Any, Any]] = {}
@@ -360,7 +368,7 @@ def _plot_jaccard(group: str, at_runs: Any, at: float, path: Path) -> Path | Non
             continue
     names = list(masks)
     if len(names) < 2:
-        return None
+        return f"kept-set overlap at sparsity {at:g}: masks of {len(names)} criterion there, 2 needed"
     matrix = [[math.nan] * len(names) for _ in names]
     for i, a in enumerate(names):
         for j, b in enumerate(names):
@@ -389,8 +397,10 @@ def _plot_jaccard(group: str, at_runs: Any, at: float, path: Path) -> Path | Non
     return _save(plt, fig, path)
 
 
-def _plot_val_accuracy(group: str, at_runs: Any, at: float, path: Path) -> Path | None:
-    curves: dict[str, dict[int, list[float]]] = {}
+def _plot_val_accuracy(group: str, at_runs: Any, at: float, path: Path) -> Path | str:
+    """Validation accuracy against the epochs trained (a fractional run's last point at its fraction),
+    mean over seeds; a plot where no criterion has two evaluations is not drawn."""
+    curves: dict[str, dict[float, list[float]]] = {}
     for _, run in at_runs.iterrows():
         folder = Path(run["_folder"])
         if not (folder / METRICS).exists():
@@ -399,18 +409,34 @@ def _plot_val_accuracy(group: str, at_runs: Any, at: float, path: Path) -> Path 
             records = [json.loads(line) for line in (folder / METRICS).read_text().splitlines() if line]
         except (OSError, ValueError):
             continue
+        trained = _number(run.get("epochs"))
         for r in records:
             if r.get("val_accuracy") is not None:
+                epoch = float(r["epoch"]) if trained is None else min(float(r["epoch"]), trained)
                 by_epoch = curves.setdefault(run["criterion"], {})
-                by_epoch.setdefault(int(r["epoch"]), []).append(r["val_accuracy"])
+                by_epoch.setdefault(epoch, []).append(r["val_accuracy"])
     if not curves:
-        return None
+        return f"validation accuracy per epoch at sparsity {at:g}: no run there has per-epoch metrics"
+    if all(len(by_epoch) < 2 for by_epoch in curves.values()):
+        when = sorted({e for by_epoch in curves.values() for e in by_epoch})
+        return (
+            f"validation accuracy per epoch at sparsity {at:g}: every run was evaluated once (after "
+            f"{', '.join(f'{e:g}' for e in when)} epochs); the accuracy table has those numbers"
+        )
     plt, (fig, ax) = _figure()
     for i, (c, by_epoch) in enumerate(curves.items()):
         epochs = sorted(by_epoch)
         mean = [100 * sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs]
-        ax.plot(epochs, mean, marker=_marker(i), color=_color(i), label=c)
-    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"{group}: sparsity {at:g}")
+        ax.plot(epochs, mean, label=c, **_style(i))
+    ax.set(xlabel="epochs trained", ylabel="validation accuracy (%)", title=f"{group}: sparsity {at:g}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return _save(plt, fig, path)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
