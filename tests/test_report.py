@@ -213,7 +213,7 @@ def test_sub_epoch_runs_skip_the_per_epoch_plot_with_a_line(runs, tmp_path):
     report = (out / "report.md").read_text()
     assert not (out / "val_accuracy_lenet5_on_fashion_mnist.png").exists()
     assert (
-        "Not plotted: validation accuracy per epoch at sparsity 0.9: every run was evaluated once "
-        "(after 0.25 epochs); the accuracy table has those numbers." in report
+        "- Not plotted: validation accuracy per epoch at sparsity 0.9: every run was evaluated once, "
+        "after 0.25 epoch(s); the accuracy table has those numbers." in report
     )
     assert (out / "accuracy_lenet5_on_fashion_mnist.png").exists()

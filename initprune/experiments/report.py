@@ -273,7 +273,7 @@ def _group_section(group: str, runs: Any, out: Path, at_sparsity: float | None) 
         plots.append(_plot_val_accuracy(group, at_runs, at, out / f"val_accuracy_{slug}.png"))
     lines.append("")
     lines += [f"![{p.stem}]({p.name})" for p in plots if isinstance(p, Path)]
-    lines += [f"Not plotted: {p}." for p in plots if isinstance(p, str)]
+    lines += [f"- Not plotted: {p}." for p in plots if isinstance(p, str)]
     return lines
 
 
@@ -368,7 +368,10 @@ def _plot_jaccard(group: str, at_runs: Any, at: float, path: Path) -> Path | str
             continue
     names = list(masks)
     if len(names) < 2:
-        return f"kept-set overlap at sparsity {at:g}: masks of {len(names)} criterion there, 2 needed"
+        return (
+            f"kept-set overlap at sparsity {at:g}: the masks (mask.pt) of {len(names)} "
+            f"{'criterion' if len(names) == 1 else 'criteria'} there, of at least 2 needed"
+        )
     matrix = [[math.nan] * len(names) for _ in names]
     for i, a in enumerate(names):
         for j, b in enumerate(names):
@@ -420,8 +423,8 @@ def _plot_val_accuracy(group: str, at_runs: Any, at: float, path: Path) -> Path 
     if all(len(by_epoch) < 2 for by_epoch in curves.values()):
         when = sorted({e for by_epoch in curves.values() for e in by_epoch})
         return (
-            f"validation accuracy per epoch at sparsity {at:g}: every run was evaluated once (after "
-            f"{', '.join(f'{e:g}' for e in when)} epochs); the accuracy table has those numbers"
+            f"validation accuracy per epoch at sparsity {at:g}: every run was evaluated once, after "
+            f"{' or '.join(f'{e:g}' for e in when)} epoch(s); the accuracy table has those numbers"
         )
     plt, (fig, ax) = _figure()
     for i, (c, by_epoch) in enumerate(curves.items()):
