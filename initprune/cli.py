@@ -140,7 +140,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     from .experiments.config import field_help
 
     parser.add_argument("--config", help="YAML file of settings (keys as the flags below)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars and no stage lines")
     hints = _setting_types()
     for name, (default, text) in field_help().items():
         _add_setting(parser, name, hints[name], default, text)
