@@ -25,11 +25,25 @@ from typing import Any
 
 import yaml
 
-from .errors import InitpruneError
+from .errors import InitpruneError, suggest
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 _EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad input on the command line is one line on stderr and status 2, as every other bad value is
+    (argparse would print the whole usage first), with the nearest flag suggested for an unknown one."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        unknown = re.match(r"unrecognized arguments: (\S+)", message)
+        if unknown:
+            flags = [f[2:] for a in self._actions for f in a.option_strings if f.startswith("--")]
+            given = unknown.group(1).split("=")[0].lstrip("-")
+            hint = suggest(given, flags, f"`{self.prog} --help` lists them", prefix="--")
+            message = f"{message}; {hint}"
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _none_or(kind: type) -> Any:
@@ -59,9 +73,38 @@ def _key_value(text: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
+class _Switch(argparse.Action):
+    """A boolean setting as a pair of flags, ``--X`` (true) and ``--no-X`` (false); a setting named
+    ``no_X`` gets ``--no-X`` (true) and ``--X`` (false), never ``--no-no-X``."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        self.true_flag = option_strings[0]
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, option_string == self.true_flag)
+
+    def format_usage(self) -> str:
+        return " | ".join(self.option_strings)
+
+
+def _shown_default(default: Any) -> str:
+    """A default as it is written in a config file: true, none, 1e-08, [80, 120]."""
+    if isinstance(default, bool):
+        return str(default).lower()
+    if default is None or (isinstance(default, (dict, tuple, list)) and not default):
+        return "none"
+    if isinstance(default, float):
+        return f"{default:g}"
+    if isinstance(default, (tuple, list)):
+        return "[" + ", ".join(map(_shown_default, default)) + "]"
+    return str(default)
+
+
 def _add_setting(parser: argparse.ArgumentParser, name: str, kind: Any, default: Any, text: str) -> None:
     flag = "--" + name.replace("_", "-")
-    shown = f"{text} (default: {default})"
+    # a help text that says its default itself (the criterion's, the model's own) is not given a second one
+    shown = text if "default" in text.lower() else f"{text} (default: {_shown_default(default)})"
     args = typing.get_args(kind)
     origin = typing.get_origin(kind)
     is_optional = origin in (typing.Union, types.UnionType) and type(None) in args
@@ -69,7 +112,8 @@ def _add_setting(parser: argparse.ArgumentParser, name: str, kind: Any, default:
     if kind == (bool | str):
         parser.add_argument(flag, type=_auto_bool, default=None, metavar="{auto,true,false}", help=shown)
     elif base is bool:
-        parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=shown)
+        flags = (flag, "--" + flag[5:]) if flag.startswith("--no-") else (flag, "--no-" + flag[2:])
+        parser.add_argument(*flags, dest=name, action=_Switch, default=None, help=shown)
     elif typing.get_origin(base) is dict:
         parser.add_argument(flag, nargs="*", type=_key_value, default=None, metavar="KEY=VALUE", help=shown)
     elif typing.get_origin(base) is tuple:
@@ -96,7 +140,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     from .experiments.config import field_help
 
     parser.add_argument("--config", help="YAML file of settings (keys as the flags below)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars and no stage lines")
     hints = _setting_types()
     for name, (default, text) in field_help().items():
         _add_setting(parser, name, hints[name], default, text)
@@ -219,7 +263,7 @@ def _add_analyze(sub: Any) -> None:
     curv.add_argument("--dataset", required=True, help="dataset name (`initprune datasets`)")
     curv.add_argument("--samples", type=int, default=10, help="scoring samples per class (default: 10)")
     curv.add_argument("--data-dir", default=None, help="where the dataset files are")
-    curv.add_argument("--out", default=None, help="output folder (default: docs/results/curvature/<model>)")
+    curv.add_argument("--out", default=None, help="output folder (default: runs/curvature/<model>-<dataset>)")
     curv.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     curv.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     curv.add_argument(
@@ -238,7 +282,7 @@ def _add_analyze(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="initprune",
         description="Pruning neural networks at initialization with second-order information.",
     )
@@ -258,6 +302,29 @@ def _print_table(entries: dict[str, str]) -> None:
     width = max(map(len, entries)) + 2
     for name, text in entries.items():
         print(f"{name:<{width}}{text}")
+
+
+def _print_datasets() -> None:
+    """Each dataset, where it is looked for (in order), and whether it is installed there."""
+    from .data import REGISTRY, dataset_locations
+
+    _print_table({name: spec.description for name, spec in REGISTRY.items()})
+    print("\nwhere each is looked for, in order (* holds it; a given --data-dir is the only place read):")
+    for name, spec in REGISTRY.items():
+        found = dataset_locations(name)
+        if found is None:
+            print(
+                f"  {name}: "
+                + (f"its loader does not list its folders. {spec.how}" if spec.how else "no files")
+            )
+            continue
+        there = [d for d, ok in found if ok]
+        status = f"installed in {there[0]}" if there else "not installed"
+        print(f"  {name}: {status}")
+        for folder, ok in found:
+            print(f"      {'*' if ok else ' '} {folder}")
+        if not there and spec.how:
+            print(f"      {spec.how}")
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -398,7 +465,7 @@ def _analyze(args: argparse.Namespace) -> int:
     from .analysis.curvature import run_curvature_analysis
     from .experiments.run import resolve_device
 
-    out = args.out or f"docs/results/curvature/{args.model}"
+    out = args.out or f"runs/curvature/{args.model}-{args.dataset}"
     options = {
         name: tuple(getattr(args, name))
         for name in ("probes", "mc_samples", "temperatures")
@@ -421,9 +488,24 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the subcommand's parser, which knows its own flags
+        command = parser
+        for dest in ("command", "analysis"):
+            subs = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+            if subs and getattr(args, dest, None):
+                command = subs[0].choices[getattr(args, dest)]
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = _parse(parser, argv)
+    except SystemExit as exc:  # --help, or bad input already reported in one line
+        return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         if args.command == "run":
@@ -441,9 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             _print_table(models())
         elif args.command == "datasets":
-            from .data import datasets
-
-            _print_table(datasets())
+            _print_datasets()
         elif args.command == "analyze":
             return _analyze(args)
         return 0

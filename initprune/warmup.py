@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,7 +36,8 @@ def warmup_bn(
     ``cumulative=True`` replaces PyTorch's exponential momentum by a cumulative average over the warmup
     batches (the statistics then are the mean over those batches, independent of their order). The
     model's train/eval modes are restored afterwards. ``progress`` shows a bar on a terminal. Returns the
-    number of batches used.
+    number of batches used; where ``data`` holds fewer than ``batches``, all of them are used, with a
+    warning that says so.
     """
     if batches is not None and int(batches) < 0:
         raise InitpruneError(f"warmup batches must be >= 0 or None (one pass), got {batches!r}")
@@ -66,4 +68,9 @@ def warmup_bn(
             m.momentum = momentum
     if used == 0:
         raise InitpruneError("warmup data is empty")
+    if batches is not None and used < batches:
+        warnings.warn(
+            f"warmup_bn: {batches} batches asked for, but the data holds {used}: warmed up on {used}",
+            stacklevel=3,  # the caller of warmup_bn (torch.no_grad's wrapper is one frame)
+        )
     return used

@@ -129,3 +129,14 @@ def test_analyze_curvature_command(tmp_path, capsys):
     assert {r["count"] for r in rows if r["estimator"] == "hutchinson"} == {1}
     assert main([*argv[:3], "vgg7", *argv[4:]]) == 2
     assert "unknown model 'vgg7'" in capsys.readouterr().err
+
+
+def test_analyze_curvature_writes_under_runs_by_default(tmp_path, monkeypatch):
+    from initprune.cli import main
+
+    monkeypatch.chdir(tmp_path)  # run from a repository root, it must not overwrite docs/results
+    argv = ["analyze", "curvature", "--model", "lenet5", "--dataset", "synthetic", "--samples", "1",
+            "--warmup-batches", "0", "--probes", "1", "--mc-samples", "1", "--temperatures", "1"]  # fmt: skip
+    assert main(argv) == 0
+    assert (tmp_path / "runs" / "curvature" / "lenet5-synthetic" / "report.md").exists()
+    assert not (tmp_path / "docs").exists()

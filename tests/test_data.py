@@ -6,6 +6,7 @@ import gzip
 import pickle
 import struct
 import urllib.error
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,14 @@ def isolated(monkeypatch, tmp_path):
 
 
 # ---------------------------------------------------------------- writers of the real formats
+
+
+def normalization_atol(mean: Sequence[float], std: Sequence[float]) -> float:
+    """How far two float32 routes to (x / 255 - mean) / std may differ: each rounds a few times (the
+    loader's fused x · scale + shift, the test's two steps), every rounding at most eps32 of the largest
+    magnitude involved, |mean / std| + 1 / std; 8 roundings of that bound both routes' sum with room."""
+    largest = max(abs(m) / s + 1 / s for m, s in zip(mean, std, strict=True))
+    return 8 * torch.finfo(torch.float32).eps * largest
 
 
 def write_idx(path: Path, array: np.ndarray, code: int = 0x08, compress: bool | None = None) -> None:
@@ -379,10 +388,11 @@ def test_tinyimagenet_folder_and_in_memory(tmp_path):
     assert torch.equal(memory.train_targets, splits.train_targets)
     # The same normalized evaluation batches from files and from memory.
     (xf, yf), (xm, ym) = next(iter(splits.loader("test", 4))), next(iter(memory.loader("test", 4)))
-    assert torch.equal(yf, ym) and torch.allclose(xf, xm)
+    atol = normalization_atol(splits.mean, splits.std)
+    assert torch.equal(yf, ym) and torch.allclose(xf, xm, rtol=0, atol=atol)
     mean = torch.tensor(splits.mean).view(1, 3, 1, 1)
     std = torch.tensor(splits.std).view(1, 3, 1, 1)
-    assert torch.allclose(xm, (memory.test.images.float() / 255 - mean) / std, atol=1e-5)
+    assert torch.allclose(xm, (memory.test.images.float() / 255 - mean) / std, rtol=0, atol=atol)
 
 
 def test_imagenet_transforms_and_worker_independence(tmp_path):
@@ -512,7 +522,7 @@ def test_crop_and_flip_are_real_shifts_of_the_padded_image(shape):
     data = indexed(64, shape)
     raw = data.images.float() / 255  # mean 0, std 1: the loader gives pixels / 255
     plain = next(iter(TensorLoader(data, 64, shuffle=False)))[0]
-    assert torch.allclose(plain, raw)
+    assert torch.allclose(plain, raw, rtol=0, atol=normalization_atol([0.0], [1.0]))
     x, y = next(iter(TensorLoader(data, 64, shuffle=False, augmentation="crop_flip", seed=1)))
     assert x.shape == plain.shape and not torch.equal(x, plain)
     pixels = (x * 255).round().to(torch.uint8)
@@ -564,6 +574,7 @@ def test_fashion_mnist_from_the_debian_package(fashion):
     assert abs(fashion.train.images.float().mean().item() / 255 - 0.2860) < 0.005
     x, y = next(iter(fashion.loader("test", 1000)))
     expected = (fashion.test.images[:1000].float() / 255 - 0.2860) / 0.3530
-    assert torch.allclose(x, expected, atol=1e-5) and torch.equal(y, fashion.test.targets[:1000])
+    atol = normalization_atol([0.2860], [0.3530])
+    assert torch.allclose(x, expected, rtol=0, atol=atol) and torch.equal(y, fashion.test.targets[:1000])
     batches = scoring_batches(fashion, per_class=10, seed=0)
     assert torch.bincount(batches[0][1]).tolist() == [10] * 10

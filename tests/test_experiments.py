@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -199,15 +200,24 @@ def test_cli_run_with_a_config_file_and_flags(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--criterion", "snipp"], "unknown criterion 'snipp'; valid:"),
+        (["--criterion", "hutch_prunr"], "unknown criterion 'hutch_prunr'; did you mean 'hutch_pruner'?"),
         (["--sparsity", "1.5"], "sparsity must be in [0, 1)"),
-        (["--model", "vgg7"], "unknown model 'vgg7'; valid:"),
+        (["--sparsity", "0.9.5"], "initprune run: error: argument --sparsity: invalid float value: '0.9.5'"),
+        (["--sparsty", "0.9"], "unrecognized arguments: --sparsty 0.9; did you mean '--sparsity'?"),
+        (["--amp", "maybe"], "argument --amp: expected auto, true or false, got 'maybe'"),
+        (["--model", "resnet2"], "unknown model 'resnet2'; did you mean 'resnet20'?"),
+        (["--model", "zzz"], "unknown model 'zzz'; `initprune models` lists them"),
         (["--scope", "rows"], "unknown scope 'rows'; valid: erk, global, layerwise"),
         (
             ["--dataset", "cifar10", "--data-dir", "/nonexistent", "--dataset-options"],
             "cifar-10-python.tar.gz",
         ),
         (["--criterion-options", "probes=3"], "'fisher_pruner' does not take option(s) 'probes'"),
+        (
+            ["--criterion-options", "temperatur=3"],
+            "did you mean 'temperature'? valid: chunk_size, temperature",
+        ),
+        (["--dataset-options", "train_sise=3"], "did you mean 'train_size'?"),
     ],
 )
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
@@ -227,7 +237,55 @@ def test_cli_unknown_config_key(tmp_path, capsys):
     config.write_text("sparsty: 0.9\n")
     assert main(["run", "--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert "unknown key 'sparsty'" in err and "sparsity" in err
+    expected = f"unknown key 'sparsty' in config file {config}; did you mean 'sparsity'? (`initprune run"
+    assert err.startswith(f"initprune: error: {expected}") and err.count("\n") == 1  # not every key
+    config.write_text("zzz: 1\n")
+    assert main(["run", "--config", str(config)]) == 2
+    assert capsys.readouterr().err.endswith("; `initprune run --help` lists every key\n")
+
+
+def test_suggestions_name_the_nearest_valid_name_and_list_only_short_lists():
+    from initprune.errors import suggest
+
+    assert suggest("hutch_prunr", ["hutch_pruner", "hutch_diag"]) == (
+        "did you mean 'hutch_pruner'? valid: hutch_diag, hutch_pruner"
+    )
+    many = [f"key{i:02d}" for i in range(40)]
+    assert suggest("key7", many, "`x` lists them") == "did you mean 'key07'? (`x` lists them)"
+    assert suggest("other", many, "`x` lists them") == "`x` lists them"
+    assert suggest("other", many).startswith("valid: key00, key01")  # nowhere else to look: the list
+
+
+def _run_help() -> str:
+    from initprune.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sub.choices["run"].format_help()
+
+
+def test_run_help_gives_each_default_once_and_no_double_negatives():
+    text = _run_help()
+    assert "--no-no-" not in text and "--no-decay-norm-bias | --decay-norm-bias" in text
+    flat = " ".join(text.split())
+    assert "(default: the criterion's; synflow 100, others 1)" in flat
+    assert not re.search(r"\(default: [^)]*\) \(default:", flat)  # never two defaults
+    assert "--sparsity SPARSITY Fraction of prunable weights removed, in [0, 1) (default: 0.98)" in flat
+    assert "(default: false)" in flat and "(default: None)" not in flat and "(default: 1e-08)" in flat
+    assert (
+        "$INITPRUNE_DATA" in flat and "/usr/share/datasets/fashion-mnist" in flat
+    )  # where data is looked for
+
+
+def test_boolean_flag_pairs_set_the_setting(tmp_path):
+    from initprune.cli import _settings, build_parser
+
+    parser = build_parser()
+    for argv, expected in (([], None), (["--no-decay-norm-bias"], True), (["--decay-norm-bias"], False)):
+        args = parser.parse_args(["run", *argv])
+        assert args.no_decay_norm_bias is expected
+    assert _settings(parser.parse_args(["run", "--no-exclude-first"]))["exclude_first"] is False
+    assert _settings(parser.parse_args(["run", "--exclude-first"]))["exclude_first"] is True
 
 
 def test_cli_listings(capsys):
@@ -238,6 +296,29 @@ def test_cli_listings(capsys):
     ):
         assert main([command]) == 0
         assert expected in capsys.readouterr().out
+
+
+def test_datasets_says_where_each_is_looked_for_and_whether_it_is_there(tmp_path, capsys, monkeypatch):
+    from initprune.data import dataset_locations
+    from initprune.errors import InitpruneError
+
+    monkeypatch.setenv("INITPRUNE_DATA", str(tmp_path))
+    batches = tmp_path / "cifar10" / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (batches / name).touch()
+    found = dataset_locations("cifar10")
+    assert found[:4] == [(tmp_path, False), (tmp_path / "cifar-10-batches-py", False),
+                         (tmp_path / "cifar10", False), (batches, True)]  # fmt: skip
+    assert dataset_locations("synthetic") is None
+    with pytest.raises(InitpruneError, match="did you mean 'cifar10'"):
+        dataset_locations("cifar1O")
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert f"  cifar10: installed in {batches}\n" in out and f"      * {batches}\n" in out
+    assert "  cifar100: not installed\n" in out and f"        {tmp_path / 'cifar100'}\n" in out
+    assert "cifar-100-python.tar.gz" in out  # how to get a missing one
+    assert "  synthetic: no files\n" in out
 
 
 def test_the_installed_command_runs():

@@ -190,3 +190,30 @@ def test_report_bad_input_is_one_line(tmp_path, runs, capsys):
     assert "0.7" in err and "[0.0, 0.5, 0.9]" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()  # checked before anything is written
     assert main(["report", str(runs), "--out", str(tmp_path / "o"), "--at-sparsity", "0.5"]) == 0
+
+
+def test_plot_styles_are_distinct_for_every_criterion():
+    from initprune.experiments.report import _style
+
+    styles = [_style(i) for i in range(60)]
+    keys = {(s["color"], s["marker"], s["linestyle"]) for s in styles}
+    assert len(keys) == 60
+    first = [s["color"] for s in styles[:10]]
+    assert len(set(first)) == 10  # no colour twice among ten criteria (tab20 paired two blues)
+    assert all(s["markerfacecolor"] == "none" for s in styles)  # equal values stay visible
+
+
+def test_sub_epoch_runs_skip_the_per_epoch_plot_with_a_line(runs, tmp_path):
+    for folder in runs.iterdir():
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        (folder / "config.yaml").write_text(yaml.safe_dump({**config, "epochs": 0.25}))
+        (folder / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_accuracy": 0.5}) + "\n")
+    out = tmp_path / "report"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert not (out / "val_accuracy_lenet5_on_fashion_mnist.png").exists()
+    assert (
+        "- Not plotted: validation accuracy per epoch at sparsity 0.9: every run was evaluated once, "
+        "after 0.25 epoch(s); the accuracy table has those numbers." in report
+    )
+    assert (out / "accuracy_lenet5_on_fashion_mnist.png").exists()

@@ -53,6 +53,7 @@ def test_sweep_runs_every_point_once_and_summarizes_over_seeds(tmp_path, monkeyp
     assert [(r["criterion"], r["seeds"]) for r in rows] == [("snip", 2), ("magnitude", 2)]
     for row in rows:
         assert 0 <= row["test_accuracy_mean"] <= 1 and row["test_accuracy_std"] >= 0
+        assert row["test_accuracy_n"] == 2
     run_sweep(base, grid, tmp_path, progress=False)  # everything finished: nothing runs again
     assert len(calls) == 4  # finished points are not even started
     assert all((tmp_path / point_folder(p) / "result.json").exists() for p in grid_points(grid))
@@ -60,7 +61,10 @@ def test_sweep_runs_every_point_once_and_summarizes_over_seeds(tmp_path, monkeyp
         run_sweep({**base, "lr": 0.5}, grid, tmp_path, progress=False)
     assert len(calls) == 4
     table = (tmp_path / "summary.md").read_text()
-    assert table.startswith("| criterion | seeds | val_accuracy_mean")
+    assert table.startswith("Accuracy in %, mean ± std over seeds, n shown where < 3.\n\n")
+    assert "| criterion | seeds | val_accuracy (%) | test_accuracy (%) | collapsed_runs |" in table
+    mean, std = 100 * rows[0]["test_accuracy_mean"], 100 * rows[0]["test_accuracy_std"]
+    assert "| snip | 2 | " in table and f"| {mean:.2f} ± {std:.2f} (n=2) | 0 |" in table
     assert len(json.loads((tmp_path / "summary.json").read_text())) == 2
 
 
@@ -318,3 +322,15 @@ def test_sweep_progress_says_nothing_when_quiet(capsys, monkeypatch):
     bar.ended("a")
     bar.close()
     assert bar.bar is None and capsys.readouterr().out == ""
+
+
+def test_one_convention_for_means_over_seeds():
+    from initprune.experiments.report import _mean_std
+    from initprune.experiments.stats import mean_std, mean_std_text
+
+    assert mean_std([0.8]) == (0.8, None) and mean_std_text(0.8744, None, 1) == "87.44 (n=1)"
+    mean, std = mean_std([0.87, 0.89])
+    assert std == pytest.approx(0.02 / 2**0.5) and mean_std_text(mean, std, 2) == "88.00 ± 1.41 (n=2)"
+    assert mean_std_text(*mean_std([0.87, 0.88, 0.89]), 3) == "88.00 ± 1.00"
+    # the report's cells are the summary's
+    assert _mean_std([0.87, 0.89]) == ("88.00 ± 1.41 (n=2)", pytest.approx(0.88))

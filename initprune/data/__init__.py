@@ -12,7 +12,7 @@ folders are read by worker processes (:class:`FolderLoader`).
 from .dataset import DatasetSplits, check_dataset_settings, load_dataset, scoring_batches
 from .images import FolderLoader, ImageFiles
 from .loader import TensorData, TensorLoader
-from .registry import REGISTRY, DatasetSpec, datasets, register_dataset
+from .registry import REGISTRY, DatasetSpec, dataset_locations, datasets, register_dataset
 
 __all__ = [
     "REGISTRY",
@@ -23,6 +23,7 @@ __all__ = [
     "TensorData",
     "TensorLoader",
     "check_dataset_settings",
+    "dataset_locations",
     "datasets",
     "load_dataset",
     "register_dataset",

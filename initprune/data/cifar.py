@@ -80,6 +80,14 @@ def read_batches(paths: list[Path], label_key: bytes) -> TensorData:
     return TensorData(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)))
 
 
+def locate(name: str, data_dir: str | os.PathLike | None = None) -> list[tuple[Path, bool]]:
+    """The folders :func:`load_cifar` reads ``name`` from, in order, each with whether it holds every
+    batch file."""
+    info = SETS[name]
+    dirs = [x for d in candidate_dirs(name, data_dir) for x in (d, d / info["folder"])]
+    return [(d, all((d / f).is_file() for f in info["train"] + info["test"])) for d in dirs]
+
+
 def load_cifar(name: str, data_dir: str | os.PathLike | None, labels: str = "fine") -> Source:
     """Read CIFAR-10 or CIFAR-100 (``labels`` 'fine' or 'coarse' for CIFAR-100) from the first folder
     holding every batch file: ``data_dir`` itself, ``data_dir/<archive folder>``, ``data_dir/<name>/...``."""
@@ -91,11 +99,9 @@ def load_cifar(name: str, data_dir: str | os.PathLike | None, labels: str = "fin
             raise InitpruneError(f"CIFAR-100 labels must be 'fine' or 'coarse', got {labels!r}")
         label_key = f"{labels}_labels".encode()
         num_classes = 100 if labels == "fine" else 20
-    dirs = []
-    for d in candidate_dirs(name, data_dir):
-        dirs += [d, d / info["folder"]]
-    needed = info["train"] + info["test"]
-    root = next((d for d in dirs if all((d / f).is_file() for f in needed)), None)
+    found = locate(name, data_dir)
+    dirs, needed = [d for d, _ in found], info["train"] + info["test"]
+    root = next((d for d, there in found if there), None)
     if root is None:
         raise InitpruneError(
             f"{info['title']} not found: looked for {info['folder']}/{{{', '.join(needed)}}} in "

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import InitpruneError, unknown_choice
+from ..errors import InitpruneError, suggest, unknown_choice
 from .base import check_data_dir
 from .images import FolderLoader, decode_all, default_workers
 from .loader import BatchTransform, TensorData, TensorLoader, check_augmentation, epoch_seed
@@ -158,9 +158,8 @@ def _spec_and_options(name: str, options: dict[str, Any]) -> tuple[DatasetSpec, 
     valid = {**COMMON_OPTIONS, **spec.options}
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise InitpruneError(
-            f"unknown option(s) {unknown} for dataset {name!r}; valid: {', '.join(sorted(valid))}"
-        )
+        hint = suggest(unknown[0], valid)
+        raise InitpruneError(f"unknown option(s) {unknown} for dataset {name!r}; {hint}")
     for key, value in options.items():  # an option whose default is a bool or an int takes only that
         kind = type(valid[key])
         if kind is bool and not isinstance(value, bool):

@@ -16,14 +16,19 @@ TINY_STD = (0.2302, 0.2265, 0.2262)
 TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 
 
-def find_root(
-    name: str, data_dir: str | os.PathLike | None, folders: tuple[str, ...]
-) -> tuple[Path | None, list]:
-    dirs = []
-    for d in candidate_dirs(name, data_dir):
-        dirs += [d] + [d / f for f in folders]
-    root = next((d for d in dirs if (d / "train").is_dir() and (d / "val").is_dir()), None)
-    return root, dirs
+ARCHIVE_FOLDERS = {"tinyimagenet": ("tiny-imagenet-200",), "imagenet": ("ILSVRC2012",)}
+
+
+def locate(name: str, data_dir: str | os.PathLike | None = None) -> list[tuple[Path, bool]]:
+    """The folders an image-folder dataset is read from, in order, each with whether it holds ``train/``
+    and ``val/``."""
+    dirs = [x for d in candidate_dirs(name, data_dir) for x in (d, *(d / f for f in ARCHIVE_FOLDERS[name]))]
+    return [(d, (d / "train").is_dir() and (d / "val").is_dir()) for d in dirs]
+
+
+def find_root(name: str, data_dir: str | os.PathLike | None) -> tuple[Path | None, list]:
+    found = locate(name, data_dir)
+    return next((d for d, there in found if there), None), [d for d, _ in found]
 
 
 def class_folder_samples(folder: Path, classes: list[str], sub: str = "") -> list[tuple[str, int]]:
@@ -42,7 +47,7 @@ def load_tinyimagenet(
     """TinyImageNet-200 (``tiny-imagenet-200/{wnids.txt, train/<wnid>/images, val/images,
     val/val_annotations.txt}``). The official test split has no labels, so the official val split serves
     as the test split. ``in_memory=True`` decodes everything into uint8 tensors (about 1.2 GB)."""
-    root, dirs = find_root("tinyimagenet", data_dir, ("tiny-imagenet-200",))
+    root, dirs = find_root("tinyimagenet", data_dir)
     if root is None:
         raise InitpruneError(
             f"TinyImageNet not found: looked for tiny-imagenet-200/{{train,val}} in {looked_in(dirs)}. "
@@ -95,7 +100,7 @@ def load_imagenet(
     Training: random resized crop to ``image_size`` and horizontal flip; evaluation: resize of the
     shorter side to ``resize_size`` (default ``image_size / 0.875``, 256 for 224) and center crop.
     """
-    root, dirs = find_root("imagenet", data_dir, ("ILSVRC2012",))
+    root, dirs = find_root("imagenet", data_dir)
     if root is None:
         raise InitpruneError(
             f"ImageNet not found: looked for train/<class>/ and val/<class>/ folders in {looked_in(dirs)}. "

@@ -150,6 +150,13 @@ def missing_files(folder: Path) -> list[str]:
     return missing
 
 
+def locate(name: str, data_dir: str | os.PathLike | None = None) -> list[tuple[Path, bool]]:
+    """The folders :func:`load_idx_family` reads ``name`` from, in order, each with whether it holds the
+    four IDX files."""
+    dirs = candidate_dirs(name, data_dir, [FAMILY[name]["system"]])
+    return [(d, find_files(d) is not None) for d in dirs]
+
+
 def load_idx_family(name: str, data_dir: str | os.PathLike | None, download_ok: bool = True) -> Source:
     """Read MNIST or Fashion-MNIST from the first folder holding all four IDX files.
 

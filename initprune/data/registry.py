@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from ..errors import unknown_choice
 from . import cifar, folders, idx, synthetic
 from .base import Source
 
@@ -22,6 +26,8 @@ class DatasetSpec:
     # The size of the official training set, or a function of the options giving it; None: unknown
     train_size: int | Callable[[dict[str, Any]], int] | None = None
     how: str = ""  # how to get the files
+    # locate(data_dir) -> [(folder, holds the dataset)], the folders searched in order; None: no files
+    locate: Callable[[Any], list[tuple[Path, bool]]] | None = None
 
 
 REGISTRY: dict[str, DatasetSpec] = {}
@@ -33,20 +39,32 @@ def register_dataset(
     build: Callable[..., Source],
     train_size: int | Callable[[dict[str, Any]], int] | None = None,
     how: str = "",
+    locate: Callable[[Any], list[tuple[Path, bool]]] | None = None,
 ) -> None:
     """Add a dataset: ``build(data_dir, **options)`` returns a :class:`~initprune.data.base.Source`;
     its keyword parameters after ``data_dir`` (with their defaults) are the dataset's options.
     ``train_size`` (the training set's size, or a function of the options giving it) lets
     :func:`check_dataset_settings` check ``val_size`` without reading the data; ``how`` says how to get
-    the files."""
+    the files; ``locate(data_dir)`` lists the folders searched, in order, each with whether it holds the
+    dataset (:func:`dataset_locations`)."""
     params = list(inspect.signature(build).parameters.values())[1:]
     options = {p.name: p.default for p in params}
-    REGISTRY[name] = DatasetSpec(name, description, build, options, train_size, how)
+    REGISTRY[name] = DatasetSpec(name, description, build, options, train_size, how, locate)
 
 
 def datasets() -> dict[str, str]:
     """Every registered dataset name with a one-line description."""
     return {name: spec.description for name, spec in REGISTRY.items()}
+
+
+def dataset_locations(name: str, data_dir: str | os.PathLike | None = None) -> list[tuple[Path, bool]] | None:
+    """Where dataset ``name`` is looked for, in order (``data_dir`` alone where given, else
+    ``$INITPRUNE_DATA``, the system's folder and the user cache), each folder with whether it holds the
+    dataset; None for a dataset without files (``synthetic``) or one registered without ``locate``."""
+    if name not in REGISTRY:
+        raise unknown_choice("dataset", name, REGISTRY)
+    locate = REGISTRY[name].locate
+    return None if locate is None else locate(data_dir)
 
 
 def _fashion(data_dir, download: bool = True) -> Source:
@@ -96,6 +114,7 @@ register_dataset(
     _fashion,
     60000,
     idx.how_to_get("fashion_mnist"),
+    locate=functools.partial(idx.locate, "fashion_mnist"),
 )
 register_dataset(
     "mnist",
@@ -103,6 +122,7 @@ register_dataset(
     _mnist,
     60000,
     idx.how_to_get("mnist"),
+    locate=functools.partial(idx.locate, "mnist"),
 )
 register_dataset(
     "cifar10",
@@ -110,6 +130,7 @@ register_dataset(
     _cifar10,
     50000,
     cifar.how_to_get("cifar10"),
+    locate=functools.partial(cifar.locate, "cifar10"),
 )
 register_dataset(
     "cifar100",
@@ -117,6 +138,7 @@ register_dataset(
     _cifar100,
     50000,
     cifar.how_to_get("cifar100"),
+    locate=functools.partial(cifar.locate, "cifar100"),
 )
 register_dataset(
     "tinyimagenet",
@@ -124,6 +146,7 @@ register_dataset(
     _tinyimagenet,
     100000,
     f"Download {folders.TINY_URL} and unzip it into your data folder",
+    locate=functools.partial(folders.locate, "tinyimagenet"),
 )
 register_dataset(
     "imagenet",
@@ -131,6 +154,7 @@ register_dataset(
     folders.load_imagenet,
     how="Get ILSVRC-2012 from https://image-net.org/download.php and extract train/ and val/ (one folder "
     "per class) into your data folder",
+    locate=functools.partial(folders.locate, "imagenet"),
 )
 register_dataset(
     "synthetic",

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import InitpruneError, check_sparsity, unknown_choice
+from ..errors import InitpruneError, check_sparsity, suggest, unknown_choice
 from ..masks import SCOPES
 from ..pruning import ROUND_SCHEDULES
 from ..scores import get_criterion
@@ -73,7 +73,14 @@ class RunConfig:
         ),
     )
     dataset: str = field(default="fashion_mnist", metadata=_help("Dataset name (`initprune datasets`)"))
-    data_dir: str | None = field(default=None, metadata=_help("Where the dataset files are"))
+    data_dir: str | None = field(
+        default=None,
+        metadata=_help(
+            "The folder of the dataset's files, the only place read when given (default: $INITPRUNE_DATA, "
+            "the system's folder such as /usr/share/datasets/fashion-mnist, then ~/.cache/initprune/<name>; "
+            "`initprune datasets` shows each dataset's folders and whether it is there)"
+        ),
+    )
     dataset_options: dict[str, Any] = field(
         default_factory=dict, metadata=_help("Dataset options as KEY=VALUE (e.g. augmentation=crop_flip)")
     )
@@ -308,14 +315,13 @@ ALL_KEYS = RUN_KEYS + TRAIN_KEYS
 
 
 def normalize_keys(values: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """Map dashed keys to field names; an unknown key names itself, its source and the valid keys."""
+    """Map dashed keys to field names; an unknown key names itself, its source and the nearest valid key."""
     out = {}
     for key, value in values.items():
         name = str(key).replace("-", "_")
         if name not in ALL_KEYS:
-            raise InitpruneError(
-                f"unknown key {key!r} in {source}; valid keys: {', '.join(sorted(ALL_KEYS))}"
-            )
+            hint = suggest(name, ALL_KEYS, "`initprune run --help` lists every key")
+            raise InitpruneError(f"unknown key {key!r} in {source}; {hint}")
         out[name] = value
     return out
 

@@ -42,6 +42,7 @@ from ..errors import InitpruneError
 from .config import default_settings
 from .paired import Comparison, compare, comparisons_json, comparisons_markdown
 from .run import CONFIG, MASK, METRICS, RESULT
+from .stats import CONVENTION, mean_std, mean_std_text
 
 REQUIRED = ("model", "dataset", "criterion", "sparsity", "test_accuracy")
 # result fields that hold another value than the config.yaml key of the same name
@@ -58,17 +59,32 @@ _NOT_GROUPING = {"criterion", "sparsity", "seed", "out", "device", "data_dir"}
 
 
 _MARKERS = "osD^vP*Xh<>p"
+_LINES = ("-", "--", "-.", ":")
 
 
 def _color(i: int) -> Any:
-    """Twenty distinct colours (the paper's grids have up to fifteen criteria per plot)."""
+    """A qualitative palette (tab10: ten colours no two of which are shades of one hue); past ten
+    criteria the colours repeat, with other markers and line styles (see :func:`_style`)."""
     import matplotlib
 
-    return matplotlib.colormaps["tab20"](i % 20)
+    return matplotlib.colormaps["tab10"](i % 10)
 
 
 def _marker(i: int) -> str:
     return _MARKERS[i % len(_MARKERS)]
+
+
+def _style(i: int) -> dict[str, Any]:
+    """Colour, marker and line of the i-th criterion: no two of the first 60 alike, and hollow markers
+    of decreasing size so that criteria with equal values stay visible one inside the other."""
+    return {
+        "color": _color(i),
+        "marker": _marker(i),
+        "linestyle": _LINES[(i // 10) % len(_LINES)],
+        "markersize": 9 - 2 * (i % 3),
+        "markerfacecolor": "none",
+        "markeredgewidth": 1.5,
+    }
 
 
 def _read_run(path: Path, root: Path) -> dict[str, Any]:
@@ -145,12 +161,9 @@ def _slug(text: str) -> str:
 
 
 def _mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> tuple[str, float]:
-    """``"m ± s"`` with ``(n=k)`` where k < 3, and the mean (for picking the best)."""
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    text = f"{scale * mean:.{digits}f}" + (f" ± {scale * std:.{digits}f}" if n > 1 else "")
-    return text + (f" (n={n})" if n < 3 else ""), mean
+    """``"m ± s"`` with ``(n=k)`` where k < 3 (:mod:`.stats`), and the mean (for picking the best)."""
+    mean, std = mean_std(values)
+    return mean_std_text(mean, std, len(values), scale, digits), mean
 
 
 def write_report(
@@ -224,9 +237,7 @@ def _group_section(group: str, runs: Any, out: Path, at_sparsity: float | None) 
     criteria = list(dict.fromkeys(pruned["criterion"]))
     sparsities = sorted(set(pruned["sparsity"]))
     lines = ["", f"## {group}", ""]
-    lines.append(
-        "Test accuracy (%), mean ± std over seeds (n shown where < 3); the best of each row in bold."
-    )
+    lines.append(f"Test accuracy (%), {CONVENTION}; the best of each row in bold.")
     if len(dense):
         text, _ = _mean_std(list(dense["test_accuracy"].astype(float)))
         lines += ["", f"Dense reference (sparsity 0): {text}."]
@@ -279,7 +290,8 @@ def _group_section(group: str, runs: Any, out: Path, at_sparsity: float | None) 
         plots.append(_plot_jaccard(group, at_runs, at, out / f"jaccard_{slug}.png"))
         plots.append(_plot_val_accuracy(group, at_runs, at, out / f"val_accuracy_{slug}.png"))
     lines.append("")
-    lines += [f"![{p.stem}]({p.name})" for p in plots if p is not None]
+    lines += [f"![{p.stem}]({p.name})" for p in plots if isinstance(p, Path)]
+    lines += [f"- Not plotted: {p}." for p in plots if isinstance(p, str)]
     return lines
 
 
@@ -373,8 +385,8 @@ def _plot_accuracy(group: str, pruned: Any, dense: Any, criteria: list[str], pat
         for c in chunk:
             i = criteria.index(c)
             ax.errorbar(1 - stats[c].index.to_numpy(), 100 * stats[c]["mean"],
-                        yerr=100 * stats[c]["std"].fillna(0.0), marker=_marker(i), capsize=3,
-                        color=_color(i), label=c)  # fmt: skip
+                        yerr=100 * stats[c]["std"].fillna(0.0), capsize=3, label=c,
+                        **_style(i))  # fmt: skip
         if dense_mean is not None:
             ax.axhline(dense_mean, color="k", ls="--", label="dense")
             means.append(dense_mean)
@@ -433,12 +445,12 @@ def _plot_accuracy_zoom(group: str, pruned: Any, dense: Any, path: Path) -> Path
     return _save(plt, fig, path)
 
 
-def _plot_layer_density(group: str, at_runs: Any, at: float, path: Path) -> Path | None:
+def _plot_layer_density(group: str, at_runs: Any, at: float, path: Path) -> Path | str:
     """Per-layer density per criterion at one sparsity: small multiples of at most six criteria, every
     layer on the axis, an empty layer drawn as ✕ on the panel's floor; legends outside the data."""
     densities = at_runs[["criterion", "per_layer_density"]].dropna()
     if densities.empty:
-        return None
+        return f"per-layer density at sparsity {at:g}: no run there records it"
     import matplotlib
 
     matplotlib.use("Agg")
@@ -458,13 +470,7 @@ def _plot_layer_density(group: str, at_runs: Any, at: float, path: Path) -> Path
         for c in chunk:
             i = order.index(c)
             values = means[c]
-            ax.plot(
-                range(len(layers)),
-                [max(v, floor) for v in values],
-                marker=_marker(i),
-                color=_color(i),
-                label=c,
-            )
+            ax.plot(range(len(layers)), [max(v, floor) for v in values], label=c, **_style(i))
             runs = densities[densities["criterion"] == c]["per_layer_density"]
             empty = [x for x, layer in enumerate(layers) if any(d.get(layer) == 0 for d in runs)]
             if empty:
@@ -489,7 +495,7 @@ def jaccard(a: dict[str, Any], b: dict[str, Any]) -> float:
     return both / either if either else 1.0
 
 
-def _plot_jaccard(group: str, at_runs: Any, at: float, path: Path) -> Path | None:
+def _plot_jaccard(group: str, at_runs: Any, at: float, path: Path) -> Path | str:
     from ..masks import Mask
 
     masks: dict[str, dict[Any, Any]] = {}
@@ -503,7 +509,10 @@ def _plot_jaccard(group: str, at_runs: Any, at: float, path: Path) -> Path | Non
             continue
     names = list(masks)
     if len(names) < 2:
-        return None
+        return (
+            f"kept-set overlap at sparsity {at:g}: the masks (mask.pt) of {len(names)} "
+            f"{'criterion' if len(names) == 1 else 'criteria'} there, of at least 2 needed"
+        )
     matrix = [[math.nan] * len(names) for _ in names]
     for i, a in enumerate(names):
         for j, b in enumerate(names):
@@ -532,8 +541,10 @@ def _plot_jaccard(group: str, at_runs: Any, at: float, path: Path) -> Path | Non
     return _save(plt, fig, path)
 
 
-def _plot_val_accuracy(group: str, at_runs: Any, at: float, path: Path) -> Path | None:
-    curves: dict[str, dict[int, list[float]]] = {}
+def _plot_val_accuracy(group: str, at_runs: Any, at: float, path: Path) -> Path | str:
+    """Validation accuracy against the epochs trained (a fractional run's last point at its fraction),
+    mean over seeds; a plot where no criterion has two evaluations is not drawn."""
+    curves: dict[str, dict[float, list[float]]] = {}
     for _, run in at_runs.iterrows():
         folder = Path(run["_folder"])
         if not (folder / METRICS).exists():
@@ -542,18 +553,34 @@ def _plot_val_accuracy(group: str, at_runs: Any, at: float, path: Path) -> Path 
             records = [json.loads(line) for line in (folder / METRICS).read_text().splitlines() if line]
         except (OSError, ValueError):
             continue
+        trained = _number(run.get("epochs"))
         for r in records:
             if r.get("val_accuracy") is not None:
+                epoch = float(r["epoch"]) if trained is None else min(float(r["epoch"]), trained)
                 by_epoch = curves.setdefault(run["criterion"], {})
-                by_epoch.setdefault(int(r["epoch"]), []).append(r["val_accuracy"])
+                by_epoch.setdefault(epoch, []).append(r["val_accuracy"])
     if not curves:
-        return None
+        return f"validation accuracy per epoch at sparsity {at:g}: no run there has per-epoch metrics"
+    if all(len(by_epoch) < 2 for by_epoch in curves.values()):
+        when = sorted({e for by_epoch in curves.values() for e in by_epoch})
+        return (
+            f"validation accuracy per epoch at sparsity {at:g}: every run was evaluated once, after "
+            f"{' or '.join(f'{e:g}' for e in when)} epoch(s); the accuracy table has those numbers"
+        )
     plt, (fig, ax) = _figure()
     for i, (c, by_epoch) in enumerate(curves.items()):
         epochs = sorted(by_epoch)
         mean = [100 * sum(by_epoch[e]) / len(by_epoch[e]) for e in epochs]
-        ax.plot(epochs, mean, marker=_marker(i), color=_color(i), label=c)
-    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"{group}: sparsity {at:g}")
+        ax.plot(epochs, mean, label=c, **_style(i))
+    ax.set(xlabel="epochs trained", ylabel="validation accuracy (%)", title=f"{group}: sparsity {at:g}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return _save(plt, fig, path)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None

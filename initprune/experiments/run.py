@@ -195,12 +195,13 @@ def _prune(
     warmup_batches = 0 if config.prune_after_training else config.warmup_batches
     densities = None if config.layer_densities is None else read_layer_densities(config.layer_densities)
     start = time.perf_counter()
+    used = 0
     if warmup_batches != 0:
-        warmup_bn(
+        used = warmup_bn(
             model, warmup_data, batches=warmup_batches, cumulative=config.warmup_cumulative, progress=progress
         )
     warmup_seconds = time.perf_counter() - start
-    _stage(progress, f"warmup: {warmup_batches} batches, {warmup_seconds:.1f}s")
+    _stage(progress, f"warmup: {used} batches, {warmup_seconds:.1f}s")
     samples = sum(len(b[1]) for b in batches) if crit.needs_data else 0
     _stage(progress, f"scoring: {config.criterion}" + (f" on {samples} samples" if samples else ""))
     start = time.perf_counter()

@@ -16,7 +16,6 @@ import csv
 import io
 import json
 import math
-import statistics
 import sys
 import time
 import typing
@@ -28,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_write_text
 from ..data import datasets
-from ..errors import InitpruneError, unknown_choice
+from ..errors import InitpruneError, suggest, unknown_choice
 from ..models import model_options
 from ..scores import get_criterion
 from ..train_config import TrainConfig
@@ -37,6 +36,7 @@ from .config import RunConfig, build_config, normalize_keys
 from .grid import grid_points, parse_shard, point_folder, value_label
 from .launchers import LAUNCHERS
 from .run import RESULT, run_experiment
+from .stats import CONVENTION, mean_std, mean_std_text
 
 SUMMARY_FIELDS = (
     "sparsity", "val_accuracy", "test_accuracy", "collapsed_layers", "disconnected_layers",
@@ -77,7 +77,7 @@ def validate_point(config: RunConfig) -> None:
     if unknown:
         raise InitpruneError(
             f"model {config.model!r} does not take option(s) {', '.join(map(repr, unknown))}; "
-            f"its options: {', '.join(valid) or 'none'}"
+            f"{suggest(unknown[0], valid)}"
         )
     if config.dataset not in datasets():
         raise unknown_choice("dataset", config.dataset, datasets())
@@ -261,8 +261,8 @@ def summarize(
         entry["seeds"] = len(members)
         for f in ("val_accuracy", "test_accuracy"):
             values = [m[f] for m in members if m[f] is not None]
-            entry[f"{f}_mean"] = statistics.fmean(values) if values else None
-            entry[f"{f}_std"] = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
+            entry[f"{f}_mean"], entry[f"{f}_std"] = mean_std(values) if values else (None, None)
+            entry[f"{f}_n"] = len(values)
         entry["collapsed_runs"] = sum(
             bool(m["collapsed_layers"] or m["disconnected_layers"]) for m in members
         )
@@ -280,8 +280,25 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _accuracy_cells(row: Mapping[str, Any]) -> dict[str, str]:
+    """A row of summary.md: accuracies as in ``initprune report`` (:mod:`.stats`), the rest as they are."""
+    cells: dict[str, str] = {}
+    for key, value in row.items():
+        name = key.removesuffix("_mean")
+        if name in ("val_accuracy", "test_accuracy") and key != name:
+            n = row.get(f"{name}_n", 0)
+            cells[f"{name} (%)"] = "" if value is None else mean_std_text(value, row.get(f"{name}_std"), n)
+        elif key in ("val_accuracy", "test_accuracy"):
+            cells[f"{key} (%)"] = "" if value is None else mean_std_text(value, None, 1)
+        elif not key.endswith(("_accuracy_std", "_accuracy_n")):
+            cells[key] = _cell(value)
+    return cells
+
+
 def write_summary(rows: Sequence[Mapping[str, Any]], out: Path) -> None:
-    """``summary.json``, ``summary.csv`` and ``summary.md`` in ``out``, atomically."""
+    """``summary.json``, ``summary.csv`` (fractions, std over seeds null for one seed) and ``summary.md``
+    (accuracies in %, mean ± std over seeds, n shown where < 3, as in ``initprune report``) in ``out``,
+    atomically."""
     columns = list(dict.fromkeys(k for row in rows for k in row))
     atomic_write_text(out / "summary.json", json.dumps(list(rows), indent=2) + "\n")
     buffer = io.StringIO()
@@ -289,6 +306,9 @@ def write_summary(rows: Sequence[Mapping[str, Any]], out: Path) -> None:
     writer.writerow(columns)
     writer.writerows([[_cell(row.get(c)) for c in columns] for row in rows])
     atomic_write_text(out / "summary.csv", buffer.getvalue())
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    md_rows = [_accuracy_cells(row) for row in rows]
+    md_columns = list(dict.fromkeys(k for row in md_rows for k in row))
+    lines = [f"Accuracy in %, {CONVENTION}.", ""]
+    lines += ["| " + " | ".join(md_columns) + " |", "|" + "---|" * len(md_columns)]
+    lines += ["| " + " | ".join(row.get(c, "") for c in md_columns) + " |" for row in md_rows]
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import InitpruneError, unknown_choice
+from ..errors import InitpruneError, suggest, unknown_choice
 
 Builder = Callable[..., nn.Module]
 _COMMON = ("num_classes", "in_channels")
@@ -61,7 +61,7 @@ def get_model(name: str) -> ModelEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise unknown_choice("model", name, _REGISTRY) from None
+        raise unknown_choice("model", name, _REGISTRY, "`initprune models` lists them") from None
 
 
 def models() -> dict[str, str]:
@@ -90,9 +90,9 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwarg
     entry = get_model(name)
     unknown = sorted(set(kwargs) - set(entry.options))
     if unknown:
-        valid = ", ".join(entry.options) or "none"
         raise InitpruneError(
-            f"model {name!r} does not take option(s) {', '.join(map(repr, unknown))}; its options: {valid}"
+            f"model {name!r} does not take option(s) {', '.join(map(repr, unknown))}; "
+            f"{suggest(unknown[0], entry.options)}"
         )
     return entry.fn(
         num_classes=_positive_int("num_classes", num_classes),

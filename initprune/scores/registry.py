@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..curvature.samples import Batch
 from ..distributed import global_samples
-from ..errors import InitpruneError, unknown_choice
+from ..errors import InitpruneError, suggest, unknown_choice
 
 ScoreDict = dict[str, Tensor]
 
@@ -172,10 +172,9 @@ class Criterion:
         specs = self.option_specs
         unknown = sorted(set(options) - set(specs))
         if unknown:
-            valid = ", ".join(specs) or "none"
             raise InitpruneError(
                 f"criterion {self.name!r} does not take option(s) {', '.join(map(repr, unknown))}; "
-                f"its options: {valid}"
+                f"{suggest(unknown[0], specs)}"
             )
         for name, value in options.items():
             if not specs[name].accepts(value):
@@ -213,7 +212,7 @@ def get_criterion(name: str) -> Criterion:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise unknown_choice("criterion", name, _REGISTRY) from None
+        raise unknown_choice("criterion", name, _REGISTRY, "`initprune criteria` lists them") from None
 
 
 def criteria() -> dict[str, str]:
