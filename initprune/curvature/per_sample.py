@@ -242,21 +242,44 @@ def _square_sums_hooks(
 ) -> tuple[TensorDict, TensorDict]:
     s1 = {name: torch.zeros_like(m.weight) for name, m in owners.items()} if sums else {}
     s2 = {name: torch.zeros_like(m.weight) for name, m in owners.items()}
-    records: dict[str, tuple[Tensor, Tensor]] = {}
+    records: dict[str, tuple[Tensor, Tensor, int, int]] = {}
+    # Layers whose input or output the model modifies in place after the layer has run (a ReLU or
+    # SiLU(inplace=True) right after it, ``out += identity``): autograd then gives the gradient at the
+    # modified tensor, not at the layer's output. Such a layer records a copy of its input and hands the
+    # model a copy of its output to modify, so the recorded output stays the layer's own.
+    protected: set[str] = set()
 
     def make_hook(name: str) -> Callable:
-        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor | None:
             if name in records:
                 raise _NeedsFallback(f"{name} is called more than once per forward")
-            records[name] = (inputs[0].detach(), output)
+            a = inputs[0].detach()
+            if name in protected:
+                records[name] = (a.clone(), output, -1, -1)
+                return output.clone()
+            records[name] = (a, output, a._version, output._version)
+            return None
 
         return hook
+
+    def forward(x: Tensor) -> Tensor:
+        """The model's logits, with every layer modified in place after its call protected."""
+        while True:
+            records.clear()
+            logits = model(x)
+            modified = {
+                name
+                for name, (a, out, a_version, out_version) in records.items()
+                if name not in protected and (a._version != a_version or out._version != out_version)
+            }
+            if not modified:
+                return logits
+            protected.update(modified)  # once per model: later chunks copy from their first forward
 
     handles = [m.register_forward_hook(make_hook(name)) for name, m in owners.items()]
     try:
         for x, y in iter_chunks(batches, chunk_size):
-            records.clear()
-            logits = model(x)
+            logits = forward(x)
             columns = vectors(logits.detach(), y)
             names = [n for n in owners if n in records and records[n][1].requires_grad]
             outputs = [records[n][1] for n in names]
@@ -417,7 +440,10 @@ def per_sample_square_sums(
     gradients (as Opacus and BackPACK do); ``vmap`` uses ``torch.func`` and works for any module that
     ``vmap`` can batch; ``loop`` runs each sample alone (exact for every module, slow). ``auto`` takes
     ``hooks`` where every parameter is the weight of a supported layer used by that layer alone (and
-    falls back when a layer is called twice in one forward); otherwise ``vmap``, or ``loop`` for models
+    falls back when a layer is called twice in one forward); the hook route stays exact when the model
+    modifies a layer's output or input in place after the layer (``ReLU(inplace=True)``, ``out +=
+    identity``): such a layer is detected by the tensors' version counters on its first forward and from
+    then on hands the model a copy of its output; otherwise ``vmap``, or ``loop`` for models
     with recurrent layers. A parameter used in several places (weight tying) gets the per-sample
     gradient summed over all its uses before it is squared, on the ``vmap`` and ``loop`` routes. At most
     ``chunk_size`` samples per pass; ``None`` sizes the passes by the device's memory budget
