@@ -548,6 +548,41 @@ def test_a_layer_with_all_scores_zero_warns_with_its_name():
         initprune.prune(model, "magnitude", sparsity=0.5)
 
 
+@pytest.mark.filterwarnings("ignore::initprune.LayerCollapseWarning")
+def test_zero_initialized_norm_scales_are_named_as_the_cause_of_zero_scores():
+    """timm's ``zero_init_last``: the last BatchNorm of every block starts at scale 0, so no gradient
+    reaches the block's convolutions; the warning names those BatchNorms and the fix."""
+    model = build("resnet18")
+    with torch.no_grad():
+        for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+            for block in stage:
+                block.bn2.weight.zero_()
+    with pytest.warns(DegenerateScoresWarning) as caught:
+        initprune.prune(model, "snip", data("resnet18"), sparsity=0.9)
+    message = str(caught[0].message)
+    assert "every score of 'snip' is 0 in layer1.0.conv1.weight, layer1.0.conv2.weight" in message
+    assert "zero-initialized normalization scale (8 layer(s) with weight all 0: layer1.0.bn2, " in message
+    assert "zero_init_last=False" in message and "and 4 more" in message
+    with pytest.warns(DegenerateScoresWarning) as caught:  # without zero scales, no such cause is named
+        initprune.score(build("conv1d"), "magnitude", data("conv1d"), prunable={"c2.weight": _zeroed()})
+    assert "normalization" not in str(caught[0].message)
+
+
+def _zeroed() -> nn.Parameter:
+    return nn.Parameter(torch.zeros(4, 4, 3, dtype=torch.float64))
+
+
+def test_timm_resnet_with_zero_init_last_names_the_cause():
+    timm = _timm()
+    model = timm.create_model("resnet18", pretrained=False, num_classes=CLASSES, zero_init_last=True)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 3, 32, 32, generator=gen), torch.randint(0, CLASSES, (2,), generator=gen)
+    with pytest.warns(
+        DegenerateScoresWarning, match=r"zero-initialized normalization scale .*layer1\.0\.bn2"
+    ):
+        initprune.score(model, "snip", (x, y))
+
+
 def test_prune_restores_the_model_when_a_late_step_fails(monkeypatch):
     import initprune.pruning as pruning
 
