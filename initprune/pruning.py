@@ -206,7 +206,9 @@ def _check_paths(
         )
         return
     empty = set(mask.collapsed())
-    cut = [name for name in disconnected_layers(model, mask, input_shape) if name not in empty]
+    # A real sample of the scoring data where there is one: LayerNorm maps the all-ones input to 0.
+    sample = batches[0][0][:1] if batches is not None else None
+    cut = [name for name in disconnected_layers(model, mask, input_shape, sample) if name not in empty]
     if cut:
         warnings.warn(
             f"layer collapse at sparsity {sparsity:g}: the kept weights of {', '.join(cut)} lie on no "
