@@ -43,7 +43,8 @@ OutputVectors = Callable[[Tensor, Tensor], list[Tensor]]
 """``(logits (B, C), targets (B,)) -> [v_1, ..., v_m]``, each (B, C): backward vectors at the logits.
 
 The function may carry an attribute ``columns``: m, for sizing chunks by memory; without it (or ``None``)
-m is taken to be C, one column per logit."""
+m is taken to be C, one column per logit. A function that keeps state across calls (sampled labels
+counted by sample index) carries a ``rewind()`` the engine calls before it starts a pass over."""
 
 METHODS = ("auto", "hooks", "vmap", "loop")
 
@@ -500,6 +501,8 @@ def per_sample_square_sums(
         return _square_sums_vmap(model, params, batches, vectors, chunk, sums)
     except RuntimeError as exc:  # torch.func cannot batch the model: data-dependent control flow, say
         warn_vmap_fallback(model, "per-sample gradients", exc)
+    if hasattr(vectors, "rewind"):
+        vectors.rewind()  # the failed pass drew columns for its first chunk
     return _square_sums_loop(model, params, batches, vectors, chunk, sums)
 
 
