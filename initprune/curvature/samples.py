@@ -55,11 +55,6 @@ def slice_inputs(inputs: Inputs, start: int, stop: int) -> Inputs:
     return map_inputs(inputs, lambda t: t[start:stop])
 
 
-def select_sample(inputs: Inputs, index: int) -> Inputs:
-    """Sample ``index`` of ``inputs``, without its batch dimension."""
-    return map_inputs(inputs, lambda t: t[index])
-
-
 def batch_of_one(sample: Inputs) -> Inputs:
     """One sample (no batch dimension, as ``torch.func.vmap`` hands it) as a batch of one."""
     return map_inputs(sample, lambda t: t.unsqueeze(0))
