@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.func import vjp, vmap
 
 from ..distributed import all_reduce_sums, global_samples
@@ -261,46 +262,29 @@ def _square_sums_hooks(
 ) -> tuple[TensorDict, TensorDict]:
     s1 = {name: torch.zeros_like(m.weight) for name, m in owners.items()} if sums else {}
     s2 = {name: torch.zeros_like(m.weight) for name, m in owners.items()}
-    records: dict[str, tuple[Tensor, Tensor, int, int]] = {}
-    # Layers whose input or output the model modifies in place after the layer has run (a ReLU or
-    # SiLU(inplace=True) right after it, ``out += identity``): autograd then gives the gradient at the
-    # modified tensor, not at the layer's output. Such a layer records a copy of its input and hands the
-    # model a copy of its output to modify, so the recorded output stays the layer's own.
-    protected: set[str] = set()
+    # name → (the layer's input, the gradient edge of its output or None). The gradient is taken at the
+    # output's edge, the autograd node that made it: a later in-place operation on the output
+    # (ReLU(inplace=True), ``out += identity``) gives the tensor a new node, and a gradient asked for the
+    # tensor would be the one at the modified value. (An input modified in place after the layer ran
+    # fails in autograd itself, which saved it for the weight gradient.)
+    records: dict[str, tuple[Tensor, GradientEdge | None]] = {}
 
     def make_hook(name: str) -> Callable:
-        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor | None:
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
             if name in records:
                 raise _NeedsFallback(f"{name} is called more than once per forward")
-            a = inputs[0].detach()
-            if name in protected:
-                records[name] = (a.clone(), output, -1, -1)
-                return output.clone()
-            records[name] = (a, output, a._version, output._version)
-            return None
+            edge = get_gradient_edge(output) if output.requires_grad else None
+            records[name] = (inputs[0].detach(), edge)
 
         return hook
-
-    def forward(x: Inputs) -> Tensor:
-        """The model's logits, with every layer modified in place after its call protected."""
-        while True:
-            records.clear()
-            logits = run_model(model, x)
-            modified = {
-                name
-                for name, (a, out, a_version, out_version) in records.items()
-                if name not in protected and (a._version != a_version or out._version != out_version)
-            }
-            if not modified:
-                return logits
-            protected.update(modified)  # once per model: later chunks copy from their first forward
 
     handles = [m.register_forward_hook(make_hook(name)) for name, m in owners.items()]
     try:
         for x, y in iter_chunks(batches, chunk_size):
-            logits = forward(x)
+            records.clear()
+            logits = run_model(model, x)
             columns = vectors(logits.detach(), y)
-            names = [n for n in owners if n in records and records[n][1].requires_grad]
+            names = [n for n in owners if n in records and records[n][1] is not None]
             outputs = [records[n][1] for n in names]
             # Convolution patches are unfolded once per chunk and shared by the backward columns.
             patches: dict[int, Tensor] = {}
@@ -463,9 +447,9 @@ def per_sample_square_sums(
     layer alone (and falls back when a layer is called twice in one forward); otherwise ``vmap``, or
     ``loop`` for models with recurrent layers or where ``vmap`` cannot run the model (data-dependent
     control flow, as in a Hugging Face BERT given an attention mask: one warning line says so). The hook
-    route stays exact when the model modifies a layer's output or input in place after the layer
-    (``ReLU(inplace=True)``, ``out += identity``): such a layer is detected by the tensors' version
-    counters on its first forward and from then on hands the model a copy of its output.
+    route stays exact when the model modifies a layer's output in place after the layer
+    (``ReLU(inplace=True)``, ``out += identity``): it takes the gradient at the autograd node that made
+    the output (its gradient edge), which the in-place operation does not replace.
     A parameter used in several places (weight tying) gets the per-sample
     gradient summed over all its uses before it is squared, on the ``vmap`` and ``loop`` routes. At most
     ``chunk_size`` samples per pass; ``None`` sizes the passes by the device's memory budget
