@@ -317,7 +317,9 @@ def score(
     """Score every prunable weight of ``model`` with ``criterion``; larger scores are kept.
 
     Returns one score tensor per prunable parameter, keyed by ``model.named_parameters()`` names. ``data``
-    is an iterable of ``(inputs, targets)`` batches (required by data-dependent criteria), checked first
+    is an iterable of ``(inputs, targets)`` batches or of dict batches with ``labels`` (:func:`as_batches`:
+    tensor, tuple or dict inputs; the model may return a tensor, a tuple, a dict or an object with
+    ``logits``), required by data-dependent criteria and checked first
     (:func:`check_batches`: finite inputs, labels in [0, C), inputs the model accepts); ``options`` are
     the criterion's own (see ``get_criterion(name).options``), each checked against its declared type and
     range. ``prunable`` overrides the default choice of prunable weights (``prunable_parameters``, with
