@@ -328,6 +328,21 @@ def test_bad_batches_and_outputs_are_named():
     with pytest.raises(InitpruneError, match=r"do not fit model BertForSequenceClassification"):
         initprune.score(model, "snip", [{**batch, "token_type_ids": torch.zeros(3, 9, dtype=torch.long)}])
 
+    class TwoInputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(6, 4), nn.Linear(4, 3)
+
+        def forward(self, x: Tensor, scale: Tensor) -> Tensor:
+            return self.b(self.a(x) * scale)
+
+    x, scale, y = torch.randn(3, 6), torch.ones(3, 1), torch.tensor([0, 1, 2])
+    scale[2] = float("nan")
+    with pytest.raises(InitpruneError, match=r"batch 0, input 2 \(of 3\) in argument 1 contains NaN"):
+        initprune.score(TwoInputs(), "snip", [((x, scale), y)])
+    with pytest.raises(InitpruneError, match=r"batch 0, input 2 \(of 3\) in 'scale' contains NaN"):
+        initprune.score(TwoInputs(), "snip", [({"x": x, "scale": scale}, y)])
+
     class NoLogits(nn.Module):
         def __init__(self) -> None:
             super().__init__()

@@ -120,7 +120,10 @@ def as_batches(data: Any, device: torch.device) -> list[Batch]:
 
 
 def _input_name(x: Inputs, key: Any) -> str:
-    return "" if torch.is_tensor(x) else f" ({key!r})"
+    """Where in structured inputs a tensor is, for messages: `` in 'attention_mask'``, `` in argument 1``."""
+    if torch.is_tensor(x):
+        return ""
+    return f" in {key!r}" if isinstance(x, Mapping) else f" in argument {key}"
 
 
 def _named_inputs(x: Inputs) -> list[tuple[Any, Tensor]]:
