@@ -150,16 +150,18 @@ def shard_batches(batches: Sequence[tuple[Tensor, Tensor]]) -> tuple[list[tuple[
 
     In a single process: ``batches`` itself (batches that redraw on every pass stay so), ``Shard(0, N)``.
     """
-    total = sum(int(x.shape[0]) for x, _ in batches)
+    from .curvature.samples import input_count, slice_inputs  # the engine imports this module
+
+    total = sum(input_count(x) for x, _ in batches)
     if world_size() == 1:
         return batches, Shard(0, total)  # type: ignore[return-value]
     lo, hi = shard_range(total, rank(), world_size())
     mine, seen = [], 0
     for x, y in batches:
-        a, b = max(lo - seen, 0), min(hi - seen, x.shape[0])
+        a, b = max(lo - seen, 0), min(hi - seen, input_count(x))
         if a < b:
-            mine.append((x[a:b], y[a:b]))
-        seen += x.shape[0]
+            mine.append((slice_inputs(x, a, b), y[a:b]))
+        seen += input_count(x)
     return mine, Shard(lo, total)
 
 
@@ -176,8 +178,10 @@ def sample_shard(shard: Shard | None) -> Iterator[None]:
 
 def global_samples(batches: Sequence[tuple[Tensor, Tensor]]) -> int:
     """N, the number of samples over all ranks (of ``batches`` alone outside :func:`sample_shard`)."""
+    from .curvature.samples import num_samples  # the engine imports this module
+
     shard = _SHARD.get()
-    return shard.total if shard is not None else sum(int(x.shape[0]) for x, _ in batches)
+    return shard.total if shard is not None else num_samples(batches)
 
 
 def sample_start() -> int:

@@ -2,7 +2,9 @@
 
 The rule: the weight matrices that multiply activations in the standard PyTorch layers are prunable,
 
-* ``weight`` of every convolution (``Conv1d/2d/3d`` and transposed convolutions) and every ``Linear``;
+* ``weight`` of every convolution (``Conv1d/2d/3d`` and transposed convolutions) and every ``Linear``,
+  and of ``transformers``' ``Conv1D`` (GPT-2's projections: a linear layer whose weight is stored
+  transposed, (in, out));
 * the attention projections of ``nn.MultiheadAttention``: ``in_proj_weight`` (or ``q_proj_weight``,
   ``k_proj_weight`` and ``v_proj_weight`` when keys and values have their own sizes) and
   ``out_proj.weight`` — unless ``include_attention=False``, which keeps all of them dense;
@@ -22,21 +24,39 @@ does on ResNets.
 
 from __future__ import annotations
 
+import sys
+
 from torch import nn
 
 from .errors import InitpruneError
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.modules.conv._ConvNd, nn.Linear)
 
+
+def transposed_linear_types() -> tuple[type[nn.Module], ...]:
+    """``transformers``' ``Conv1D`` (y = x W + b, W of shape (in, out)) where ``transformers`` is loaded:
+    a model holding one has imported it, so it is never imported here."""
+    module = sys.modules.get("transformers.pytorch_utils")
+    conv1d = getattr(module, "Conv1D", None)
+    return (conv1d,) if isinstance(conv1d, type) else ()
+
+
+def prunable_types() -> tuple[type[nn.Module], ...]:
+    """The module types whose ``weight`` is prunable: :data:`PRUNABLE_TYPES` and ``transformers``'
+    ``Conv1D``."""
+    return PRUNABLE_TYPES + transposed_linear_types()
+
+
 _ATTENTION_PROJECTIONS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
 
 
 def prunable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """All convolution and linear modules that own a ``weight`` parameter, in registration order."""
+    types = prunable_types()
     return [
         (name, module)
         for name, module in model.named_modules()
-        if isinstance(module, PRUNABLE_TYPES) and isinstance(getattr(module, "weight", None), nn.Parameter)
+        if isinstance(module, types) and isinstance(getattr(module, "weight", None), nn.Parameter)
     ]
 
 
@@ -61,7 +81,7 @@ def shortcut_batchnorms(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def _weight_names(module: nn.Module) -> list[str]:
     """The prunable weight attributes of one module by its type (no children)."""
-    if isinstance(module, PRUNABLE_TYPES):
+    if isinstance(module, prunable_types()):
         return ["weight"]
     if isinstance(module, nn.MultiheadAttention):
         return list(_ATTENTION_PROJECTIONS)
@@ -98,7 +118,8 @@ def prunable_parameters(
 ) -> dict[str, nn.Parameter]:
     """Map ``model.named_parameters()`` names to the prunable weights (the rule: see the module docstring).
 
-    Prunable: the ``weight`` of every ``Conv*d``/``ConvTranspose*d`` and ``Linear``, the projections of
+    Prunable: the ``weight`` of every ``Conv*d``/``ConvTranspose*d``, ``Linear`` and ``transformers``'
+    ``Conv1D``, the projections of
     ``nn.MultiheadAttention`` (``in_proj_weight`` or ``q/k/v_proj_weight``, and ``out_proj.weight``) and
     the weight matrices of ``nn.RNN``/``LSTM``/``GRU``, in registration order. ``include_classifier``
     also prunes the last of them (the classifier); ``exclude_first`` keeps the first one dense;

@@ -49,6 +49,7 @@ def prune(
     warmup_data: Iterable[Any] | None = None,
     seed: int = 0,
     input_shape: tuple[int, ...] | None = None,
+    prunable: Mapping[str, nn.Parameter] | None = None,
     include_classifier: bool = False,
     exclude_first: bool = False,
     shortcut_bn_scales: bool = False,
@@ -66,6 +67,9 @@ def prune(
     rounds and stay pruned. ``warmup_batches`` batches of ``warmup_data`` (default: ``data``) update the
     BatchNorm statistics first (0: no warmup, None: one pass). ``options`` go to the criterion;
     ``progress`` shows bars on a terminal. ``shortcut_bn_scales``: see :func:`prunable_parameters`.
+    ``prunable`` (name → parameter, as ``model.named_parameters()`` names them) overrides the default
+    choice of the weights to prune, as in :func:`initprune.score`. ``data``: see
+    :func:`initprune.score` (tensor, tuple or dict inputs; dict batches with ``labels``).
 
     ``round_schedule="sparsity"`` reproduces the iterative loop of the paper's reference code (not the
     default: it is not SynFlow's schedule, and it collapses the network): the schedule is read as a
@@ -104,12 +108,16 @@ def prune(
         raise InitpruneError(f"rounds must be a positive integer, got {rounds!r}")
     if round_schedule not in ROUND_SCHEDULES:
         raise unknown_choice("round_schedule", round_schedule, ROUND_SCHEDULES)
-    params = prunable_parameters(
-        model,
-        include_classifier=include_classifier,
-        exclude_first=exclude_first,
-        shortcut_bn_scales=shortcut_bn_scales,
-        include_attention=include_attention,
+    params = (
+        _given_prunable(model, prunable)
+        if prunable is not None
+        else prunable_parameters(
+            model,
+            include_classifier=include_classifier,
+            exclude_first=exclude_first,
+            shortcut_bn_scales=shortcut_bn_scales,
+            include_attention=include_attention,
+        )
     )
     if layer_densities is not None:
         if rounds != 1 or round_schedule != "density":
@@ -127,7 +135,7 @@ def prune(
             check_batches(model, batches)
     if warmup_batches != 0 and warmup_data is None and batches is None:
         raise InitpruneError("BatchNorm warmup needs data: pass data or warmup_data, or warmup_batches=0")
-    if input_shape is None and batches is not None:
+    if input_shape is None and batches is not None and torch.is_tensor(batches[0][0]):
         input_shape = tuple(batches[0][0].shape[1:])
     saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
     try:
@@ -140,6 +148,21 @@ def prune(
             for k, v in model.state_dict(keep_vars=True).items():
                 v.detach().copy_(saved[k])
         raise
+
+
+def _given_prunable(model: nn.Module, prunable: Mapping[str, nn.Parameter]) -> dict[str, nn.Parameter]:
+    """``prunable`` checked against the model: every name is one of its parameters, and is that parameter."""
+    named = dict(model.named_parameters())
+    params = dict(prunable)
+    if not params:
+        raise InitpruneError("no prunable parameters given")
+    foreign = [name for name, p in params.items() if named.get(name) is not p]
+    if foreign:
+        raise InitpruneError(
+            f"prunable names {', '.join(map(repr, foreign))}, which are not parameters of "
+            f"{type(model).__name__} under these names; give model.named_parameters() names and parameters"
+        )
+    return params
 
 
 def _prune_in_place(
@@ -204,18 +227,25 @@ def _prune_in_place(
                 LayerCollapseWarning,
                 stacklevel=3,
             )
-    if input_shape is not None:
+    if input_shape is not None or batches is not None:
         _check_paths(model, mask, input_shape, batches, sparsity)
     return mask
 
 
 def _check_paths(
-    model: nn.Module, mask: Mask, input_shape: tuple[int, ...], batches: list | None, sparsity: float
+    model: nn.Module, mask: Mask, input_shape: tuple[int, ...] | None, batches: list | None, sparsity: float
 ) -> None:
     """Warn about layers whose kept weights lie on no input-output path (empty layers warn in make_mask)."""
     lookups = [n for n, m in model.named_modules() if isinstance(m, nn.Embedding | nn.EmbeddingBag)]
-    if lookups or (batches is not None and not batches[0][0].is_floating_point()):
-        why = f"{batches[0][0].dtype} inputs" if batches is not None else f"integer inputs ({lookups[0]})"
+    inputs = batches[0][0] if batches is not None else None
+    real = inputs is None or (torch.is_tensor(inputs) and inputs.is_floating_point())
+    if lookups or not real or input_shape is None:
+        if lookups:
+            why = f"integer inputs ({lookups[0]})"
+        elif torch.is_tensor(inputs):
+            why = f"{inputs.dtype} inputs"
+        else:
+            why = f"{'a dict' if isinstance(inputs, Mapping) else 'a tuple'} of inputs"
         warnings.warn(
             f"layer-collapse path check skipped: the model takes {why}, and the path count feeds a real "
             "all-ones input; only empty layers were checked",
@@ -224,7 +254,9 @@ def _check_paths(
         )
         return
     empty = set(mask.collapsed())
-    cut = [name for name in disconnected_layers(model, mask, input_shape) if name not in empty]
+    # A real sample of the scoring data where there is one: LayerNorm maps the all-ones input to 0.
+    sample = batches[0][0][:1] if batches is not None else None
+    cut = [name for name in disconnected_layers(model, mask, input_shape, sample) if name not in empty]
     if cut:
         warnings.warn(
             f"layer collapse at sparsity {sparsity:g}: the kept weights of {', '.join(cut)} lie on no "

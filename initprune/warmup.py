@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .curvature.samples import batch_inputs, map_inputs, run_model
 from .errors import InitpruneError
 from .progress import progress_bar
 
@@ -30,6 +31,9 @@ def warmup_bn(
     progress: bool = False,
 ) -> int:
     """Update BatchNorm running statistics with train-mode forwards over ``batches`` batches of ``data``.
+
+    A batch is an ``(inputs, targets)`` pair, a dict (its entries but ``labels`` are the inputs, passed as
+    keyword arguments) or the inputs alone (a tensor); tuple inputs are passed positionally.
 
     No gradient is computed and no weight changes; only BatchNorm buffers (running mean, running variance,
     batch count) do. ``batches=None`` makes one pass over ``data``; ``batches=0`` does nothing.
@@ -58,8 +62,8 @@ def warmup_bn(
         for item in progress_bar(data, total=total, desc="BN warmup", enabled=progress):
             if batches is not None and used >= batches:
                 break
-            x = item[0] if isinstance(item, (tuple, list)) else item
-            model(x.to(device, non_blocking=True))
+            x = batch_inputs(item)
+            run_model(model, map_inputs(x, lambda t: t.to(device, non_blocking=True)))
             used += 1
     finally:
         for m, training in modes.items():

@@ -175,6 +175,103 @@ class Conv1dNet(nn.Module):
         return self.head(torch.relu(self.fc(torch.relu(self.c2(torch.relu(self.c1(x)))).flatten(1))))
 
 
+class InplaceMLP(nn.Sequential):
+    """Linear layers each followed by ``ReLU(inplace=True)``: the activation overwrites the layer's output."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            nn.Linear(6, 5),
+            nn.ReLU(inplace=True),
+            nn.Linear(5, 4),
+            nn.ReLU(inplace=True),
+            nn.Linear(4, CLASSES),
+        )
+
+
+class VGG11(nn.Module):
+    """torchvision's VGG-11 layout (convolutions each followed by ``ReLU(inplace=True)``, max-pools,
+    adaptive average pool, a three-layer classifier with in-place ReLUs and dropout) at width w."""
+
+    def __init__(self, width: int = 2) -> None:
+        super().__init__()
+        layers, cin = [], 3
+        for v in (width, "M", 2 * width, "M", 4 * width, 4 * width, "M", 8 * width, 8 * width, "M"):
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(inplace=True)]
+                cin = v
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(2)
+        self.classifier = nn.Sequential(
+            nn.Linear(cin * 4, 12), nn.ReLU(inplace=True), nn.Dropout(), nn.Linear(12, 12),
+            nn.ReLU(inplace=True), nn.Dropout(), nn.Linear(12, CLASSES),
+        )  # fmt: skip
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class SqueezeExcite(nn.Module):
+    """timm's ``SqueezeExcite``: ``SiLU(inplace=True)`` right after ``conv_reduce``."""
+
+    def __init__(self, channels: int, reduced: int) -> None:
+        super().__init__()
+        self.conv_reduce = nn.Conv2d(channels, reduced, 1)
+        self.act1 = nn.SiLU(inplace=True)
+        self.conv_expand = nn.Conv2d(reduced, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(self.conv_expand(self.act1(self.conv_reduce(x.mean((2, 3), keepdim=True)))))
+
+
+def bn_silu(channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.BatchNorm2d(channels), nn.SiLU(inplace=True))
+
+
+class MBConv(nn.Module):
+    """timm's ``InvertedResidual``: 1×1 expansion, depthwise 3×3, SE, 1×1 projection, identity skip."""
+
+    def __init__(self, channels: int, expanded: int) -> None:
+        super().__init__()
+        self.conv_pw = nn.Conv2d(channels, expanded, 1, bias=False)
+        self.bn1 = bn_silu(expanded)
+        self.conv_dw = nn.Conv2d(expanded, expanded, 3, padding=1, groups=expanded, bias=False)
+        self.bn2 = bn_silu(expanded)
+        self.se = SqueezeExcite(expanded, max(1, channels // 2))
+        self.conv_pwl = nn.Conv2d(expanded, channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.se(self.bn2(self.conv_dw(self.bn1(self.conv_pw(x)))))
+        return x + self.bn3(self.conv_pwl(out))
+
+
+class EfficientNetB0(nn.Module):
+    """timm's EfficientNet-B0 layout at reduced depth and width: stem, depthwise-separable block with SE,
+    two MBConv blocks with SE, 1×1 head, pooling, classifier; SiLU(inplace=True) throughout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_stem = nn.Conv2d(3, 4, 3, 2, 1, bias=False)
+        self.bn1 = bn_silu(4)
+        self.conv_dw = nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False)
+        self.bn_dw = bn_silu(4)
+        self.se = SqueezeExcite(4, 2)
+        self.conv_pw = nn.Conv2d(4, 4, 1, bias=False)
+        self.bn_pw = nn.BatchNorm2d(4)
+        self.blocks = nn.Sequential(MBConv(4, 8), MBConv(4, 8))
+        self.conv_head = nn.Conv2d(4, 8, 1, bias=False)
+        self.bn2 = bn_silu(8)
+        self.classifier = nn.Linear(8, CLASSES)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.bn1(self.conv_stem(x))
+        x = x + self.bn_pw(self.conv_pw(self.se(self.bn_dw(self.conv_dw(x)))))
+        x = self.bn2(self.conv_head(self.blocks(x)))
+        return self.classifier(x.mean((2, 3)))
+
+
 def _randomize_bn(model: nn.Module) -> None:
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -191,6 +288,9 @@ MODELS = {
     "transformer": (Transformer, (5, 6)),
     "embedding_lstm": (EmbeddingLSTM, (5,)),
     "conv1d": (Conv1dNet, (2, 16)),
+    "inplace_mlp": (InplaceMLP, (6,)),
+    "vgg11": (VGG11, (3, 16, 16)),
+    "efficientnet_b0": (EfficientNetB0, (3, 12, 12)),
 }
 
 
@@ -473,6 +573,41 @@ def test_a_layer_of_rounding_noise_counts_as_zero(dtype):
         warn_degenerate("x", {"a": big, "b": noise * 2})  # small, but above rounding: a ranking
 
 
+@pytest.mark.filterwarnings("ignore::initprune.LayerCollapseWarning")
+def test_zero_initialized_norm_scales_are_named_as_the_cause_of_zero_scores():
+    """timm's ``zero_init_last``: the last BatchNorm of every block starts at scale 0, so no gradient
+    reaches the block's convolutions; the warning names those BatchNorms and the fix."""
+    model = build("resnet18")
+    with torch.no_grad():
+        for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+            for block in stage:
+                block.bn2.weight.zero_()
+    with pytest.warns(DegenerateScoresWarning) as caught:
+        initprune.prune(model, "snip", data("resnet18"), sparsity=0.9)
+    message = str(caught[0].message)
+    assert "every score of 'snip' is 0 in layer1.0.conv1.weight, layer1.0.conv2.weight" in message
+    assert "zero-initialized normalization scale (8 layer(s) with weight all 0: layer1.0.bn2, " in message
+    assert "zero_init_last=False" in message and "and 4 more" in message
+    with pytest.warns(DegenerateScoresWarning) as caught:  # without zero scales, no such cause is named
+        initprune.score(build("conv1d"), "magnitude", data("conv1d"), prunable={"c2.weight": _zeroed()})
+    assert "normalization" not in str(caught[0].message)
+
+
+def _zeroed() -> nn.Parameter:
+    return nn.Parameter(torch.zeros(4, 4, 3, dtype=torch.float64))
+
+
+def test_timm_resnet_with_zero_init_last_names_the_cause():
+    timm = _timm()
+    model = timm.create_model("resnet18", pretrained=False, num_classes=CLASSES, zero_init_last=True)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 3, 32, 32, generator=gen), torch.randint(0, CLASSES, (2,), generator=gen)
+    with pytest.warns(
+        DegenerateScoresWarning, match=r"zero-initialized normalization scale .*layer1\.0\.bn2"
+    ):
+        initprune.score(model, "snip", (x, y))
+
+
 def test_prune_restores_the_model_when_a_late_step_fails(monkeypatch):
     import initprune.pruning as pruning
 
@@ -656,3 +791,51 @@ def test_torchvision_models(arch):
         mask = initprune.prune(model, "ggn_pruner", (x, y), sparsity=0.9)
     assert mask.sparsity == pytest.approx(0.9, abs=0.01)
     assert any(not torch.equal(model.state_dict()[k], before[k]) for k in mask)
+
+
+def _timm():
+    try:
+        import timm
+    except Exception:  # not installed, or it does not import beside this torch build
+        pytest.skip("timm does not import here")
+    return timm
+
+
+@pytest.mark.parametrize("arch", ["vgg11", "efficientnet_b0"])
+def test_real_models_with_in_place_activations_score_exactly(arch):
+    """torchvision's VGG-11 (ReLU(inplace=True) after every convolution) and timm's EfficientNet-B0
+    (SiLU(inplace=True) after every SE ``conv_reduce``): the layers whose output is overwritten in place
+    against the per-sample loop, for the empirical Fisher, the GGN and the Monte-Carlo Fisher."""
+    torch.manual_seed(0)
+    if arch == "vgg11":
+        model = _torchvision().models.vgg11(num_classes=CLASSES)
+        model.avgpool, model.classifier = nn.AdaptiveAvgPool2d(1), nn.Linear(512, CLASSES)  # a small head
+        names = [f"features.{i}.weight" for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)][
+            -3:
+        ]
+    else:
+        model = _timm().create_model("efficientnet_b0", pretrained=False, num_classes=CLASSES)
+        names = [f"{n}.weight" for n, m in model.named_modules() if n.endswith("se.conv_reduce")][-3:]
+    model = model.double().eval()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 3, 32, 32, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, CLASSES, (3,), generator=gen)
+    prunable = {n: p for n, p in model.named_parameters() if n in names}
+    fisher = _mean(per_sample_grads(model, names, x, y), torch.square)
+    with torch.no_grad():
+        probs = torch.softmax(model(x), -1)
+    labels = sample_model_labels(probs, 1, torch.Generator().manual_seed(0))[:, 0]
+    mc = _mean(per_sample_grads(model, names, x, labels), torch.square)
+    for criterion, expected in (("fisher_diag", fisher), ("fisher_mc_diag", mc)):
+        scores = initprune.score(model, criterion, (x, y), prunable=prunable)
+        for n in names:
+            torch.testing.assert_close(
+                scores[n], expected[n], rtol=1e-9, atol=1e-9 * float(expected[n].abs().max())
+            )
+    # The GGN diagonal through the hook route against the vmap route, which differentiates the whole graph.
+    from initprune.curvature import ggn_diagonal
+
+    hooks = ggn_diagonal(model, prunable, [(x, y)], method="hooks")
+    vmapped = ggn_diagonal(model, prunable, [(x, y)], method="vmap")
+    for n in names:
+        torch.testing.assert_close(hooks[n], vmapped[n], rtol=1e-9, atol=1e-9 * float(vmapped[n].abs().max()))

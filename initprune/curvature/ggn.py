@@ -132,7 +132,8 @@ def mc_fisher_vectors(temperature: float, samples: int, generator: torch.Generat
 
     The labels are sampled when the engine calls it, outside of any vmap, by global sample index under a
     base seed drawn once from ``generator``: the engine calls it once per chunk, in sample order, and the
-    function counts the samples it has seen (from this rank's first global index under torchrun).
+    function counts the samples it has seen (from this rank's first global index under torchrun); its
+    ``rewind()`` starts the count again, for a pass that restarts on another route.
     """
     temperature = _check_temperature(temperature)
     if int(samples) != samples or samples < 1:
@@ -149,7 +150,13 @@ def mc_fisher_vectors(temperature: float, samples: int, generator: torch.Generat
             for s in range(int(samples))
         ]
 
+    first = seen[0]
+
+    def rewind() -> None:
+        seen[0] = first  # a pass restarted on another route draws the same labels again
+
     vectors.columns = int(samples)  # type: ignore[attr-defined]
+    vectors.rewind = rewind  # type: ignore[attr-defined]
     return vectors
 
 

@@ -15,20 +15,27 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jvp, vjp, vmap
+from torch.func import grad, jvp, vjp, vmap
 
 from ..distributed import all_reduce_sums, global_samples, sample_start
 from ..progress import progress_bar
 from .memory import FALLBACK_BUDGET_BYTES, chunk_samples, memory_budget, saved_activation_bytes
+from .per_sample import warn_vmap_fallback
 from .probes import probe_seed, rademacher_probes, row_length
 from .probes import sample_seed as sample_seed  # the per-sample seeds of the sampled labels (ggn)
 from .samples import (
     Batch,
+    Inputs,
     TensorDict,
+    call_model,
+    first_input,
     functional_parts,
+    input_count,
     iter_chunks,
     per_sample_loss_fn,
+    run_model,
     scaled_loss,
+    slice_inputs,
 )
 
 
@@ -40,7 +47,7 @@ def batch_gradient(
     names = list(params)
     total = {name: torch.zeros_like(p) for name, p in params.items()}
     for x, y in batches:
-        loss = scaled_loss(model(x), y, temperature) / n
+        loss = scaled_loss(run_model(model, x), y, temperature) / n
         grads = torch.autograd.grad(loss, [params[k] for k in names], allow_unused=True)
         for name, g in zip(names, grads, strict=True):
             if g is not None:
@@ -65,7 +72,7 @@ def hessian_vector_product(
     names = list(params)
     total = {name: torch.zeros_like(p) for name, p in params.items()}
     for x, y in batches:
-        loss = scaled_loss(model(x), y, temperature) / n
+        loss = scaled_loss(run_model(model, x), y, temperature) / n
         grads = torch.autograd.grad(loss, [params[k] for k in names], create_graph=True, allow_unused=True)
         dot = sum(
             (g * vector[k]).sum()
@@ -120,7 +127,7 @@ def hutchinson_chunk_size(
     x = batches[0][0]
     saved = saved_activation_bytes(model, x).saved
     per_probe = HUTCHINSON_PROBE_COPIES * param_bytes + HUTCHINSON_ACTIVATION_COPIES * saved
-    return chunk_samples(memory_budget(x.device), probes * per_probe)
+    return chunk_samples(memory_budget(first_input(x).device), probes * per_probe)
 
 
 def hutchinson_route(model: nn.Module, chunk_size: int | None, method: str = "vjp") -> str:
@@ -178,8 +185,10 @@ def hutchinson_diagonal(
     ``route="auto"`` (default) takes the loop when a pass holds a single sample, where vmap has no samples
     to batch and only widens every weight k-fold (on the CPU the vmap route measured 1.4-2.5× slower than
     the loop on VGG-16, ResNet-18 and ViT-Small, see ``docs/results/scoring_cpu/``), and for models with
-    recurrent layers, which vmap does not batch reliably; otherwise ``vmap``. Every route draws the same
-    probes (per global sample index) and gives the same numbers up to rounding.
+    recurrent layers, which vmap does not batch reliably; otherwise ``vmap``, and the loop where ``vmap``
+    cannot run the model (data-dependent control flow, as in a Hugging Face BERT given an attention
+    mask: one warning line says so). Every route draws the same probes (per global sample index) and
+    gives the same numbers up to rounding.
     """
     if (generator is None) == (seed is None):
         raise ValueError(
@@ -204,32 +213,43 @@ def hutchinson_diagonal(
     device, dtype = next(iter(probed.values())).device, next(iter(probed.values())).dtype
     if chunk_size is None and batches:
         chunk_size = hutchinson_chunk_size(model, probed, batches, probes)
-    if route == "auto":
-        route = hutchinson_route(model, chunk_size, method)
-    if route == "loop":
-        chunk_sums = _loop_chunk_sums(model, probed, fixed, wanted, temperature)
-    else:
-        chunk_sums = _vmap_chunk_sums(loss, probed, wanted, method)
-
-    total = {name: torch.zeros_like(probed[name]) for name in wanted}
+    chosen = hutchinson_route(model, chunk_size, method) if route == "auto" else route
     chunks = list(iter_chunks(batches, chunk_size))
-    start = sample_start()
     if seed is None:
         seed = probe_seed(generator)
-    largest = max((x.shape[0] for x, _ in chunks), default=0)
-    probed_size = row_length(sum(p.numel() for p in probed.values()))
-    buffer = torch.empty(largest * probes * probed_size, device=device, dtype=dtype)
-    for x, y in progress_bar(chunks, desc="Hutchinson", enabled=progress):
-        z = rademacher_probes(shapes, probes, x.shape[0], seed, device, dtype, start=start, out=buffer)
-        start += x.shape[0]
-        for name, value in chunk_sums(x, y, z).items():
-            total[name] += value
+
+    def run(route: str) -> TensorDict:
+        if route == "loop":
+            chunk_sums = _loop_chunk_sums(model, probed, fixed, wanted, temperature)
+        else:
+            chunk_sums = _vmap_chunk_sums(loss, probed, wanted, method)
+        total = {name: torch.zeros_like(probed[name]) for name in wanted}
+        start = sample_start()
+        largest = max((input_count(x) for x, _ in chunks), default=0)
+        probed_size = row_length(sum(p.numel() for p in probed.values()))
+        buffer = torch.empty(largest * probes * probed_size, device=device, dtype=dtype)
+        for x, y in progress_bar(chunks, desc="Hutchinson", enabled=progress):
+            count = input_count(x)
+            z = rademacher_probes(shapes, probes, count, seed, device, dtype, start=start, out=buffer)
+            start += count
+            for name, value in chunk_sums(x, y, z).items():
+                total[name] += value
+        return total
+
+    if route == "auto" and chosen == "vmap":
+        try:
+            total = run("vmap")
+        except RuntimeError as exc:  # torch.func cannot batch the model: data-dependent control flow, say
+            warn_vmap_fallback(model, "Hutchinson Hessian-vector products", exc)
+            total = run("loop")
+    else:
+        total = run(chosen)
     all_reduce_sums(total)
     n = global_samples(batches)
     return {name: t / (probes * n) for name, t in total.items()}
 
 
-ChunkSums = Callable[[Tensor, Tensor, TensorDict], TensorDict]
+ChunkSums = Callable[[Inputs, Tensor, TensorDict], TensorDict]
 """``(x, y, z) -> name → Σ_i Σ_j z_ij ⊙ (H_i z_ij)`` over the samples of one chunk;
 z: name → (c, k, *shape)."""
 
@@ -237,7 +257,7 @@ z: name → (c, k, *shape)."""
 def _vmap_chunk_sums(loss: Callable, probed: TensorDict, wanted: list[str], method: str) -> ChunkSums:
     """All per-sample Hessian-vector products of a chunk in one batched pass: vmap over samples and probes."""
 
-    def one_sample(x: Tensor, y: Tensor, z: TensorDict) -> TensorDict:
+    def one_sample(x: Inputs, y: Tensor, z: TensorDict) -> TensorDict:
         def gradient(p: TensorDict) -> TensorDict:
             return grad(loss)(p, x, y)
 
@@ -251,7 +271,7 @@ def _vmap_chunk_sums(loss: Callable, probed: TensorDict, wanted: list[str], meth
 
     batched = vmap(one_sample)
 
-    def sums(x: Tensor, y: Tensor, z: TensorDict) -> TensorDict:
+    def sums(x: Inputs, y: Tensor, z: TensorDict) -> TensorDict:
         return {name: value.sum(0) for name, value in batched(x, y, z).items()}
 
     return sums
@@ -265,12 +285,12 @@ def _loop_chunk_sums(
     one probe's product alive at a time."""
     names = list(probed)
 
-    def sums(x: Tensor, y: Tensor, z: TensorDict) -> TensorDict:
+    def sums(x: Inputs, y: Tensor, z: TensorDict) -> TensorDict:
         total = {name: torch.zeros_like(probed[name]) for name in wanted}
-        for i in range(x.shape[0]):
+        for i in range(input_count(x)):
             leaves = {name: p.detach().requires_grad_(True) for name, p in probed.items()}
             with torch.enable_grad():
-                logits = functional_call(model, {**fixed, **leaves}, (x[i : i + 1],))
+                logits = call_model(model, {**fixed, **leaves}, slice_inputs(x, i, i + 1))
                 loss = scaled_loss(logits, y[i : i + 1], temperature)
                 grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True, allow_unused=True)
                 used = [

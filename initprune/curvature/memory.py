@@ -27,9 +27,9 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from ..errors import InitpruneError
+from .samples import Inputs, call_model, input_count, slice_inputs
 
 MEMORY_BUDGET_ENV = "INITPRUNE_MEMORY_BUDGET"
 """Environment variable that sets the budget in bytes (``4GiB``, ``512MiB``, ``2e9`` are accepted)."""
@@ -125,7 +125,7 @@ class ActivationSizes(NamedTuple):
 
 
 def saved_activation_bytes(
-    model: nn.Module, x: Tensor, *, watch: Callable[[nn.Module], bool] | None = None
+    model: nn.Module, x: Inputs, *, watch: Callable[[nn.Module], bool] | None = None
 ) -> ActivationSizes:
     """Per-sample sizes of a differentiating forward pass, measured on the first samples of ``x``: the bytes
     autograd saves for the backward pass, and the bytes of the inputs and outputs of the modules for which
@@ -135,8 +135,8 @@ def saved_activation_bytes(
     forward runs on copies of the buffers, so BatchNorm statistics are not updated.
     """
     # Two samples where there are, so that BatchNorm in training mode can run; sizes are per sample.
-    one = x[:2]
-    count = one.shape[0]
+    one = slice_inputs(x, 0, 2)
+    count = input_count(one)
     # Leaves that require grad even where the caller's parameters do not, so that autograd saves what a
     # differentiating pass saves; detached views share the parameters' storage and are not counted.
     state = {name: p.detach().requires_grad_(p.is_floating_point()) for name, p in model.named_parameters()}
@@ -162,7 +162,7 @@ def saved_activation_bytes(
     handles = [m.register_forward_hook(record) for m in model.modules() if watch is not None and watch(m)]
     try:
         with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            logits = functional_call(model, state, (one,))
+            logits = call_model(model, state, one)
     finally:
         for h in handles:
             h.remove()

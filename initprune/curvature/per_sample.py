@@ -20,17 +20,32 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, vjp, vmap
+from torch.autograd.graph import GradientEdge, get_gradient_edge
+from torch.func import vjp, vmap
 
 from ..distributed import all_reduce_sums, global_samples
+from ..prunable import transposed_linear_types
 from .memory import chunk_samples, memory_budget, saved_activation_bytes
-from .samples import Batch, TensorDict, functional_parts, iter_chunks
+from .samples import (
+    Batch,
+    Inputs,
+    TensorDict,
+    batch_of_one,
+    call_model,
+    first_input,
+    functional_parts,
+    input_count,
+    iter_chunks,
+    run_model,
+    slice_inputs,
+)
 
 OutputVectors = Callable[[Tensor, Tensor], list[Tensor]]
 """``(logits (B, C), targets (B,)) -> [v_1, ..., v_m]``, each (B, C): backward vectors at the logits.
 
 The function may carry an attribute ``columns``: m, for sizing chunks by memory; without it (or ``None``)
-m is taken to be C, one column per logit."""
+m is taken to be C, one column per logit. A function that keeps state across calls (sampled labels
+counted by sample index) carries a ``rewind()`` the engine calls before it starts a pass over."""
 
 METHODS = ("auto", "hooks", "vmap", "loop")
 
@@ -51,7 +66,7 @@ class _NeedsFallback(Exception):
 
 
 def _hook_supported(module: nn.Module) -> bool:
-    if type(module) is nn.Linear:
+    if type(module) is nn.Linear or type(module) in transposed_linear_types():
         return True
     if type(module) in (nn.Conv1d, nn.Conv2d):
         return module.padding_mode == "zeros" and not isinstance(module.padding, str)
@@ -178,7 +193,12 @@ def _accumulate(
 ) -> None:
     """Add Σ_i g_i (unless ``s1`` is None) and Σ_i g_i² of one backward column; ``patches`` caches
     unfolded convolution inputs."""
-    if isinstance(module, nn.Linear) and a.dim() == 2:
+    linear = isinstance(module, nn.Linear)
+    if not linear and not isinstance(module, nn.Conv1d | nn.Conv2d):
+        # transformers' Conv1D: y = x W + b with W stored (in, out), the transpose of a Linear weight;
+        # its sums are the Linear ones written through transposed views.
+        linear, s1, s2 = True, (None if s1 is None else s1.t()), s2.t()
+    if linear and a.dim() == 2:
         # Σ_i (dy_i a_iᵀ)² = (dy²)ᵀ(a²): no per-sample tensor is needed.
         if s1 is not None:
             s1 += dy.t() @ a
@@ -195,7 +215,7 @@ def _accumulate(
         for lo in range(0, a.shape[0], step):
             s2 += _conv_square_sums_gram(module, unfolded[lo : lo + step], dy[lo : lo + step])
         return
-    if isinstance(module, nn.Linear):  # token inputs: ∂/∂W = Σ_t dy_it a_itᵀ
+    if linear:  # token inputs: ∂/∂W = Σ_t dy_it a_itᵀ
         a, dy = a.flatten(1, -2), dy.flatten(1, -2)
 
         def per_sample_grads(lo: int, hi: int) -> Tensor:
@@ -242,13 +262,19 @@ def _square_sums_hooks(
 ) -> tuple[TensorDict, TensorDict]:
     s1 = {name: torch.zeros_like(m.weight) for name, m in owners.items()} if sums else {}
     s2 = {name: torch.zeros_like(m.weight) for name, m in owners.items()}
-    records: dict[str, tuple[Tensor, Tensor]] = {}
+    # name → (the layer's input, the gradient edge of its output or None). The gradient is taken at the
+    # output's edge, the autograd node that made it: a later in-place operation on the output
+    # (ReLU(inplace=True), ``out += identity``) gives the tensor a new node, and a gradient asked for the
+    # tensor would be the one at the modified value. (An input modified in place after the layer ran
+    # fails in autograd itself, which saved it for the weight gradient.)
+    records: dict[str, tuple[Tensor, GradientEdge | None]] = {}
 
     def make_hook(name: str) -> Callable:
         def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
             if name in records:
                 raise _NeedsFallback(f"{name} is called more than once per forward")
-            records[name] = (inputs[0].detach(), output)
+            edge = get_gradient_edge(output) if output.requires_grad else None
+            records[name] = (inputs[0].detach(), edge)
 
         return hook
 
@@ -256,9 +282,9 @@ def _square_sums_hooks(
     try:
         for x, y in iter_chunks(batches, chunk_size):
             records.clear()
-            logits = model(x)
+            logits = run_model(model, x)
             columns = vectors(logits.detach(), y)
-            names = [n for n in owners if n in records and records[n][1].requires_grad]
+            names = [n for n in owners if n in records and records[n][1] is not None]
             outputs = [records[n][1] for n in names]
             # Convolution patches are unfolded once per chunk and shared by the backward columns.
             patches: dict[int, Tensor] = {}
@@ -296,8 +322,8 @@ def _square_sums_vmap(
 ) -> tuple[TensorDict, TensorDict]:
     probed, fixed = functional_parts(model, params)
 
-    def one_sample(x: Tensor, v: Tensor) -> tuple[TensorDict, TensorDict]:
-        _, pull = vjp(lambda p: functional_call(model, {**fixed, **p}, (x.unsqueeze(0),)), probed)
+    def one_sample(x: Inputs, v: Tensor) -> tuple[TensorDict, TensorDict]:
+        _, pull = vjp(lambda p: call_model(model, {**fixed, **p}, batch_of_one(x)), probed)
         grads = vmap(pull)(v.unsqueeze(1))[0]  # J_iᵀ v_ic for every column c
         return {k: g.sum(0) for k, g in grads.items()}, {k: g.square().sum(0) for k, g in grads.items()}
 
@@ -305,7 +331,7 @@ def _square_sums_vmap(
     s2 = {name: torch.zeros_like(p) for name, p in probed.items()}
     for x, y in iter_chunks(batches, chunk_size):
         with torch.no_grad():
-            columns = torch.stack(vectors(model(x), y), dim=1)  # (B, m, C)
+            columns = torch.stack(vectors(run_model(model, x), y), dim=1)  # (B, m, C)
         with warnings.catch_warnings():
             # Exact either way; attention kernels without a batching rule run sample by sample.
             warnings.filterwarnings("ignore", message="There is a performance drop", category=UserWarning)
@@ -333,7 +359,7 @@ def _square_sums_loop(
     s1 = {name: torch.zeros_like(p) for name, p in params.items()} if sums else {}
     s2 = {name: torch.zeros_like(p) for name, p in params.items()}
     for x, y in iter_chunks(batches, chunk_size):
-        logits = [model(x[i : i + 1]) for i in range(x.shape[0])]
+        logits = [run_model(model, slice_inputs(x, i, i + 1)) for i in range(input_count(x))]
         columns = vectors(torch.cat(logits).detach(), y)
         for i, z in enumerate(logits):
             for c, v in enumerate(columns):
@@ -381,18 +407,19 @@ def auto_chunk_size(
     weight).
     """
     x = batches[0][0]
+    device = first_input(x).device
     owners = None if route == "vmap" else weight_owners(model, params)
     watched = set(owners.values()) if owners is not None else set()
     saved, inputs, outputs, logits = saved_activation_bytes(model, x, watch=lambda m: m in watched)
     columns = getattr(vectors, "columns", None) or max(1, logits)
-    budget = memory_budget(x.device)
+    budget = memory_budget(device)
     if owners is not None:
         patches = [_patch_bytes(m, inputs.get(m, 0)) for m in watched]
         cached = sum(patches) if columns > 1 else max(patches, default=0)
         per_sample = saved + 2 * sum(outputs.get(m, 0) for m in watched) + cached
         # A block of per-sample gradients and its reduction: at most max(W, min(c·W, slice)) bytes each.
         weight = max(m.weight.numel() * m.weight.element_size() for m in watched)
-        capped = chunk_samples(budget, per_sample, fixed=2 * max(weight, _slice_bytes(x.device)))
+        capped = chunk_samples(budget, per_sample, fixed=2 * max(weight, _slice_bytes(device)))
         return max(capped, chunk_samples(budget, per_sample + 2 * weight, fixed=2 * weight))
     param_bytes = sum(p.numel() * p.element_size() for p in params.values())
     return chunk_samples(budget, (1 + columns) * saved + (2 * columns + 2) * param_bytes)
@@ -412,13 +439,18 @@ def per_sample_square_sums(
 
     ``sums=False`` skips S1 (returned empty) where only the squares are needed.
 
-    ``method``: ``hooks`` computes per-sample weight gradients of Linear and Conv1d/2d layers from each
-    layer's saved input and output gradient, one batched backward per column that skips the weight
-    gradients (as Opacus and BackPACK do); ``vmap`` uses ``torch.func`` and works for any module that
-    ``vmap`` can batch; ``loop`` runs each sample alone (exact for every module, slow). ``auto`` takes
-    ``hooks`` where every parameter is the weight of a supported layer used by that layer alone (and
-    falls back when a layer is called twice in one forward); otherwise ``vmap``, or ``loop`` for models
-    with recurrent layers. A parameter used in several places (weight tying) gets the per-sample
+    ``method``: ``hooks`` computes per-sample weight gradients of Linear, Conv1d/2d and ``transformers``'
+    Conv1D layers from each layer's saved input and output gradient, one batched backward per column
+    that skips the weight gradients (as Opacus and BackPACK do); ``vmap`` uses ``torch.func`` and works
+    for any module that ``vmap`` can batch; ``loop`` runs each sample alone (exact for every module,
+    slow). ``auto`` takes ``hooks`` where every parameter is the weight of a supported layer used by that
+    layer alone (and falls back when a layer is called twice in one forward); otherwise ``vmap``, or
+    ``loop`` for models with recurrent layers or where ``vmap`` cannot run the model (data-dependent
+    control flow, as in a Hugging Face BERT given an attention mask: one warning line says so). The hook
+    route stays exact when the model modifies a layer's output in place after the layer
+    (``ReLU(inplace=True)``, ``out += identity``): it takes the gradient at the autograd node that made
+    the output (its gradient edge), which the in-place operation does not replace.
+    A parameter used in several places (weight tying) gets the per-sample
     gradient summed over all its uses before it is squared, on the ``vmap`` and ``loop`` routes. At most
     ``chunk_size`` samples per pass; ``None`` sizes the passes by the device's memory budget
     (:func:`auto_chunk_size`, :func:`~initprune.curvature.set_memory_budget`,
@@ -447,7 +479,26 @@ def per_sample_square_sums(
     chunk = auto_chunk_size(model, params, batches, vectors, "vmap") if auto else chunk_size
     if method == "loop" or (method == "auto" and _has_recurrent(model)):
         return _square_sums_loop(model, params, batches, vectors, chunk, sums)
-    return _square_sums_vmap(model, params, batches, vectors, chunk, sums)
+    if method == "vmap":
+        return _square_sums_vmap(model, params, batches, vectors, chunk, sums)
+    try:
+        return _square_sums_vmap(model, params, batches, vectors, chunk, sums)
+    except RuntimeError as exc:  # torch.func cannot batch the model: data-dependent control flow, say
+        warn_vmap_fallback(model, "per-sample gradients", exc)
+    if hasattr(vectors, "rewind"):
+        vectors.rewind()  # the failed pass drew columns for its first chunk
+    return _square_sums_loop(model, params, batches, vectors, chunk, sums)
+
+
+def warn_vmap_fallback(model: nn.Module, what: str, exc: BaseException) -> None:
+    """The one line that says a computation leaves ``torch.func.vmap`` for the exact per-sample loop."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    warnings.warn(
+        f"{what}: torch.func.vmap cannot run {type(model).__name__} ({reason[:160]}); computing them "
+        "sample by sample instead (exact, slower)",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def per_sample_gradient_moments(

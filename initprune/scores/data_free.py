@@ -44,19 +44,24 @@ def synflow(ctx: ScoringContext) -> ScoreDict:
     (``nn.Embedding``) has no all-ones input and is refused with an error. Through ``prune`` it runs 100
     rounds with density_t = d^((t+1)/100) (the paper's schedule).
     """
-    if ctx.input_shape is None:
-        raise InitpruneError("synflow needs the input shape: pass input_shape=(C, H, W) or scoring data")
     lookups = [
         f"{type(m).__name__} {n!r}"
         for n, m in ctx.model.named_modules()
         if isinstance(m, nn.Embedding | nn.EmbeddingBag)
     ]
-    if lookups or (ctx.batches is not None and not ctx.batches[0][0].is_floating_point()):
-        why = f"it looks up integer inputs in {', '.join(lookups)}" if lookups else "its inputs are integers"
+    inputs = ctx.batches[0][0] if ctx.batches else None
+    structured = inputs is not None and not torch.is_tensor(inputs)
+    if lookups or structured or (inputs is not None and not inputs.is_floating_point()):
+        if lookups:
+            why = f"it looks up integer inputs in {', '.join(lookups)}"
+        else:
+            why = "it takes several inputs" if structured else "its inputs are integers"
         raise InitpruneError(
             f"synflow cannot score {type(ctx.model).__name__}: {why}, and SynFlow feeds the network an "
             "all-ones real input; use a data-dependent criterion"
         )
+    if ctx.input_shape is None:
+        raise InitpruneError("synflow needs the input shape: pass input_shape=(C, H, W) or scoring data")
     net = copy.deepcopy(ctx.model).double().eval()
     with torch.no_grad():
         for tensor in [*net.parameters(), *net.buffers()]:
