@@ -29,7 +29,9 @@ from initprune.masks import Mask
 from .test_data import make_mnist_files
 
 ROOT = Path(__file__).resolve().parent.parent
-TIMING = {"warmup_seconds", "scoring_seconds", "train_seconds", "out"}
+# Where and how a run ran, not what it computed: times, folder, torch threads (a CLI subprocess has the
+# machine's default, these tests one) and the commit.
+TIMING = {"warmup_seconds", "scoring_seconds", "train_seconds", "out", "threads", "commit"}
 TINY = {
     "model": "lenet300",
     "model_options": {},
