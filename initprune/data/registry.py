@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import cifar, folders, idx, synthetic
+from . import cifar, folders, idx, synthetic, text
 from .base import Source
 
 COMMON_OPTIONS: dict[str, Any] = {"augmentation": None, "crop_padding": 4, "num_workers": None}
@@ -118,4 +118,18 @@ register_dataset(
     "Synthetic: Gaussian inputs labelled by a fixed random linear map (learnable)",
     _synthetic,
     lambda options: options["train_size"],
+)
+register_dataset(
+    "fortunes_lm",
+    "Fortunes LM: byte-level language modelling on Debian's fortunes texts (vocabulary 256, windows of "
+    "seq_len=128 bytes cut from whole texts; train/val/test split by text)",
+    text.load_fortunes_lm,
+    how=text.HOW,
+)
+register_dataset(
+    "fortunes_topic",
+    "Fortunes topic: a text's topic file from its first seq_len=128 bytes (topics with >= min_texts=300 "
+    "texts; split by text, stratified)",
+    text.load_fortunes_topic,
+    how=text.HOW,
 )
