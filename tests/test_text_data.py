@@ -37,7 +37,7 @@ def lm_texts(data) -> set[bytes]:
     x, y, groups = data.images.cpu(), data.targets.cpu(), data.groups
     for g in groups.unique().tolist():
         rows = (groups == g).nonzero().flatten()
-        stream = [int(x[rows[0], 0])] + y[rows][y[rows] != -100].tolist()
+        stream = [int(x[rows[0], 0]), *y[rows][y[rows] != -100].tolist()]
         out |= {t for t in bytes(stream).split(SEPARATOR) if t}
     return out
 
