@@ -16,6 +16,7 @@ TOPICS = {"alpha": 60, "beta": 45, "gamma": 12}
 
 
 def write_fortunes(folder: Path) -> dict[str, list[bytes]]:
+    folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(0)
     words = [b"tea", b"code", b"moon", b"cat", b"byte", b"rain", b"sun", b"law"]
     written = {}

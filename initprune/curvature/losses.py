@@ -40,9 +40,18 @@ class Loss:
 
     name: str = "loss"
 
-    def per_sample(self, outputs: Tensor, targets: Tensor, temperature: float = 1.0) -> Tensor:
-        """ℓ_i of every sample of the batch, a (B,) tensor, with the outputs divided by ``temperature``."""
+    def per_sample(
+        self, outputs: Tensor, targets: Tensor, temperature: float = 1.0, label_smoothing: float = 0.0
+    ) -> Tensor:
+        """ℓ_i of every sample of the batch, a (B,) tensor, with the outputs divided by ``temperature``
+        (``label_smoothing``: the training objective's, built-in losses only)."""
         raise NotImplementedError
+
+    def predictions(self, outputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits (M, C), targets (M,)) of the M predictions of a batch that are scored: one per sample
+        for classification, one per counted token for ``token_cross_entropy`` (for accuracy and per-token
+        loss, perplexity and bits per byte in evaluation)."""
+        return outputs, targets
 
     def total(self, outputs: Tensor, targets: Tensor, temperature: float = 1.0) -> Tensor:
         """Σ_i ℓ_i over the batch (the engines divide by the N of all batches)."""
@@ -96,8 +105,12 @@ class CrossEntropy(Loss):
 
     name = "cross_entropy"
 
-    def per_sample(self, outputs: Tensor, targets: Tensor, temperature: float = 1.0) -> Tensor:
-        return F.cross_entropy(outputs / temperature, targets, reduction="none")
+    def per_sample(
+        self, outputs: Tensor, targets: Tensor, temperature: float = 1.0, label_smoothing: float = 0.0
+    ) -> Tensor:
+        return F.cross_entropy(
+            outputs / temperature, targets, reduction="none", label_smoothing=label_smoothing
+        )
 
     def total(self, outputs: Tensor, targets: Tensor, temperature: float = 1.0) -> Tensor:
         return F.cross_entropy(outputs / temperature, targets, reduction="sum")
@@ -140,13 +153,24 @@ class TokenCrossEntropy(Loss):
         mask = targets != self.ignore_index
         return mask, mask.sum(-1).clamp(min=1)
 
-    def per_sample(self, outputs: Tensor, targets: Tensor, temperature: float = 1.0) -> Tensor:
+    def per_sample(
+        self, outputs: Tensor, targets: Tensor, temperature: float = 1.0, label_smoothing: float = 0.0
+    ) -> Tensor:
+        """``label_smoothing`` (training only) smooths every counted token's target as ``F.cross_entropy``."""
         logits = outputs / temperature
         tokens = F.cross_entropy(
-            logits.flatten(0, -2), targets.flatten(), reduction="none", ignore_index=self.ignore_index
+            logits.flatten(0, -2),
+            targets.flatten(),
+            reduction="none",
+            ignore_index=self.ignore_index,
+            label_smoothing=label_smoothing,
         ).view(targets.shape)
         _, n = self.counted(targets)
         return tokens.sum(-1) / n.to(tokens.dtype)
+
+    def predictions(self, outputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        keep = targets.flatten() != self.ignore_index
+        return outputs.flatten(0, -2)[keep], targets.flatten()[keep]
 
     def softmax_terms(self, outputs: Tensor, targets: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
         probs = torch.softmax(outputs / temperature, dim=-1)
@@ -181,7 +205,11 @@ class CallableLoss(Loss):
         self.fn = fn
         self.name = getattr(fn, "__name__", type(fn).__name__)
 
-    def per_sample(self, outputs: Tensor, targets: Tensor, temperature: float = 1.0) -> Tensor:
+    def per_sample(
+        self, outputs: Tensor, targets: Tensor, temperature: float = 1.0, label_smoothing: float = 0.0
+    ) -> Tensor:
+        if label_smoothing:
+            raise InitpruneError(f"loss {self.name!r} (a callable) takes no label_smoothing")
         values = self.fn(outputs / temperature if temperature != 1.0 else outputs, targets)
         if not torch.is_tensor(values) or values.dim() != 1 or values.shape[0] != targets.shape[0]:
             shape = tuple(values.shape) if torch.is_tensor(values) else type(values).__name__

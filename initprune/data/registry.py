@@ -22,6 +22,7 @@ class DatasetSpec:
     # The size of the official training set, or a function of the options giving it; None: unknown
     train_size: int | Callable[[dict[str, Any]], int] | None = None
     how: str = ""  # how to get the files
+    loss: str = "cross_entropy"  # the loss its targets take: cross_entropy or token_cross_entropy
 
 
 REGISTRY: dict[str, DatasetSpec] = {}
@@ -33,15 +34,17 @@ def register_dataset(
     build: Callable[..., Source],
     train_size: int | Callable[[dict[str, Any]], int] | None = None,
     how: str = "",
+    loss: str = "cross_entropy",
 ) -> None:
     """Add a dataset: ``build(data_dir, **options)`` returns a :class:`~initprune.data.base.Source`;
     its keyword parameters after ``data_dir`` (with their defaults) are the dataset's options.
     ``train_size`` (the training set's size, or a function of the options giving it) lets
     :func:`check_dataset_settings` check ``val_size`` without reading the data; ``how`` says how to get
-    the files."""
+    the files; ``loss`` the loss its targets take (``token_cross_entropy`` for per-token targets), what
+    ``initprune run`` scores and trains with unless told otherwise."""
     params = list(inspect.signature(build).parameters.values())[1:]
     options = {p.name: p.default for p in params}
-    REGISTRY[name] = DatasetSpec(name, description, build, options, train_size, how)
+    REGISTRY[name] = DatasetSpec(name, description, build, options, train_size, how, loss)
 
 
 def datasets() -> dict[str, str]:
@@ -125,6 +128,7 @@ register_dataset(
     "seq_len=128 bytes cut from whole texts; train/val/test split by text)",
     text.load_fortunes_lm,
     how=text.HOW,
+    loss="token_cross_entropy",
 )
 register_dataset(
     "fortunes_topic",

@@ -46,7 +46,7 @@ from ..distributed import (
 )
 from ..errors import InitpruneError
 from ..masks import Mask
-from ..models import create_model, model_options
+from ..models import create_model, get_model, model_options
 from ..pruning import prune
 from ..scores import get_criterion
 from ..train import evaluate, train
@@ -115,7 +115,8 @@ def _build_model(config: RunConfig, num_classes: int, input_shape: tuple[int, ..
     if "image_size" in model_options(config.model) and "image_size" not in options:
         options["image_size"] = input_shape[-1]
     torch.manual_seed(config.seed)
-    return create_model(config.model, num_classes=num_classes, in_channels=input_shape[0], **options)
+    channels = 1 if get_model(config.model).inputs == "tokens" else input_shape[0]
+    return create_model(config.model, num_classes=num_classes, in_channels=channels, **options)
 
 
 def _restore_pruning(out: Path, model: torch.nn.Module, identity: FolderIdentity) -> tuple[Mask, dict] | None:
@@ -202,6 +203,7 @@ def _prune(
         round_schedule=config.round_schedule,
         include_attention=config.include_attention,
         scorer=scorer,
+        loss=config.loss,
         **config.criterion_options,
     )
     if model_device(model).type == "cuda":
@@ -212,7 +214,7 @@ def _prune(
         "scoring_seconds": cache_info.get("seconds", time.perf_counter() - start),
         "criterion_options": {**crit.options, **config.criterion_options},
         "rounds": config.rounds or crit.default_rounds,
-        "scoring_samples": config.scoring_per_class * splits.num_classes,
+        "scoring_samples": sum(int(x.shape[0]) for x, _ in batches),
         "warmup_batches": warmup_batches,
     }
     if cache_info:
@@ -271,7 +273,7 @@ def _train_dense(
     history = trained["history"]
     if is_main():
         write_metrics(folder / METRICS, history, identity.settings_hash)
-    test = evaluate(model, test_loader, device=device)
+    test = evaluate(model, test_loader, device=device, loss=config.loss)
     _stage(progress, f"dense phase: test accuracy {test['accuracy']:.4f}")
     return {
         "dense_val_accuracy": history[-1].get("val_accuracy") if history else None,
@@ -412,11 +414,12 @@ def _run(
         history_so_far[:] = [r for r in history_so_far if r["epoch"] < epoch["epoch"]] + [epoch]
         if is_main():
             write_metrics(metrics, history_so_far, identity.settings_hash)
-        val = epoch.get("val_accuracy")
+        key = "val_perplexity" if "val_perplexity" in epoch else "val_accuracy"
+        val = epoch.get(key)
         _stage(
             progress,
             f"epoch {epoch['epoch']}: train loss {epoch['train_loss']:.4f}, "
-            f"val accuracy {'n/a' if val is None else f'{val:.4f}'}",
+            f"{key.replace('_', ' ')} {'n/a' if val is None else f'{val:.4f}'}",
         )
 
     start = time.perf_counter()
@@ -439,8 +442,9 @@ def _run(
         write_metrics(metrics, history, identity.settings_hash)
     train_seconds = sum(r.get("seconds") or 0.0 for r in history) or time.perf_counter() - start
 
-    test = evaluate(model, test_loader, device=device)
-    val = evaluate(model, val_loader, device=device) if val_loader is not None else {}
+    test = evaluate(model, test_loader, device=device, loss=config.loss)
+    val = evaluate(model, val_loader, device=device, loss=config.loss) if val_loader is not None else {}
+    tokens = get_model(config.model).inputs == "tokens"
     named = dict(model.named_parameters())
     zeros_hold = all(bool((named[k].detach()[~mask[k].to(device)] == 0).all()) for k in mask)
     result = {
@@ -463,7 +467,10 @@ def _run(
         "test_loss": test["loss"],
         "per_layer_density": mask.per_layer(),
         "collapsed_layers": mask.collapsed(),
-        "disconnected_layers": disconnected_layers(model, mask, tuple(splits.input_shape)),
+        # the path count feeds a real all-ones input: token models get their empty layers only
+        "disconnected_layers": mask.collapsed()
+        if tokens
+        else disconnected_layers(model, mask, tuple(splits.input_shape)),
         "pruned_weights_stayed_zero": zeros_hold,
         "kept_weights": mask.num_kept,
         "prunable_weights": mask.num_total,
@@ -482,12 +489,20 @@ def _run(
         **dense,
         "test_accuracy_selection": "final_epoch",
     }
+    if config.loss != "cross_entropy":
+        # per token: loss in nats, perplexity exp(loss), bits per byte loss / ln 2, next-token accuracy
+        result["loss"] = config.loss
+        result["val_loss"] = val.get("loss")
+        for split, values in (("val", val), ("test", test)):
+            result[f"{split}_perplexity"] = values.get("perplexity")
+            result[f"{split}_bits_per_byte"] = values.get("bits_per_byte")
     if config.shortcut_bn_scales or config.round_schedule != "density":
         result.update(shortcut_bn_scales=config.shortcut_bn_scales, round_schedule=config.round_schedule)
     if config.select_best_on_test:
         result.update(_best_on_test(history, test))
     if is_main():
         atomic_write_text(out / RESULT, json.dumps(result, indent=2) + "\n")
-    _stage(progress, f"result: test accuracy {result['test_accuracy']:.4f}, in {out}")
+    headline = "test_perplexity" if "test_perplexity" in result else "test_accuracy"
+    _stage(progress, f"result: {headline.replace('_', ' ')} {result[headline]:.4f}, in {out}")
     barrier()  # every rank returns once result.json is there
     return result
