@@ -4,10 +4,10 @@
 # Run folders go to topic/main and topic/dense (masks and checkpoints are not committed). Rerunning resumes.
 #
 # Timing (README.md has the command line): one hutch_pruner run of 0.2 epoch (the grid's settings
-# otherwise) took 431 s wall on this 2-core machine at load average ~18 (shared): scoring 222 s (170 texts x 10 probes), training
-# 167 s. A training step (batch 64 x 128 bytes) is 0.14 s of CPU on one thread (1.7 s wall at that load);
-# an epoch is 150 steps (~21 s CPU), so 6 epochs + evaluations are ~135 s per run and the 111 runs ~4 h on
-# an idle core; ~12x longer at that load.
+# otherwise) took 431 s wall on this 2-core machine at load average ~18 (shared): scoring 222 s (170 texts
+# x 10 probes), training 167 s. A training step (batch 64 x 128 bytes) is 0.14 s of CPU on one thread
+# (1.7 s wall at that load); an epoch is 150 steps (~21 s CPU), so 6 epochs + evaluations are ~135 s per
+# run and the 111 runs ~4 h on an idle core; ~12x longer at that load.
 #
 # Usage: docs/results/fortunes/topic.sh [extra sweep flags, e.g. --shard 0/2]
 # LONG=1 adds the longer check: the top criteria (TOP, default below) on seed 0 with 3× the epochs (18) at

@@ -5,7 +5,11 @@
 # (dense.yaml, 6 runs), then `initprune report` into report/. Run folders go to batchnorm/, layernorm/ and
 # dense/ here (masks and checkpoints are not committed). Rerunning resumes where it stopped.
 #
-# TIMING (measured one run of each kind, see README.md for the command lines): TIMING_VIT
+# Timing (README.md has the command line): one ggn_pruner run of 0.1 epoch, BatchNorm variant with a
+# 20-batch warmup (the grid's settings otherwise), took 629 s wall on this 2-core machine at load average
+# ~18 (shared): warmup 102 s, scoring 107 s, training 331 s. A training step (batch 128) is 0.072 s of CPU
+# on one thread (0.87 s wall at that load); an epoch is 430 steps (~31 s CPU), so 2 epochs + evaluations
+# are ~70 s per run and the 294 runs ~5.7 h on an idle core; ~12x longer at that load.
 #
 # Usage: docs/results/fashion_mnist/vit/run.sh [extra sweep flags, e.g. --shard 0/2]
 # LONG=1 adds the longer check: the top criteria (TOP) on seed 0 at 0.98 and 0.99 with 3× the epochs (6),
