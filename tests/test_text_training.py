@@ -136,3 +136,15 @@ def test_topic_classification_run(tmp_path):
     with pytest.warns(UserWarning, match="path check skipped"):
         result = run_experiment(build_config(settings), progress=False)
     assert 0.0 <= result["test_accuracy"] <= 1.0 and "test_perplexity" not in result
+
+
+def test_a_model_for_images_is_refused_on_text_before_anything_runs(tmp_path):
+    from initprune.errors import InitpruneError
+    from initprune.experiments.run import validate_config
+
+    with pytest.raises(
+        InitpruneError, match="model 'vgg11' takes images but dataset 'fortunes_lm' holds tokens"
+    ):
+        validate_config(build_config({"dataset": "fortunes_lm", "out": str(tmp_path / "x")}))
+    with pytest.raises(InitpruneError, match=r"models for images: .*vit_tiny"):
+        validate_config(build_config({"model": "transformer_lm", "out": str(tmp_path / "y")}))

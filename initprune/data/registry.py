@@ -23,6 +23,7 @@ class DatasetSpec:
     train_size: int | Callable[[dict[str, Any]], int] | None = None
     how: str = ""  # how to get the files
     loss: str = "cross_entropy"  # the loss its targets take: cross_entropy or token_cross_entropy
+    inputs: str = "images"  # what its samples are: images (C, H, W) or tokens (L,) integer ids
 
 
 REGISTRY: dict[str, DatasetSpec] = {}
@@ -35,16 +36,18 @@ def register_dataset(
     train_size: int | Callable[[dict[str, Any]], int] | None = None,
     how: str = "",
     loss: str = "cross_entropy",
+    inputs: str = "images",
 ) -> None:
     """Add a dataset: ``build(data_dir, **options)`` returns a :class:`~initprune.data.base.Source`;
     its keyword parameters after ``data_dir`` (with their defaults) are the dataset's options.
     ``train_size`` (the training set's size, or a function of the options giving it) lets
     :func:`check_dataset_settings` check ``val_size`` without reading the data; ``how`` says how to get
     the files; ``loss`` the loss its targets take (``token_cross_entropy`` for per-token targets), what
-    ``initprune run`` scores and trains with unless told otherwise."""
+    ``initprune run`` scores and trains with unless told otherwise; ``inputs`` what its samples are
+    (``images`` or ``tokens``), which a model must take."""
     params = list(inspect.signature(build).parameters.values())[1:]
     options = {p.name: p.default for p in params}
-    REGISTRY[name] = DatasetSpec(name, description, build, options, train_size, how, loss)
+    REGISTRY[name] = DatasetSpec(name, description, build, options, train_size, how, loss, inputs)
 
 
 def datasets() -> dict[str, str]:
@@ -129,6 +132,7 @@ register_dataset(
     text.load_fortunes_lm,
     how=text.HOW,
     loss="token_cross_entropy",
+    inputs="tokens",
 )
 register_dataset(
     "fortunes_topic",
@@ -136,4 +140,5 @@ register_dataset(
     "texts; split by text, stratified)",
     text.load_fortunes_topic,
     how=text.HOW,
+    inputs="tokens",
 )

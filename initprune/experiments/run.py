@@ -33,6 +33,7 @@ from ..atomic import atomic_torch_save, atomic_write_text, remove_stale_temporar
 from ..checkpoint import checkpoint_settings_hash
 from ..collapse import disconnected_layers
 from ..data import check_dataset_settings, load_dataset, scoring_batches
+from ..data.registry import REGISTRY as DATASETS
 from ..distributed import (
     barrier,
     broadcast_state,
@@ -46,7 +47,7 @@ from ..distributed import (
 )
 from ..errors import InitpruneError
 from ..masks import Mask
-from ..models import create_model, get_model, model_options
+from ..models import create_model, get_model, model_options, models
 from ..pruning import prune
 from ..scores import get_criterion
 from ..train import evaluate, train
@@ -107,6 +108,13 @@ def validate_config(config: RunConfig) -> None:
             f"{', '.join(options) or 'none'}"
         )
     check_dataset_settings(config.dataset, config.data_dir, config.val_size, **dict(config.dataset_options))
+    takes, holds = get_model(config.model).inputs, DATASETS[config.dataset].inputs
+    if takes != holds:
+        fits = ", ".join(name for name in models() if get_model(name).inputs == holds)
+        raise InitpruneError(
+            f"model {config.model!r} takes {takes} but dataset {config.dataset!r} holds {holds}; models for "
+            f"{holds}: {fits}"
+        )
     resolve_device(config.device)
 
 
