@@ -86,6 +86,7 @@ def _lm_settings(folder, out, **extra):
         "dataset_options": {"seq_len": 16},
         "val_size": 20,
         "criterion": "fisher_mc_pruner",
+        "scoring_sequences": 8,
         "sparsity": 0.8,
         "epochs": 1,
         "batch_size": 32,
@@ -104,6 +105,7 @@ def test_lm_run_writes_perplexity_to_metrics_and_result(tmp_path):
             build_config(_lm_settings(tmp_path / "data", tmp_path / "run")), progress=False
         )
     assert result["loss"] == "token_cross_entropy"  # the dataset's loss, unasked
+    assert result["scoring_samples"] == 8
     for key in ("val_perplexity", "test_perplexity", "val_bits_per_byte", "test_bits_per_byte", "val_loss"):
         assert math.isfinite(result[key]), key
     assert result["test_perplexity"] == pytest.approx(math.exp(result["test_loss"]))

@@ -160,6 +160,13 @@ class RunConfig:
             "for fortunes_lm, else cross_entropy)"
         ),
     )
+    scoring_sequences: int = field(
+        default=64,
+        metadata=_help(
+            "Scoring samples of a dataset with per-token targets (fortunes_lm), which has no class to draw "
+            "scoring_per_class from: that many training sequences, drawn by the seed"
+        ),
+    )
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(epochs=3, schedule="cosine"),
         metadata=_help("Remaining training settings (flags of their own)"),
@@ -181,7 +188,7 @@ class RunConfig:
             raise unknown_choice("scope", self.scope, SCOPES)
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise unknown_choice("device", self.device, DEVICES)
-        for name in ("val_size", "scoring_per_class", "batch_size"):
+        for name in ("val_size", "scoring_per_class", "batch_size", "scoring_sequences"):
             value = getattr(self, name)
             low = 0 if name == "val_size" else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < low:

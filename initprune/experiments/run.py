@@ -179,7 +179,11 @@ def _prune(
         "train", batch_size=config.batch_size, shuffle=True, augment=False, seed=config.seed
     )
     batches = scoring_batches(
-        splits, per_class=config.scoring_per_class, seed=config.seed, augment=config.scoring_augment
+        splits,
+        per_class=config.scoring_per_class,
+        seed=config.seed,
+        augment=config.scoring_augment,
+        sequences=config.scoring_sequences,
     )
     warmup_batches = 0 if config.prune_after_training else config.warmup_batches
     start = time.perf_counter()
