@@ -369,6 +369,13 @@ def _print_result(result: dict[str, Any]) -> None:
         f"warmup {result['warmup_seconds']:.1f}s, scoring {result['scoring_seconds']:.1f}s, "
         f"training {result['train_seconds']:.1f}s"
     )
+    if result.get("test_perplexity") is not None:
+        val = result.get("val_perplexity")
+        print(
+            f"per token: test perplexity {result['test_perplexity']:.3f}, "
+            f"{result['test_bits_per_byte']:.4f} bits per byte; val perplexity "
+            + ("n/a" if val is None else f"{val:.3f}")
+        )
     print("per-layer density: " + ", ".join(f"{k} {v:.3f}" for k, v in result["per_layer_density"].items()))
     print("layer collapse: " + _collapse_summary(result))
     if result.get("prune_after_training"):

@@ -11,12 +11,13 @@ from torch import Tensor, nn
 
 from .allocation import check_layer_densities
 from .collapse import disconnected_layers
+from .curvature.losses import Loss
 from .errors import InitpruneError, LayerCollapseWarning, check_sparsity, unknown_choice
 from .masks import SCOPES, Mask, make_mask
 from .progress import progress_bar
 from .prunable import prunable_parameters
 from .reference import reference_mask
-from .scores import as_batches, check_batches, get_criterion, score, scoring_mode
+from .scores import as_batches, check_batches, check_loss, get_criterion, score, scoring_mode
 from .warmup import warmup_bn
 
 _ROUND_SEED_STRIDE = 1_000_003  # round t scores with seed + t·stride: fresh probes every round
@@ -58,6 +59,7 @@ def prune(
     progress: bool = False,
     scorer: Callable[..., dict[str, Tensor]] | None = None,
     layer_densities: Mapping[str, float] | None = None,
+    loss: str | Loss | Callable[[Tensor, Tensor], Tensor] | None = "cross_entropy",
     **options: Any,
 ) -> Mask:
     """Warm up BatchNorm, score, mask and prune ``model`` in place; return the final :class:`Mask`.
@@ -97,12 +99,16 @@ def prune(
     criterion ranks the weights inside each layer, and layer l keeps round(d_l · n_l) of them (one-shot
     only; ``scope`` is then unused). The densities must name exactly the prunable layers and make
     ``sparsity``; this is checked before anything runs.
+
+    ``loss``: the per-sample loss the criterion scores (see :func:`initprune.score`: ``cross_entropy``,
+    ``token_cross_entropy`` or a callable).
     """
     sparsity = check_sparsity(sparsity)
     if scope not in SCOPES:
         raise unknown_choice("scope", scope, SCOPES)
     crit = get_criterion(criterion)
     crit.check_options(options)
+    loss = check_loss(crit, loss)
     rounds = crit.default_rounds if rounds is None else rounds
     if not isinstance(rounds, int) or rounds < 1:
         raise InitpruneError(f"rounds must be a positive integer, got {rounds!r}")
@@ -132,7 +138,7 @@ def prune(
     batches = as_batches(data, device) if data is not None else None
     if batches is not None:
         with scoring_mode(model, {}):
-            check_batches(model, batches)
+            check_batches(model, batches, loss)
     if warmup_batches != 0 and warmup_data is None and batches is None:
         raise InitpruneError("BatchNorm warmup needs data: pass data or warmup_data, or warmup_batches=0")
     if input_shape is None and batches is not None and torch.is_tensor(batches[0][0]):
@@ -141,7 +147,7 @@ def prune(
     try:
         return _prune_in_place(
             model, criterion, batches, sparsity, rounds, scope, warmup_batches, warmup_data, seed,
-            input_shape, params, progress, options, scorer, round_schedule, layer_densities,
+            input_shape, params, progress, options, scorer, round_schedule, layer_densities, loss,
         )  # fmt: skip
     except BaseException:
         with torch.no_grad():
@@ -182,6 +188,7 @@ def _prune_in_place(
     scorer: Callable[..., dict[str, Tensor]] | None = None,
     round_schedule: str = "density",
     layer_densities: Mapping[str, float] | None = None,
+    loss: Loss | None = None,
 ) -> Mask:
     """The steps of :func:`prune` that change the model, after every check."""
     if warmup_batches != 0:
@@ -202,6 +209,7 @@ def _prune_in_place(
             input_shape=input_shape,
             prunable=params,
             progress=progress and rounds == 1,
+            loss=loss,
             **options,
         )
         last = t == rounds - 1

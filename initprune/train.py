@@ -38,6 +38,7 @@ from .checkpoint import (
     seed_everything,
     set_rng_state,
 )
+from .curvature.losses import CrossEntropy, Loss, get_loss
 from .distributed import from_main, is_distributed, is_main, world_size
 from .errors import InitpruneError
 from .optim import MaskHolder, epoch_steps, make_optimizer, make_scheduler
@@ -91,8 +92,13 @@ def evaluate(
     device: torch.device | str | None = None,
     topk: Sequence[int] = (1, 5),
     amp: bool | str = "auto",
+    loss: str = "cross_entropy",
 ) -> dict[str, float]:
     """Mean cross-entropy ``loss`` (no label smoothing), top-1 ``accuracy`` and ``top{k}_accuracy``.
+
+    ``loss="token_cross_entropy"``: every counted token (target not −100) is one prediction, so ``loss`` is
+    the mean cross-entropy per token over the split (nats), ``accuracy`` next-token accuracy, ``count``
+    the tokens; also ``perplexity`` = exp(loss) and ``bits_per_byte`` = loss / ln 2 (a token is a byte).
 
     Top-k accuracy is reported for every k > 1 of ``topk`` below the number of classes (for k at or above
     it every sample counts as correct). Top-1 uses ``argmax`` (the first maximum on ties). ``device``
@@ -104,6 +110,7 @@ def evaluate(
         raise InitpruneError(f"topk values must be positive integers, got {tuple(topk)!r}")
     device = _device_of(model) if device is None else torch.device(device)
     use_amp = _use(amp, "amp", device)
+    kind = get_loss(loss)
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -114,7 +121,7 @@ def evaluate(
             x, y = _to_device(batch, device, False)
             with _autocast(use_amp):
                 logits = model(x)
-            logits = logits.float()
+            logits, y = kind.predictions(logits.float(), y)
             classes = logits.shape[-1]
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             hits = [(logits.argmax(-1) == y).sum()]
@@ -136,6 +143,9 @@ def evaluate(
     result = {"loss": loss_total / count, "accuracy": totals[0] / count}
     result.update({f"top{k}_accuracy": totals[i + 1] / count for i, k in enumerate(ks) if k < classes})
     result["count"] = count
+    if kind.name == "token_cross_entropy":
+        result["perplexity"] = math.exp(min(result["loss"], 700.0))
+        result["bits_per_byte"] = result["loss"] / math.log(2)
     return result
 
 
@@ -146,6 +156,15 @@ def _sharded(loader: Any) -> bool:
     """Whether ``loader`` yields this rank's part of every batch (:meth:`EpochLoader.shard`) under a
     process group, so that sums over its samples are to be taken over the ranks."""
     return is_distributed() and getattr(loader, "world_size", 1) > 1
+
+
+def _objective(objective: Loss, logits: Tensor, y: Tensor, label_smoothing: float, reduction: str) -> Tensor:
+    """The training loss of a batch: cross-entropy as ``F.cross_entropy`` computes it, or the mean (sum)
+    over sequences of the per-sequence token loss."""
+    if isinstance(objective, CrossEntropy):
+        return F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing, reduction=reduction)
+    values = objective.per_sample(logits.float(), y, label_smoothing=label_smoothing)
+    return values.sum() if reduction == "sum" else values.mean()
 
 
 def _train_epoch(
@@ -167,7 +186,9 @@ def _train_epoch(
     params = [p for group in optimizer.param_groups for p in group["params"]]
     loss_sum = torch.zeros((), dtype=torch.float32, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
+    predicted = torch.zeros((), dtype=torch.int64, device=device)  # predictions scored: samples or tokens
     count = done = 0
+    objective = get_loss(config.loss)
     lr = optimizer.param_groups[0]["lr"]
     sharded = _sharded(loader)
     for batch in loader:
@@ -178,11 +199,9 @@ def _train_epoch(
             # Σ_local ℓ_i · w / B: DistributedDataParallel averages over the w ranks, which makes the
             # gradient the mean over the B samples of the global batch even when the parts differ in size.
             weight = world_size() / loader.global_batch_size(done)  # type: ignore[attr-defined]
-            loss = F.cross_entropy(
-                logits.float(), y, label_smoothing=config.label_smoothing, reduction="sum"
-            ).mul(weight)
+            loss = _objective(objective, logits, y, config.label_smoothing, "sum").mul(weight)
         else:
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+            loss = _objective(objective, logits, y, config.label_smoothing, "mean")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if holder is not None:
@@ -196,7 +215,9 @@ def _train_epoch(
         scheduler.step()
         n = y.shape[0]
         loss_sum += loss.detach() / weight if sharded else loss.detach() * n
-        correct += (logits.detach().argmax(-1) == y).sum()
+        scored, labels = objective.predictions(logits.detach(), y)
+        correct += (scored.argmax(-1) == labels).sum()
+        predicted += labels.numel()
         count += n
         done += 1
         bar.update(1)
@@ -204,16 +225,18 @@ def _train_epoch(
             bar.set_postfix(loss=f"{float(loss_sum) / count:.4f}", refresh=False)
         if done >= steps:
             break
-    totals = torch.stack([loss_sum.double(), correct.double(), correct.new_tensor(count).double()])
+    totals = torch.stack(
+        [loss_sum.double(), correct.double(), correct.new_tensor(count).double(), predicted.double()]
+    )
     if sharded:
         torch.distributed.all_reduce(totals)
-    loss_total, correct_total, count = totals.tolist()  # the one sync
+    loss_total, correct_total, count, predicted_total = totals.tolist()  # the one sync
     if count == 0:
         raise InitpruneError("the training loader yielded no batch")
     return {
         "steps": done,
         "train_loss": loss_total / count,
-        "train_accuracy": correct_total / count,
+        "train_accuracy": correct_total / max(predicted_total, 1.0),
         "lr": lr,
     }
 
@@ -251,7 +274,9 @@ def train(
     ``warmup_steps``); a record has
     ``epoch`` (1-based), ``step`` (global steps so far), ``train_loss`` (label-smoothed objective),
     ``train_accuracy``, ``val_loss``, ``val_accuracy`` (and ``val_top5_accuracy``; None without
-    ``val_loader``), ``lr`` (the rate of the epoch's last step) and ``seconds``.
+    ``val_loader``), ``lr`` (the rate of the epoch's last step) and ``seconds``; with
+    ``config.loss="token_cross_entropy"`` also ``val_perplexity`` and ``val_bits_per_byte`` (losses and
+    accuracies per token there, see :func:`evaluate`).
 
     Under a process group (``torchrun``) the model is wrapped in DistributedDataParallel: give each rank
     its shard of the loaders (:meth:`~initprune.data.loader.EpochLoader.shard`) and the steps, losses and
@@ -335,12 +360,19 @@ def train(
             )
         step += metrics.pop("steps")
         record: dict[str, Any] = {"epoch": epoch + 1, "step": step, **metrics}
-        val = evaluate(model, val_loader, device=device, amp=use_amp) if val_loader is not None else {}
+        val = (
+            evaluate(model, val_loader, device=device, amp=use_amp, loss=config.loss)
+            if val_loader is not None
+            else {}
+        )
         record["val_loss"] = val.get("loss")
         record["val_accuracy"] = val.get("accuracy")
         record["val_top5_accuracy"] = val.get("top5_accuracy")
+        if config.loss == "token_cross_entropy":
+            record["val_perplexity"] = val.get("perplexity")
+            record["val_bits_per_byte"] = val.get("bits_per_byte")
         if test_loader is not None:
-            test = evaluate(model, test_loader, device=device, amp=use_amp)
+            test = evaluate(model, test_loader, device=device, amp=use_amp, loss=config.loss)
             record.update({f"test_{k}": test.get(k) for k in ("loss", "accuracy", "top5_accuracy")})
         record["seconds"] = time.perf_counter() - start
         history.append(record)

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .curvature.losses import LOSSES
 from .errors import InitpruneError, unknown_choice
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "TrainConfig"]
@@ -122,6 +123,13 @@ class TrainConfig:
         metadata={"help": "Optimizer steps of linear learning-rate warmup, instead of warmup_epochs"},
     )
     label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing of the training loss"})
+    loss: str = field(
+        default="cross_entropy",
+        metadata={
+            "help": "Loss: cross_entropy (class targets) or token_cross_entropy (per-token targets (B, L), "
+            "-100 not counted; a sequence's loss is the mean over its tokens)"
+        },
+    )
     amp: bool | str = field(
         default="auto",
         metadata={"help": "bfloat16 autocast: auto (on for CUDA), true or false; never on CPU"},
@@ -186,6 +194,8 @@ class TrainConfig:
                 f"{self.warmup_epochs:g}, warmup_steps={self.warmup_steps}"
             )
         self.label_smoothing = _number("label_smoothing", self.label_smoothing, low=0, high=1)
+        if self.loss not in LOSSES:
+            raise unknown_choice("loss", self.loss, LOSSES)
         self.amp = _auto_flag("amp", self.amp)
         self.channels_last = _auto_flag("channels_last", self.channels_last)
         if self.grad_clip is not None:

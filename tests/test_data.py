@@ -151,6 +151,8 @@ def test_registry_lists_every_dataset():
         "cifar100",
         "tinyimagenet",
         "imagenet",
+        "fortunes_lm",
+        "fortunes_topic",
         "synthetic",
     }
     assert all(isinstance(d, str) and d for d in names.values())

@@ -36,7 +36,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..distributed import global_samples, sample_start
+from ..errors import InitpruneError
 from .hvp import probe_seed, sample_seed
+from .losses import CrossEntropy, Loss
 from .per_sample import OutputVectors, per_sample_square_sums
 from .samples import Batch, TensorDict
 
@@ -56,18 +58,45 @@ def _check_temperature(temperature: float) -> float:
     return value
 
 
-def ggn_vectors(temperature: float = 1.0) -> OutputVectors:
-    """The C columns of S_i = (diag(√p_i) − p_i √p_iᵀ) / T, a square root of Λ_i: S_i S_iᵀ = Λ_i.
+class _GGNColumns(Sequence[Tensor]):
+    """The K·C columns of a square root of block-diagonal output Hessians, made one at a time when the
+    engine asks for them (a per-token loss has L·C of them: too many to hold at once).
+
+    Column (k, c) is zero outside block k, where it is √w_ik √p_ikc (e_c − p_ik) / T.
+    """
+
+    def __init__(self, probs: Tensor, weights: Tensor, temperature: float, shape: torch.Size) -> None:
+        self.probs, self.root = probs, probs.sqrt() * weights.sqrt().unsqueeze(-1)
+        self.temperature, self.shape = temperature, shape
+        self.eye = torch.eye(probs.shape[-1], dtype=probs.dtype, device=probs.device)
+
+    def __len__(self) -> int:
+        return self.probs.shape[1] * self.probs.shape[2]
+
+    def __getitem__(self, index: int) -> Tensor:  # type: ignore[override]
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        k, c = divmod(index, self.probs.shape[2])
+        column = torch.zeros_like(self.probs)
+        column[:, k] = self.root[:, k, c : c + 1] * (self.eye[c] - self.probs[:, k]) / self.temperature
+        return column.view(self.shape)
+
+
+def ggn_vectors(temperature: float = 1.0, loss: Loss | None = None) -> OutputVectors:
+    """The columns of S_i = (diag(√p_i) − p_i √p_iᵀ) / T, a square root of Λ_i: S_i S_iᵀ = Λ_i.
 
     Column c is √p_ic (e_c − p_i) / T (S Sᵀ = (diag(p) − 2ppᵀ + ppᵀ Σ_c p_c)/T² = Λ since Σ_c p_c = 1).
+    For a ``loss`` that is a weighted sum of softmax cross-entropies over K blocks
+    (:meth:`~initprune.curvature.losses.Loss.softmax_terms`; ``token_cross_entropy``: the L tokens, weight
+    1/n_i for a counted token, 0 otherwise), Λ_i is block-diagonal and its root has K·C columns, column
+    (k, c) being √w_ik √p_ikc (e_c − p_ik) / T in block k.
     """
     temperature = _check_temperature(temperature)
+    kind = CrossEntropy() if loss is None else loss
 
-    def vectors(logits: Tensor, targets: Tensor) -> list[Tensor]:
-        probs = torch.softmax(logits / temperature, dim=-1)
-        eye = torch.eye(probs.shape[-1], dtype=probs.dtype, device=probs.device)
-        root = probs.sqrt()
-        return [root[:, c : c + 1] * (eye[c] - probs) / temperature for c in range(probs.shape[-1])]
+    def vectors(logits: Tensor, targets: Tensor) -> Sequence[Tensor]:
+        probs, weights = kind.softmax_terms(logits, targets, temperature)
+        return _GGNColumns(probs, weights, temperature, logits.shape)
 
     return vectors
 
@@ -80,6 +109,7 @@ def ggn_diagonal(
     temperature: float = 1.0,
     chunk_size: int | None = None,
     method: str = "auto",
+    loss: Loss | None = None,
 ) -> TensorDict:
     """Exact diagonal of the generalized Gauss-Newton matrix of the mean loss.
 
@@ -94,18 +124,36 @@ def ggn_diagonal(
     diag(∇²L) = diag(G) exactly; the GGN is also the true Fisher of the tempered model at every T. Mean
     reduction (sum reduction: N times larger); diag(G) ∝ 1/T² up to the change of p with T. ``method``
     and ``chunk_size``: see :func:`initprune.per_sample.per_sample_square_sums`.
+
+    ``loss="token_cross_entropy"`` (ℓ_i the mean of the n_i counted token losses of sequence i):
+    Λ_i = blockdiag_t (diag(p_it) − p_it p_itᵀ) / (n_i T²), so the root has L·C columns and the exact
+    diagonal costs L·C backward passes per chunk (C + 1 gradients per token: 257 for bytes), which is why
+    ``fisher_mc_*`` is its scalable stand-in. A callable loss has no closed-form Λ_i: an error.
     """
     n = global_samples(batches)
     _, squares = per_sample_square_sums(
-        model, params, batches, ggn_vectors(temperature), chunk_size=chunk_size, method=method, sums=False
-    )
+        model, params, batches, ggn_vectors(temperature, _hessian_loss(loss)), chunk_size=chunk_size,
+        method=method, sums=False,
+    )  # fmt: skip
     return {name: s / n for name, s in squares.items()}
+
+
+def _hessian_loss(loss: Loss | None) -> Loss:
+    kind = CrossEntropy() if loss is None else loss
+    if not kind.has_output_hessian:
+        raise InitpruneError(
+            f"loss {kind.name!r} has no closed-form output Hessian: the exact GGN and Monte-Carlo Fisher "
+            "criteria need cross_entropy or token_cross_entropy (the gradient-only criteria, fisher_* and "
+            "hutch_*, take any per-sample loss)"
+        )
+    return kind
 
 
 def sample_model_labels(
     probs: Tensor, samples: int, seed: int | torch.Generator, *, start: int = 0
 ) -> Tensor:
-    """ŷ_is ~ Categorical(probs_i), ``samples`` draws per row i: a (B, samples) integer tensor.
+    """ŷ_is ~ Categorical(probs_i), ``samples`` draws per row i: a (B, samples) integer tensor; for probs
+    (B, K, C) (one distribution per token) a (B, samples, K) tensor, K·samples draws per row.
 
     Inverse-CDF sampling from uniforms; row i (global sample index ``start + i``) draws them from a
     generator seeded by a mix of the base ``seed`` and that index, so the labels of a sample depend
@@ -116,19 +164,27 @@ def sample_model_labels(
         seed = probe_seed(seed)
     gen = torch.Generator(device=probs.device)
     draws = []
+    blocks = probs.shape[1:-1]
+    count = samples * blocks.numel()
     for i in range(start, start + probs.shape[0]):
         gen.manual_seed(sample_seed(seed, i))
-        draws.append(torch.rand(samples, generator=gen, device=probs.device, dtype=torch.float64))
+        draws.append(torch.rand(count, generator=gen, device=probs.device, dtype=torch.float64))
     uniforms = (
-        torch.stack(draws).to(probs.device) if draws else probs.new_zeros((0, samples), dtype=torch.float64)
-    )
+        torch.stack(draws).to(probs.device) if draws else probs.new_zeros((0, count), dtype=torch.float64)
+    ).view(probs.shape[0], samples, *blocks)
     cdf = probs.detach().double().cumsum(-1)
     labels = (uniforms.unsqueeze(-1) >= cdf.unsqueeze(1)).sum(-1)
     return labels.clamp_(max=probs.shape[-1] - 1)
 
 
-def mc_fisher_vectors(temperature: float, samples: int, generator: torch.Generator) -> OutputVectors:
+def mc_fisher_vectors(
+    temperature: float, samples: int, generator: torch.Generator, loss: Loss | None = None
+) -> OutputVectors:
     """m = ``samples`` columns (p_i − onehot(ŷ_is)) / (T √m), ŷ_is ~ Categorical(p_i), p_i = softmax(z_i/T).
+
+    For a weighted sum of K softmax cross-entropies (``token_cross_entropy``: w_ik = 1/n_i on counted
+    tokens) one label is drawn per block and column s is √w_ik (p_ik − onehot(ŷ_iks)) / (T √m) in every
+    block k; the draws of different blocks are independent, so E[v vᵀ] = Λ_i (block-diagonal).
 
     The labels are sampled when the engine calls it, outside of any vmap, by global sample index under a
     base seed drawn once from ``generator``: the engine calls it once per chunk, in sample order, and the
@@ -140,13 +196,17 @@ def mc_fisher_vectors(temperature: float, samples: int, generator: torch.Generat
         raise ValueError(f"samples must be a positive integer, got {samples!r}")
     scale = temperature * math.sqrt(samples)
     seed, seen = probe_seed(generator), [sample_start()]
+    kind = CrossEntropy() if loss is None else loss
 
     def vectors(logits: Tensor, targets: Tensor) -> list[Tensor]:
-        probs = torch.softmax(logits / temperature, dim=-1)
-        labels = sample_model_labels(probs, int(samples), seed, start=seen[0])
+        probs, weights = kind.softmax_terms(logits, targets, temperature)  # (B, K, C), (B, K)
+        labels = sample_model_labels(probs, int(samples), seed, start=seen[0])  # (B, m, K)
         seen[0] += probs.shape[0]
+        root = weights.sqrt().unsqueeze(-1)
         return [
-            (probs - F.one_hot(labels[:, s], probs.shape[-1]).to(probs.dtype)) / scale
+            (root * (probs - F.one_hot(labels[:, s], probs.shape[-1]).to(probs.dtype)) / scale).view(
+                logits.shape
+            )
             for s in range(int(samples))
         ]
 
@@ -170,6 +230,7 @@ def mc_fisher_diagonal(
     generator: torch.Generator,
     chunk_size: int | None = None,
     method: str = "auto",
+    loss: Loss | None = None,
 ) -> TensorDict:
     """Monte-Carlo estimate of the true Fisher diagonal with labels sampled from the model.
 
@@ -182,9 +243,13 @@ def mc_fisher_diagonal(
     it costs m backward passes (m = 1: the cost of the empirical Fisher). Mean reduction (sum reduction:
     N times larger); ∝ 1/T² up to the change of p with T. The same ``generator`` state gives the same
     labels, independently of how the samples are split into batches or chunks.
+
+    ``loss="token_cross_entropy"``: one label per token and draw (:func:`mc_fisher_vectors`), still m
+    backward passes whatever the sequence length; unbiased for the token loss's GGN diagonal. A callable
+    loss: an error.
     """
     n = global_samples(batches)
-    vectors = mc_fisher_vectors(temperature, samples, generator)
+    vectors = mc_fisher_vectors(temperature, samples, generator, _hessian_loss(loss))
     _, squares = per_sample_square_sums(
         model, params, batches, vectors, chunk_size=chunk_size, method=method, sums=False
     )

@@ -2,7 +2,8 @@
 
 Every function takes a model, a dict ``params`` (name → parameter, the weights to differentiate), and
 ``batches``: a sequence of ``(inputs, targets)`` pairs on the model's device. The loss is the cross-entropy
-of ``logits / temperature`` with **mean reduction over all N samples of all batches**,
+of ``logits / temperature`` (or the ``loss`` given, :mod:`~initprune.curvature.losses`) with **mean
+reduction over all N samples of all batches**,
 ``L = (1/N) Σ_i ℓ_i``; batches of any sizes give the same result. Per-sample quantities assume the
 samples do not interact (BatchNorm in eval mode), which the scoring entry point guarantees.
 
@@ -19,6 +20,7 @@ from torch.func import grad, jvp, vjp, vmap
 
 from ..distributed import all_reduce_sums, global_samples, sample_start
 from ..progress import progress_bar
+from .losses import Loss
 from .memory import FALLBACK_BUDGET_BYTES, chunk_samples, memory_budget, saved_activation_bytes
 from .per_sample import warn_vmap_fallback
 from .probes import probe_seed, rademacher_probes, row_length
@@ -40,15 +42,23 @@ from .samples import (
 
 
 def batch_gradient(
-    model: nn.Module, params: Mapping[str, Tensor], batches: Sequence[Batch], *, temperature: float = 1.0
+    model: nn.Module,
+    params: Mapping[str, Tensor],
+    batches: Sequence[Batch],
+    *,
+    temperature: float = 1.0,
+    loss: Loss | None = None,
 ) -> TensorDict:
-    """g = ∇L, the gradient of the mean loss over all N samples. Mean reduction: g = (1/N) Σ_i ∇ℓ_i."""
+    """g = ∇L, the gradient of the mean loss over all N samples. Mean reduction: g = (1/N) Σ_i ∇ℓ_i.
+
+    ``loss``: the per-sample loss (:mod:`~initprune.curvature.losses`; None: cross-entropy), here and in
+    every estimator of this module."""
     n = global_samples(batches)
     names = list(params)
     total = {name: torch.zeros_like(p) for name, p in params.items()}
     for x, y in batches:
-        loss = scaled_loss(run_model(model, x), y, temperature) / n
-        grads = torch.autograd.grad(loss, [params[k] for k in names], allow_unused=True)
+        value = scaled_loss(run_model(model, x), y, temperature, loss=loss) / n
+        grads = torch.autograd.grad(value, [params[k] for k in names], allow_unused=True)
         for name, g in zip(names, grads, strict=True):
             if g is not None:
                 total[name] += g
@@ -63,6 +73,7 @@ def hessian_vector_product(
     vector: Mapping[str, Tensor],
     *,
     temperature: float = 1.0,
+    loss: Loss | None = None,
 ) -> TensorDict:
     """H v with H = ∇²L the Hessian of the mean loss w.r.t. ``params`` (Pearlmutter's double backward).
 
@@ -72,8 +83,8 @@ def hessian_vector_product(
     names = list(params)
     total = {name: torch.zeros_like(p) for name, p in params.items()}
     for x, y in batches:
-        loss = scaled_loss(run_model(model, x), y, temperature) / n
-        grads = torch.autograd.grad(loss, [params[k] for k in names], create_graph=True, allow_unused=True)
+        value = scaled_loss(run_model(model, x), y, temperature, loss=loss) / n
+        grads = torch.autograd.grad(value, [params[k] for k in names], create_graph=True, allow_unused=True)
         dot = sum(
             (g * vector[k]).sum()
             for k, g in zip(names, grads, strict=True)
@@ -151,6 +162,7 @@ def hutchinson_diagonal(
     progress: bool = False,
     method: str = "vjp",
     route: str = "auto",
+    loss: Loss | None = None,
 ) -> TensorDict:
     """Hutchinson estimate of diag(H), with independent probes per sample.
 
@@ -199,7 +211,7 @@ def hutchinson_diagonal(
     if missing:
         raise ValueError(f"probe_params must include every parameter to score; missing {sorted(missing)}")
     probed, fixed = functional_parts(model, probe_params)
-    loss = per_sample_loss_fn(model, fixed, temperature)
+    loss_fn = per_sample_loss_fn(model, fixed, temperature, loss)
     wanted = list(params)
 
     if method not in HVP_METHODS:
@@ -220,9 +232,9 @@ def hutchinson_diagonal(
 
     def run(route: str) -> TensorDict:
         if route == "loop":
-            chunk_sums = _loop_chunk_sums(model, probed, fixed, wanted, temperature)
+            chunk_sums = _loop_chunk_sums(model, probed, fixed, wanted, temperature, loss)
         else:
-            chunk_sums = _vmap_chunk_sums(loss, probed, wanted, method)
+            chunk_sums = _vmap_chunk_sums(loss_fn, probed, wanted, method)
         total = {name: torch.zeros_like(probed[name]) for name in wanted}
         start = sample_start()
         largest = max((input_count(x) for x, _ in chunks), default=0)
@@ -278,7 +290,12 @@ def _vmap_chunk_sums(loss: Callable, probed: TensorDict, wanted: list[str], meth
 
 
 def _loop_chunk_sums(
-    model: nn.Module, probed: TensorDict, fixed: TensorDict, wanted: list[str], temperature: float
+    model: nn.Module,
+    probed: TensorDict,
+    fixed: TensorDict,
+    wanted: list[str],
+    temperature: float,
+    loss_kind: Loss | None = None,
 ) -> ChunkSums:
     """The samples of a chunk one at a time: per sample one gradient graph at batch size 1 (Pearlmutter's
     double backward), reused by its k probes. Exact for every module autograd differentiates twice, with
@@ -291,7 +308,7 @@ def _loop_chunk_sums(
             leaves = {name: p.detach().requires_grad_(True) for name, p in probed.items()}
             with torch.enable_grad():
                 logits = call_model(model, {**fixed, **leaves}, slice_inputs(x, i, i + 1))
-                loss = scaled_loss(logits, y[i : i + 1], temperature)
+                loss = scaled_loss(logits, y[i : i + 1], temperature, loss=loss_kind)
                 grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True, allow_unused=True)
                 used = [
                     (k, g) for k, g in zip(names, grads, strict=True) if g is not None and g.requires_grad

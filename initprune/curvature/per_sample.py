@@ -25,6 +25,7 @@ from torch.func import vjp, vmap
 
 from ..distributed import all_reduce_sums, global_samples
 from ..prunable import transposed_linear_types
+from .losses import CrossEntropy, Loss
 from .memory import chunk_samples, memory_budget, saved_activation_bytes
 from .samples import (
     Batch,
@@ -50,12 +51,19 @@ counted by sample index) carries a ``rewind()`` the engine calls before it start
 METHODS = ("auto", "hooks", "vmap", "loop")
 
 
-def loss_gradient_vectors(temperature: float = 1.0) -> OutputVectors:
-    """The one vector v_i = ∂ℓ_i/∂z_i = (softmax(z_i/T) − onehot(y_i)) / T of ℓ_i = CE(z_i/T, y_i)."""
+def loss_gradient_vectors(temperature: float = 1.0, loss: Loss | None = None) -> OutputVectors:
+    """The one vector v_i = ∂ℓ_i/∂z_i per sample: (softmax(z_i/T) − onehot(y_i)) / T for ℓ_i = CE(z_i/T, y_i);
+    for any other ``loss`` the gradient of Σ_i ℓ_i in the outputs by autograd (each ℓ_i depends on its own
+    outputs only, so row i of that gradient is ∂ℓ_i/∂z_i)."""
 
     def vectors(logits: Tensor, targets: Tensor) -> list[Tensor]:
-        probs = torch.softmax(logits / temperature, dim=-1)
-        return [(probs - F.one_hot(targets, probs.shape[-1]).to(probs.dtype)) / temperature]
+        if loss is None or isinstance(loss, CrossEntropy):
+            probs = torch.softmax(logits / temperature, dim=-1)
+            return [(probs - F.one_hot(targets, probs.shape[-1]).to(probs.dtype)) / temperature]
+        with torch.enable_grad():
+            z = logits.detach().requires_grad_(True)
+            (v,) = torch.autograd.grad(loss.total(z, targets, temperature), z)
+        return [v]
 
     vectors.columns = 1  # type: ignore[attr-defined]
     return vectors
@@ -331,7 +339,7 @@ def _square_sums_vmap(
     s2 = {name: torch.zeros_like(p) for name, p in probed.items()}
     for x, y in iter_chunks(batches, chunk_size):
         with torch.no_grad():
-            columns = torch.stack(vectors(run_model(model, x), y), dim=1)  # (B, m, C)
+            columns = torch.stack(list(vectors(run_model(model, x), y)), dim=1)  # (B, m, *logits)
         with warnings.catch_warnings():
             # Exact either way; attention kernels without a batching rule run sample by sample.
             warnings.filterwarnings("ignore", message="There is a performance drop", category=UserWarning)
@@ -510,18 +518,20 @@ def per_sample_gradient_moments(
     chunk_size: int | None = None,
     method: str = "auto",
     gradient: bool = True,
+    loss: Loss | None = None,
 ) -> tuple[TensorDict, TensorDict]:
     """Mean gradient and empirical Fisher diagonal from true per-sample gradients.
 
     Returns ``(g, F)`` with g = (1/N) Σ_i g_i and F = (1/N) Σ_i g_i ⊙ g_i, g_i = ∇ℓ_i the gradient of
-    sample i's own loss ℓ_i = CE(z_i/T, y_i) — not the square of a batch gradient. Both use mean
+    sample i's own loss ℓ_i = CE(z_i/T, y_i) (or ``loss``: a sequence's mean token loss for
+    ``token_cross_entropy``, one sample = one sequence) — not the square of a batch gradient. Both use mean
     reduction over the N samples; with sum reduction F would be N times larger. The empirical Fisher is
     the curvature of the paper's FD, FP and FTS criteria (arXiv 2502.11450). Computed in batched passes
     by :func:`per_sample_square_sums` (``method``, ``chunk_size``: see there).
     ``gradient=False`` skips g (returned empty).
     """
     n = global_samples(batches)
-    vectors = loss_gradient_vectors(temperature)
+    vectors = loss_gradient_vectors(temperature, loss)
     s1, s2 = per_sample_square_sums(
         model, params, batches, vectors, chunk_size=chunk_size, method=method, sums=gradient
     )

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .losses import Loss
+
 Inputs = Tensor | tuple[Tensor, ...] | Mapping[str, Tensor]
 """A model's inputs for a batch of samples: a tensor, a tuple of tensors or a dict of tensors."""
 Batch = tuple[Inputs, Tensor]
@@ -131,9 +133,15 @@ def iter_chunks(batches: Sequence[Batch], chunk_size: int | None) -> Iterator[Ba
             yield slice_inputs(x, start, start + chunk_size), y[start : start + chunk_size]
 
 
-def scaled_loss(logits: Tensor, targets: Tensor, temperature: float, reduction: str = "sum") -> Tensor:
-    """Cross-entropy of ``logits / temperature``."""
-    return F.cross_entropy(logits / temperature, targets, reduction=reduction)
+def scaled_loss(
+    logits: Tensor, targets: Tensor, temperature: float, reduction: str = "sum", loss: Loss | None = None
+) -> Tensor:
+    """The loss of ``logits / temperature``: cross-entropy, or ``loss`` (:mod:`.losses`) summed over the
+    samples (``reduction="sum"``) or averaged (``"mean"``)."""
+    if loss is None:
+        return F.cross_entropy(logits / temperature, targets, reduction=reduction)
+    total = loss.total(logits, targets, temperature)
+    return total if reduction == "sum" else total / targets.shape[0]
 
 
 def functional_parts(model: nn.Module, params: Mapping[str, Tensor]) -> tuple[TensorDict, TensorDict]:
@@ -144,11 +152,14 @@ def functional_parts(model: nn.Module, params: Mapping[str, Tensor]) -> tuple[Te
     return probed, fixed
 
 
-def per_sample_loss_fn(model: nn.Module, fixed: TensorDict, temperature: float) -> Callable:
-    """``loss(p, x, y)``: ℓ = CE(f(x; p, fixed)/T, y) for ONE sample ``x`` (no batch dim), for torch.func."""
+def per_sample_loss_fn(
+    model: nn.Module, fixed: TensorDict, temperature: float, loss: Loss | None = None
+) -> Callable:
+    """``fn(p, x, y)``: ℓ = CE(f(x; p, fixed)/T, y) (or ``loss``) for ONE sample ``x`` (no batch dim), for
+    torch.func."""
 
-    def loss(p: TensorDict, x: Inputs, y: Tensor) -> Tensor:
+    def fn(p: TensorDict, x: Inputs, y: Tensor) -> Tensor:
         logits = call_model(model, {**fixed, **p}, batch_of_one(x))
-        return scaled_loss(logits, y.unsqueeze(0), temperature)
+        return scaled_loss(logits, y.unsqueeze(0), temperature, loss=loss)
 
-    return loss
+    return fn

@@ -18,7 +18,8 @@ class Source:
     """A dataset as read from disk, before the validation hold-out and the move to the device.
 
     ``train`` and ``test`` are :class:`~initprune.data.loader.TensorData` on the CPU or
-    :class:`~initprune.data.folders.ImageFiles`.
+    :class:`~initprune.data.folders.ImageFiles`. Token data (text) has ``input_shape`` (length,) and empty
+    ``mean``/``std`` (no normalization); a ``train`` with ``groups`` is held out by whole groups.
     """
 
     train: Any
@@ -30,6 +31,7 @@ class Source:
     augmentation: str
     classes: list[str] = field(default_factory=list)
     root: Path | None = None
+    stratify: bool = False  # hold the validation split out per class (in proportion to each class)
 
 
 def cache_dir(name: str) -> Path:

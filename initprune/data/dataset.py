@@ -18,21 +18,23 @@ from .images import FolderLoader, decode_all, default_workers
 from .loader import BatchTransform, TensorData, TensorLoader, check_augmentation, epoch_seed
 from .redraw import RedrawnBatches
 from .registry import COMMON_OPTIONS, REGISTRY, DatasetSpec
-from .splits import holdout_indices, per_class_indices
+from .splits import count, holdout_indices, per_class_indices
 
 
 @dataclass
 class DatasetSplits:
     """A dataset split into ``train`` / ``val`` / ``test`` (``val`` is None when ``val_size=0``).
 
-    Splits are :class:`TensorData` on ``device`` (raw uint8 pixels or float values) or :class:`ImageFiles`.
+    Splits are :class:`TensorData` on ``device`` (raw uint8 pixels, float values, or int64 token ids with
+    ``input_shape`` (length,): text, passed to the model as they are) or :class:`ImageFiles`.
+    ``num_classes`` is the number of classes, or the vocabulary for per-token targets.
     ``train_targets`` is a CPU LongTensor of the training labels, for samplers. ``augmentation`` is the
     on-device training augmentation (``none``, ``flip``, ``crop``, ``crop_flip``).
     """
 
     name: str
     num_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     train: Any
@@ -124,7 +126,9 @@ def load_dataset(
     if int(opts["crop_padding"]) < 0:
         raise InitpruneError(f"crop_padding must be >= 0, got {opts['crop_padding']!r}")
     device = torch.device(device)
-    train_idx, val_idx = holdout_indices(len(source.train), val_size, seed)
+    groups = getattr(source.train, "groups", None)
+    strata = source.train.targets if source.stratify else None
+    train_idx, val_idx = holdout_indices(len(source.train), val_size, seed, groups, strata)
     if isinstance(source.train, TensorData):
         train, val = source.train.subset(train_idx), source.train.subset(val_idx)
         train, val, test = train.to(device), val.to(device) if val_size else None, source.test.to(device)
@@ -184,6 +188,10 @@ def check_dataset_settings(
         )
 
 
+SCORING_SEQUENCES = 64
+"""Scoring samples of a language-modelling dataset (one target per token: no class to draw per)."""
+
+
 def scoring_batches(
     splits: DatasetSplits,
     per_class: int = 10,
@@ -191,6 +199,7 @@ def scoring_batches(
     batch_size: int | None = None,
     augment: bool = False,
     redraw: bool = False,
+    sequences: int = SCORING_SEQUENCES,
 ) -> list[tuple[Tensor, Tensor]]:
     """``per_class × num_classes`` training samples (never val or test), ``per_class`` of each class, drawn
     by ``seed`` and shuffled, as a list of ``(inputs, targets)`` batches on the device (a single batch when
@@ -198,8 +207,21 @@ def scoring_batches(
 
     ``redraw`` (the paper's reference code, not reproducible): the training augmentation is drawn afresh,
     by an unseeded generator, every time the batches are iterated (:class:`~.redraw.RedrawnBatches`);
-    the samples are still chosen by ``seed``. It needs a dataset held as tensors."""
-    chosen = per_class_indices(splits.train_targets, per_class, splits.num_classes, seed)
+    the samples are still chosen by ``seed``. It needs a dataset held as tensors.
+
+    A dataset with per-token targets (``fortunes_lm``) has no class per sample: ``sequences`` training
+    sequences (default :data:`SCORING_SEQUENCES`) are drawn by ``seed`` instead."""
+    if splits.train_targets.dim() == 2:
+        n = count(sequences, "sequences", 1)
+        if n > splits.train_targets.shape[0]:
+            raise InitpruneError(
+                f"sequences={n} is more than the {splits.train_targets.shape[0]} training sequences"
+            )
+        chosen = torch.randperm(
+            splits.train_targets.shape[0], generator=torch.Generator().manual_seed(int(seed))
+        )[:n]
+    else:
+        chosen = per_class_indices(splits.train_targets, per_class, splits.num_classes, seed)
     data = splits.train
     if redraw:
         if not isinstance(data, TensorData):

@@ -20,20 +20,37 @@ AUGMENTATIONS = ("none", "flip", "crop", "crop_flip")
 
 
 class TensorData(torch.utils.data.Dataset):
-    """Images and integer targets held as two tensors (like ``TensorDataset``), on one device.
+    """Inputs and integer targets held as two tensors (like ``TensorDataset``), on one device.
 
-    ``images`` is ``(N, C, H, W)``, uint8 (pixel values 0..255) or float (already on the normalization
-    scale of ``mean``/``std``); ``targets`` is a ``(N,)`` LongTensor.
+    Images: ``images`` is ``(N, C, H, W)``, uint8 (pixel values 0..255) or float (already on the
+    normalization scale of ``mean``/``std``), and ``targets`` a ``(N,)`` LongTensor. Tokens (text):
+    ``images`` is ``(N, L)`` int64 token ids, passed to the model as they are (no normalization, no
+    augmentation), and ``targets`` ``(N,)`` classes or ``(N, L)`` next tokens (−100: not counted).
+    ``groups`` (optional, ``(N,)``) names the unit a validation hold-out must keep whole (the block of
+    texts a language-modelling window was cut from).
     """
 
-    def __init__(self, images: Tensor, targets: Tensor) -> None:
-        if images.dim() != 4 or targets.dim() != 1 or images.shape[0] != targets.shape[0]:
+    def __init__(self, images: Tensor, targets: Tensor, groups: Tensor | None = None) -> None:
+        tokens = images.dim() == 2 and not images.is_floating_point() and images.dtype != torch.uint8
+        shapes = (1, 2) if tokens else (1,)
+        if (
+            (images.dim() != 4 and not tokens)
+            or targets.dim() not in shapes
+            or images.shape[0] != targets.shape[0]
+            or (groups is not None and tuple(groups.shape) != (images.shape[0],))
+        ):
             raise InitpruneError(
-                f"images must be (N, C, H, W) and targets (N,), got {tuple(images.shape)} and "
-                f"{tuple(targets.shape)}"
+                "inputs must be images (N, C, H, W) with targets (N,), or int64 tokens (N, L) with targets "
+                f"(N,) or (N, L), got {tuple(images.shape)} ({images.dtype}) and {tuple(targets.shape)}"
             )
         self.images = images
         self.targets = targets.long()
+        self.groups = groups
+
+    @property
+    def tokens(self) -> bool:
+        """Whether the inputs are token ids (text) rather than images."""
+        return self.images.dim() == 2
 
     @property
     def tensors(self) -> tuple[Tensor, Tensor]:
@@ -47,12 +64,13 @@ class TensorData(torch.utils.data.Dataset):
 
     def subset(self, indices: Tensor) -> TensorData:
         """The samples at ``indices`` (a copy)."""
+        groups = None if self.groups is None else self.groups.index_select(0, indices.to(self.groups.device))
         indices = indices.to(self.images.device)
-        return TensorData(self.images.index_select(0, indices), self.targets.index_select(0, indices))
+        return TensorData(self.images.index_select(0, indices), self.targets.index_select(0, indices), groups)
 
     def to(self, device: torch.device | str) -> TensorData:
-        """The same data on ``device`` (no copy when already there)."""
-        return TensorData(self.images.to(device), self.targets.to(device))
+        """The same data on ``device`` (no copy when already there; ``groups`` stay on the CPU)."""
+        return TensorData(self.images.to(device), self.targets.to(device), self.groups)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -133,6 +151,8 @@ class BatchTransform:
         return raw.to(self.dtype).mul_(scale).add_(self.shift)
 
     def __call__(self, raw: Tensor, params: Tensor | None = None) -> Tensor:
+        if raw.dim() == 2 and not raw.is_floating_point() and raw.dtype != torch.uint8:
+            return raw  # token ids: no normalization, no augmentation
         if params is not None:
             raw = self.augment(raw, params)
         return self.normalize(raw)
@@ -214,7 +234,7 @@ class TensorLoader(EpochLoader):
         if not isinstance(data, TensorData):
             data = TensorData(*data)
         super().__init__(data, batch_size, seed, drop_last)
-        channels = data.images.shape[1]
+        channels = 1 if data.tokens else data.images.shape[1]
         self.shuffle = bool(shuffle)
         self.transform = BatchTransform(
             mean if mean is not None else [0.0] * channels,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import unknown_choice
-from . import cifar, folders, idx, synthetic
+from . import cifar, folders, idx, synthetic, text
 from .base import Source
 
 COMMON_OPTIONS: dict[str, Any] = {"augmentation": None, "crop_padding": 4, "num_workers": None}
@@ -28,6 +28,8 @@ class DatasetSpec:
     how: str = ""  # how to get the files
     # locate(data_dir) -> [(folder, holds the dataset)], the folders searched in order; None: no files
     locate: Callable[[Any], list[tuple[Path, bool]]] | None = None
+    loss: str = "cross_entropy"  # the loss its targets take: cross_entropy or token_cross_entropy
+    inputs: str = "images"  # what its samples are: images (C, H, W) or tokens (L,) integer ids
 
 
 REGISTRY: dict[str, DatasetSpec] = {}
@@ -40,16 +42,20 @@ def register_dataset(
     train_size: int | Callable[[dict[str, Any]], int] | None = None,
     how: str = "",
     locate: Callable[[Any], list[tuple[Path, bool]]] | None = None,
+    loss: str = "cross_entropy",
+    inputs: str = "images",
 ) -> None:
     """Add a dataset: ``build(data_dir, **options)`` returns a :class:`~initprune.data.base.Source`;
     its keyword parameters after ``data_dir`` (with their defaults) are the dataset's options.
     ``train_size`` (the training set's size, or a function of the options giving it) lets
     :func:`check_dataset_settings` check ``val_size`` without reading the data; ``how`` says how to get
     the files; ``locate(data_dir)`` lists the folders searched, in order, each with whether it holds the
-    dataset (:func:`dataset_locations`)."""
+    dataset (:func:`dataset_locations`); ``loss`` the loss its targets take (``token_cross_entropy`` for
+    per-token targets), what ``initprune run`` scores and trains with unless told otherwise; ``inputs``
+    what its samples are (``images`` or ``tokens``), which a model must take."""
     params = list(inspect.signature(build).parameters.values())[1:]
     options = {p.name: p.default for p in params}
-    REGISTRY[name] = DatasetSpec(name, description, build, options, train_size, how, locate)
+    REGISTRY[name] = DatasetSpec(name, description, build, options, train_size, how, locate, loss, inputs)
 
 
 def datasets() -> dict[str, str]:
@@ -161,4 +167,23 @@ register_dataset(
     "Synthetic: Gaussian inputs labelled by a fixed random linear map (learnable)",
     _synthetic,
     lambda options: options["train_size"],
+)
+register_dataset(
+    "fortunes_lm",
+    "Fortunes LM: byte-level language modelling on Debian's fortunes texts (vocabulary 256, windows of "
+    "seq_len=128 bytes cut from whole texts; train/val/test split by text)",
+    text.load_fortunes_lm,
+    how=text.HOW,
+    locate=text.locate,
+    loss="token_cross_entropy",
+    inputs="tokens",
+)
+register_dataset(
+    "fortunes_topic",
+    "Fortunes topic: a text's topic file from its first seq_len=128 bytes (topics with >= min_texts=300 "
+    "texts; split by text, stratified)",
+    text.load_fortunes_topic,
+    how=text.HOW,
+    locate=text.locate,
+    inputs="tokens",
 )

@@ -23,18 +23,49 @@ def count(value: object, name: str, low: int) -> int:
     return result
 
 
-def holdout_indices(n: int, val_size: int, seed: int) -> tuple[Tensor, Tensor]:
+def holdout_indices(
+    n: int, val_size: int, seed: int, groups: Tensor | None = None, strata: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Split ``range(n)`` into (train, val) index tensors, ``val`` of ``val_size`` drawn by ``seed``.
 
     Both are sorted, so the kept training samples stay in file order; the same ``seed`` always gives the
     same split and different seeds give (almost surely) different ones.
+
+    ``groups`` (n,): whole groups are held out, in a seeded order, until ``val_size`` samples are reached
+    (the last group may take it a little beyond), so no group is in both splits. ``strata`` (n,) class
+    labels: the hold-out is stratified, class c giving round(val_size · n_c / n) samples (largest
+    remainders first, so that they add up to ``val_size``).
     """
     val_size = count(val_size, "val_size", 0)
     if val_size >= n:
         raise InitpruneError(
             f"val_size={val_size} leaves no training data: the training set has only {n} samples"
         )
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    generator = torch.Generator().manual_seed(int(seed))
+    if groups is not None and val_size > 0:
+        ids, inverse, sizes = torch.unique(groups.cpu(), return_inverse=True, return_counts=True)
+        order = torch.randperm(ids.numel(), generator=generator)
+        taken = int((sizes[order].cumsum(0) < val_size).sum()) + 1
+        held = torch.zeros(ids.numel(), dtype=torch.bool)
+        held[order[:taken]] = True
+        if bool(held.all()):
+            raise InitpruneError(f"val_size={val_size} takes every group of the {n} training samples")
+        val = held[inverse]
+        return (~val).nonzero().flatten(), val.nonzero().flatten()
+    if strata is not None and val_size > 0:
+        labels = strata.cpu().long()
+        counts = torch.bincount(labels).double()
+        share = counts * val_size / n
+        quota = share.floor().long()
+        extra = val_size - int(quota.sum())
+        quota[torch.argsort(share - quota, descending=True, stable=True)[:extra]] += 1
+        perm = torch.randperm(n, generator=generator)
+        picked = [perm[labels[perm] == c][: int(q)] for c, q in enumerate(quota.tolist())]
+        val_idx = torch.cat(picked).sort().values
+        keep = torch.ones(n, dtype=torch.bool)
+        keep[val_idx] = False
+        return keep.nonzero().flatten(), val_idx
+    perm = torch.randperm(n, generator=generator)
     return perm[val_size:].sort().values, perm[:val_size].sort().values
 
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from ..curvature.losses import LOSSES
+from ..data.registry import REGISTRY as DATASETS
 from ..errors import InitpruneError, check_sparsity, suggest, unknown_choice
 from ..masks import SCOPES
 from ..pruning import ROUND_SCHEDULES
@@ -201,6 +203,22 @@ class RunConfig:
             "Shuffle the training data every epoch (false, the reference code's CIFAR loader: file order)"
         ),
     )
+    loss: str | None = field(
+        default=None,
+        metadata=_help(
+            "Loss of scoring and training: cross_entropy (class targets) or token_cross_entropy (per-token "
+            "targets; a sequence's loss is the mean over its tokens, and validation and test report "
+            "per-token loss, perplexity and bits per byte); default: the dataset's (token_cross_entropy "
+            "for fortunes_lm, else cross_entropy)"
+        ),
+    )
+    scoring_sequences: int = field(
+        default=64,
+        metadata=_help(
+            "Scoring samples of a dataset with per-token targets (fortunes_lm), which has no class to draw "
+            "scoring_per_class from: that many training sequences, drawn by the seed"
+        ),
+    )
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(epochs=3, schedule="cosine"),
         metadata=_help("Remaining training settings (flags of their own)"),
@@ -222,7 +240,7 @@ class RunConfig:
             raise unknown_choice("scope", self.scope, SCOPES)
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             raise unknown_choice("device", self.device, DEVICES)
-        for name in ("val_size", "scoring_per_class", "batch_size"):
+        for name in ("val_size", "scoring_per_class", "batch_size", "scoring_sequences"):
             value = getattr(self, name)
             low = 0 if name == "val_size" else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -260,11 +278,21 @@ class RunConfig:
         for name in ("model_options", "dataset_options", "criterion_options"):
             if not isinstance(getattr(self, name), Mapping):
                 raise InitpruneError(f"{name} must be a mapping of KEY: VALUE, got {getattr(self, name)!r}")
+        if self.loss is None:
+            spec = DATASETS.get(self.dataset)
+            self.loss = spec.loss if spec is not None else "cross_entropy"
+        if self.loss not in LOSSES:
+            raise unknown_choice("loss", self.loss, LOSSES)
         # The criterion and its options are checked by the registry, before anything is written.
         get_criterion(self.criterion).check_options(self.criterion_options)
         # The run-level training fields are the source of truth for the TrainConfig.
         self.train = dataclasses.replace(
-            self.train, epochs=self.epochs, lr=self.lr, schedule=self.schedule, seed=self.training_seed
+            self.train,
+            epochs=self.epochs,
+            lr=self.lr,
+            schedule=self.schedule,
+            seed=self.training_seed,
+            loss=self.loss,
         )
 
     @property
@@ -394,6 +422,7 @@ def build_config(values: Mapping[str, Any], source: str = "settings") -> RunConf
     # Settings both levels have (epochs, lr, schedule, seed) are read from the run level.
     defaults = {f.name: f.default for f in fields(RunConfig)}
     shared = {k: run_values.get(k, defaults[k]) for k in _SHARED}
+    shared = {k: v for k, v in shared.items() if v is not None}  # None: resolved by the run (loss)
     try:
         return RunConfig(**run_values, train=TrainConfig(**shared, **train_values))
     except TypeError as exc:  # a value of the wrong kind for a field

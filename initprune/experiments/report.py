@@ -254,6 +254,7 @@ def _group_section(group: str, runs: Any, out: Path, at_sparsity: float | None) 
         best = max(means)
         cells = [f"**{t}**" if m == best and t else t for t, m in zip(cells, means, strict=True)]
         lines.append(f"| {s:g} | {1 - s:.3g} | " + " | ".join(cells) + " |")
+    lines += _perplexity_table(dense, pruned, criteria, sparsities)
 
     lines += ["", "Layer collapse: runs with a layer left empty or cut off from input or output / runs.", ""]
     lines += ["| sparsity | " + " | ".join(criteria) + " |", "|---|" + "---|" * len(criteria)]
@@ -584,3 +585,34 @@ def _number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return x if math.isfinite(x) else None
+
+
+def _perplexity_table(dense: Any, pruned: Any, criteria: list[str], sparsities: list[float]) -> list[str]:
+    """Runs with a per-token loss (language models): test perplexity, mean ± std over seeds, the lowest
+    (best) of each row in bold; nothing for runs without one (accuracy is their measure)."""
+    if "test_perplexity" not in pruned or pruned["test_perplexity"].isna().all():
+        return []
+    lines = [
+        "",
+        "Test perplexity (per byte; lower is better), mean ± std over seeds; the best of each row in bold.",
+    ]
+    if len(dense) and "test_perplexity" in dense:
+        text, _ = _mean_std([float(v) for v in dense["test_perplexity"]], scale=1.0, digits=2)
+        lines += ["", f"Dense reference (sparsity 0): {text}."]
+    lines += [
+        "",
+        "| sparsity | remaining | " + " | ".join(criteria) + " |",
+        "|---|---|" + "---|" * len(criteria),
+    ]
+    for s in sparsities:
+        cells, means = [], []
+        for c in criteria:
+            values = pruned[(pruned["sparsity"] == s) & (pruned["criterion"] == c)]["test_perplexity"]
+            values = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+            text, mean = _mean_std(values, scale=1.0, digits=2) if values else ("", math.inf)
+            cells.append(text)
+            means.append(mean)
+        best = min(means)
+        cells = [f"**{t}**" if m == best and t else t for t, m in zip(cells, means, strict=True)]
+        lines.append(f"| {s:g} | {1 - s:.3g} | " + " | ".join(cells) + " |")
+    return lines

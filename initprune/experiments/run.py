@@ -35,6 +35,7 @@ from ..atomic import atomic_torch_save, atomic_write_text, remove_stale_temporar
 from ..checkpoint import checkpoint_settings_hash
 from ..collapse import disconnected_layers
 from ..data import check_dataset_settings, load_dataset, scoring_batches
+from ..data.registry import REGISTRY as DATASETS
 from ..distributed import (
     barrier,
     broadcast_state,
@@ -48,7 +49,7 @@ from ..distributed import (
 )
 from ..errors import InitpruneError
 from ..masks import Mask
-from ..models import create_model, model_options
+from ..models import create_model, get_model, model_options, models
 from ..progress import stage_line
 from ..pruning import prune
 from ..scores import get_criterion
@@ -119,6 +120,13 @@ def validate_config(config: RunConfig) -> None:
         read_layer_densities(config.layer_densities)  # exists, readable, densities in [0, 1]
     if config.scoring_redraw and launched_by_torchrun():
         raise InitpruneError("scoring_redraw runs in one process only (every rank would draw its own views)")
+    takes, holds = get_model(config.model).inputs, DATASETS[config.dataset].inputs
+    if takes != holds:
+        fits = ", ".join(name for name in models() if get_model(name).inputs == holds)
+        raise InitpruneError(
+            f"model {config.model!r} takes {takes} but dataset {config.dataset!r} holds {holds}; models for "
+            f"{holds}: {fits}"
+        )
     resolve_device(config.device)
 
 
@@ -127,7 +135,8 @@ def _build_model(config: RunConfig, num_classes: int, input_shape: tuple[int, ..
     if "image_size" in model_options(config.model) and "image_size" not in options:
         options["image_size"] = input_shape[-1]
     torch.manual_seed(config.seed)
-    return create_model(config.model, num_classes=num_classes, in_channels=input_shape[0], **options)
+    channels = 1 if get_model(config.model).inputs == "tokens" else input_shape[0]
+    return create_model(config.model, num_classes=num_classes, in_channels=channels, **options)
 
 
 def _restore_pruning(out: Path, model: torch.nn.Module, identity: FolderIdentity) -> tuple[Mask, dict] | None:
@@ -191,6 +200,7 @@ def _prune(
         seed=config.seed,
         augment=config.scoring_augment,
         redraw=config.scoring_redraw,
+        sequences=config.scoring_sequences,
     )
     warmup_batches = 0 if config.prune_after_training else config.warmup_batches
     densities = None if config.layer_densities is None else read_layer_densities(config.layer_densities)
@@ -227,6 +237,7 @@ def _prune(
         include_attention=config.include_attention,
         scorer=scorer,
         layer_densities=densities,
+        loss=config.loss,
         **config.criterion_options,
     )
     if model_device(model).type == "cuda":
@@ -237,7 +248,7 @@ def _prune(
         "scoring_seconds": cache_info.get("seconds", time.perf_counter() - start),
         "criterion_options": {**crit.options, **config.criterion_options},
         "rounds": config.rounds or crit.default_rounds,
-        "scoring_samples": config.scoring_per_class * splits.num_classes,
+        "scoring_samples": sum(int(x.shape[0]) for x, _ in batches),
         "warmup_batches": warmup_batches,
     }
     if probe_generator(config.criterion) is not None:
@@ -322,7 +333,7 @@ def _train_dense(
     history = trained["history"]
     if is_main():
         write_metrics(folder / METRICS, history, identity.settings_hash)
-    test = evaluate(model, test_loader, device=device)
+    test = evaluate(model, test_loader, device=device, loss=config.loss)
     _stage(progress, f"dense phase: test accuracy {test['accuracy']:.4f}")
     return {
         "dense_val_accuracy": history[-1].get("val_accuracy") if history else None,
@@ -473,11 +484,12 @@ def _run(
         history_so_far[:] = [r for r in history_so_far if r["epoch"] < epoch["epoch"]] + [epoch]
         if is_main():
             write_metrics(metrics, history_so_far, identity.settings_hash)
-        val = epoch.get("val_accuracy")
+        key = "val_perplexity" if "val_perplexity" in epoch else "val_accuracy"
+        val = epoch.get(key)
         _stage(
             progress,
             f"epoch {epoch['epoch']}: train loss {epoch['train_loss']:.4f}, "
-            f"val accuracy {'n/a' if val is None else f'{val:.4f}'}",
+            f"{key.replace('_', ' ')} {'n/a' if val is None else f'{val:.4f}'}",
         )
 
     start = time.perf_counter()
@@ -503,8 +515,9 @@ def _run(
 
     sets = "test and validation sets" if val_loader is not None else "test set"
     _stage(progress, f"evaluating: the final network on the {sets}")
-    test = evaluate(model, test_loader, device=device)
-    val = evaluate(model, val_loader, device=device) if val_loader is not None else {}
+    test = evaluate(model, test_loader, device=device, loss=config.loss)
+    val = evaluate(model, val_loader, device=device, loss=config.loss) if val_loader is not None else {}
+    tokens = get_model(config.model).inputs == "tokens"
     named = dict(model.named_parameters())
     zeros_hold = all(bool((named[k].detach()[~mask[k].to(device)] == 0).all()) for k in mask)
     result = {
@@ -527,7 +540,10 @@ def _run(
         "test_loss": test["loss"],
         "per_layer_density": mask.per_layer(),
         "collapsed_layers": mask.collapsed(),
-        "disconnected_layers": disconnected_layers(model, mask, tuple(splits.input_shape)),
+        # the path count feeds a real all-ones input: token models get their empty layers only
+        "disconnected_layers": mask.collapsed()
+        if tokens
+        else disconnected_layers(model, mask, tuple(splits.input_shape)),
         "pruned_weights_stayed_zero": zeros_hold,
         "kept_weights": mask.num_kept,
         "prunable_weights": mask.num_total,
@@ -551,6 +567,13 @@ def _run(
         **dense,
         "test_accuracy_selection": "final_epoch",
     }
+    if config.loss != "cross_entropy":
+        # per token: loss in nats, perplexity exp(loss), bits per byte loss / ln 2, next-token accuracy
+        result["loss"] = config.loss
+        result["val_loss"] = val.get("loss")
+        for split, values in (("val", val), ("test", test)):
+            result[f"{split}_perplexity"] = values.get("perplexity")
+            result[f"{split}_bits_per_byte"] = values.get("bits_per_byte")
     if config.shortcut_bn_scales or config.round_schedule != "density":
         result.update(shortcut_bn_scales=config.shortcut_bn_scales, round_schedule=config.round_schedule)
     if config.layer_densities is not None:
@@ -562,6 +585,7 @@ def _run(
         result.update(_best_on_test(history, test))
     if is_main():
         atomic_write_text(out / RESULT, json.dumps(result, indent=2) + "\n")
-    _stage(progress, f"result: test accuracy {result['test_accuracy']:.4f}, in {out}")
+    headline = "test_perplexity" if "test_perplexity" in result else "test_accuracy"
+    _stage(progress, f"result: {headline.replace('_', ' ')} {result[headline]:.4f}, in {out}")
     barrier()  # every rank returns once result.json is there
     return result

@@ -42,6 +42,8 @@ SUMMARY_FIELDS = (
     "sparsity", "val_accuracy", "test_accuracy", "collapsed_layers", "disconnected_layers",
     "scoring_seconds", "scores_cached", "train_seconds",
 )  # fmt: skip
+# Runs with a per-token loss (language models) also report these, in nats per token and per byte.
+TOKEN_FIELDS = ("val_perplexity", "test_perplexity", "test_bits_per_byte")
 ERRORS = "errors.json"
 
 
@@ -246,7 +248,9 @@ def summarize(
         path = Path(config.out or "") / RESULT
         if path.exists():
             result = json.loads(path.read_text())
-            rows.append({**point, **{f: result.get(f) for f in SUMMARY_FIELDS}})
+            row = {**point, **{f: result.get(f) for f in SUMMARY_FIELDS}}
+            row.update({f: result[f] for f in TOKEN_FIELDS if f in result})  # language models
+            rows.append(row)
         elif point_folder(point) in errors:
             failed.append({**point, "error": errors[point_folder(point)]})
     if "seed" not in keys:
@@ -259,8 +263,8 @@ def summarize(
     for members in groups.values():
         entry = {k: members[0][k] for k in others}
         entry["seeds"] = len(members)
-        for f in ("val_accuracy", "test_accuracy"):
-            values = [m[f] for m in members if m[f] is not None]
+        for f in ("val_accuracy", "test_accuracy", *(f for f in TOKEN_FIELDS if f in members[0])):
+            values = [m[f] for m in members if m.get(f) is not None]
             entry[f"{f}_mean"], entry[f"{f}_std"] = mean_std(values) if values else (None, None)
             entry[f"{f}_n"] = len(values)
         entry["collapsed_runs"] = sum(

@@ -7,7 +7,7 @@ the input size (``lenet300`` and the ViTs) take an ``image_size`` option. In eve
 the last Conv/Linear module registered, which initprune keeps dense by default.
 """
 
-from . import lenet, resnet, resnet_cifar, vgg, vit  # noqa: F401  (registers the models)
+from . import lenet, resnet, resnet_cifar, transformer, vgg, vit  # noqa: F401  (registers the models)
 from .registry import ModelEntry, create_model, get_model, model_options, models, register_model
 
 __all__ = ["ModelEntry", "create_model", "get_model", "model_options", "models", "register_model"]

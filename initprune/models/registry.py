@@ -25,6 +25,7 @@ class ModelEntry:
     name: str
     description: str
     fn: Builder
+    inputs: str = "images"  # "images" (B, C, H, W) floats, or "tokens" (B, L) integer ids
 
     @property
     def options(self) -> dict[str, Any]:
@@ -40,8 +41,14 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, description: str) -> Callable[[Builder], Builder]:
-    """Decorator adding a model builder to the registry under ``name``."""
+INPUT_KINDS = ("images", "tokens")
+
+
+def register_model(name: str, description: str, inputs: str = "images") -> Callable[[Builder], Builder]:
+    """Decorator adding a model builder to the registry under ``name``; ``inputs`` is what it takes:
+    ``images`` (B, C, H, W) or ``tokens`` (B, L) integer ids (text models)."""
+    if inputs not in INPUT_KINDS:
+        raise unknown_choice("model input kind", inputs, INPUT_KINDS)
 
     def wrap(fn: Builder) -> Builder:
         if name in _REGISTRY:
@@ -50,7 +57,7 @@ def register_model(name: str, description: str) -> Callable[[Builder], Builder]:
         missing = [p for p in _COMMON if p not in params]
         if missing:
             raise TypeError(f"model builder {name!r} must take keyword options {', '.join(missing)}")
-        _REGISTRY[name] = ModelEntry(name, description, fn)
+        _REGISTRY[name] = ModelEntry(name, description, fn, inputs)
         return fn
 
     return wrap

@@ -4,7 +4,8 @@ Patch size 4 on 32×32 inputs by default (64 patches plus a class token), pre-no
 positional embedding and a Linear head on the class token; ViT-Tiny/Small widths from Touvron et al.
 (DeiT, ICML 2021). Attention is written with explicit ``nn.Linear`` layers (``qkv`` and ``proj``) rather
 than ``nn.MultiheadAttention``, so every weight matrix is prunable by module type, and the head is the last
-Linear registered, so initprune keeps it dense as the classifier. No dropout.
+Linear registered, so initprune keeps it dense as the classifier. No dropout. ``vit_tiny`` takes
+``norm="batchnorm"``: BatchNorm over tokens in place of every LayerNorm (:class:`TokenBatchNorm`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,22 @@ from .common import trunc_normal_
 from .registry import register_model
 
 ATTENTION_IMPLS = ("auto", "fused", "math")
+NORMS = ("layernorm", "batchnorm")
+
+
+class TokenBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over the channels of a token sequence (B, N, D): each of the D features is normalized with
+    statistics pooled over the batch and all N tokens (class token included), running statistics kept as in
+    ``BatchNorm1d`` (Yao et al. 2021, "Leveraging Batch Normalization for Vision Transformers"). In eval
+    mode it is a fixed affine map per feature, so samples do not interact."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+def make_norm(norm: str, dim: int) -> nn.Module:
+    """``layernorm`` (per token, over its D features) or ``batchnorm`` (:class:`TokenBatchNorm`)."""
+    return nn.LayerNorm(dim) if norm == "layernorm" else TokenBatchNorm(dim)
 
 
 class Attention(nn.Module):
@@ -54,12 +71,14 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x)) with a GELU MLP."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, attention: str) -> None:
+    def __init__(
+        self, dim: int, heads: int, mlp_ratio: float, attention: str, norm: str = "layernorm"
+    ) -> None:
         super().__init__()
         hidden = round(dim * mlp_ratio)
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = make_norm(norm, dim)
         self.attn = Attention(dim, heads, attention)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = make_norm(norm, dim)
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
 
@@ -91,14 +110,15 @@ class VisionTransformer(nn.Module):
         heads: int,
         mlp_ratio: float,
         attention: str,
+        norm: str = "layernorm",
     ) -> None:
         super().__init__()
         self.grid = image_size // patch_size
         self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid * self.grid, dim))
-        self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio, attention) for _ in range(depth)])
-        self.norm = nn.LayerNorm(dim)
+        self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio, attention, norm) for _ in range(depth)])
+        self.norm = make_norm(norm, dim)
         self.head = nn.Linear(dim, num_classes)
         self._init_weights()
 
@@ -109,7 +129,7 @@ class VisionTransformer(nn.Module):
             if isinstance(m, (nn.Linear, nn.Conv2d)):
                 trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
+            elif isinstance(m, (nn.LayerNorm, nn.BatchNorm1d)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
@@ -143,6 +163,7 @@ def vit(
     heads: int,
     mlp_ratio: float,
     attention: str,
+    norm: str = "layernorm",
 ) -> VisionTransformer:
     """Check the options and build a :class:`VisionTransformer`."""
     for what, value in (("image_size", image_size), ("patch_size", patch_size), ("dim", dim)):
@@ -157,8 +178,10 @@ def vit(
         raise InitpruneError(f"mlp_ratio must be a positive number, got {mlp_ratio!r}")
     if attention not in ATTENTION_IMPLS:
         raise unknown_choice("attention implementation", attention, ATTENTION_IMPLS)
+    if norm not in NORMS:
+        raise unknown_choice("norm", norm, NORMS)
     return VisionTransformer(
-        num_classes, in_channels, image_size, patch_size, dim, depth, heads, mlp_ratio, attention
+        num_classes, in_channels, image_size, patch_size, dim, depth, heads, mlp_ratio, attention, norm
     )
 
 
@@ -176,13 +199,19 @@ def vit_tiny(
     heads: int = 3,
     mlp_ratio: float = 4.0,
     attention: str = "auto",
+    norm: str = "layernorm",
 ) -> nn.Module:
     """ViT-Tiny (Dosovitskiy et al. 2021; DeiT-Ti widths) with patch size 4 for 32×32 images.
 
     Pass ``image_size=28`` for MNIST-family and ``image_size=64`` for TinyImageNet inputs. ``attention`` is
     ``"auto"``, ``"fused"`` or ``"math"`` (see :class:`Attention`; ``"auto"`` supports every criterion).
+    ``norm="batchnorm"`` puts BatchNorm in place of every LayerNorm (both of each block and the final one;
+    :class:`TokenBatchNorm`: per feature, statistics over batch and tokens), so that a BatchNorm warmup
+    changes what the criteria see; ``"layernorm"`` (default) is the standard ViT, with no statistics.
     """
-    return vit(num_classes, in_channels, image_size, patch_size, dim, depth, heads, mlp_ratio, attention)
+    return vit(
+        num_classes, in_channels, image_size, patch_size, dim, depth, heads, mlp_ratio, attention, norm
+    )
 
 
 @register_model(

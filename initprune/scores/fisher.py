@@ -8,7 +8,13 @@ from .registry import ChunkSize, ScoreDict, ScoringContext, Temperature, registe
 
 def _moments(ctx: ScoringContext, temperature: float, chunk_size: int | None, gradient: bool = False):
     return per_sample_gradient_moments(
-        ctx.model, ctx.params, ctx.batches, temperature=temperature, chunk_size=chunk_size, gradient=gradient
+        ctx.model,
+        ctx.params,
+        ctx.batches,
+        temperature=temperature,
+        chunk_size=chunk_size,
+        gradient=gradient,
+        loss=ctx.loss,
     )
 
 

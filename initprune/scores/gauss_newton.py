@@ -14,7 +14,9 @@ from .registry import ChunkSize, Samples, ScoreDict, ScoringContext, Temperature
 
 
 def _ggn(ctx: ScoringContext, temperature: float, chunk_size: int | None) -> ScoreDict:
-    return ggn_diagonal(ctx.model, ctx.params, ctx.batches, temperature=temperature, chunk_size=chunk_size)
+    return ggn_diagonal(
+        ctx.model, ctx.params, ctx.batches, temperature=temperature, chunk_size=chunk_size, loss=ctx.loss
+    )
 
 
 def _mc(ctx: ScoringContext, samples: int, temperature: float, chunk_size: int | None) -> ScoreDict:
@@ -26,6 +28,7 @@ def _mc(ctx: ScoringContext, samples: int, temperature: float, chunk_size: int |
         temperature=temperature,
         generator=ctx.generator(),
         chunk_size=chunk_size,
+        loss=ctx.loss,
     )
 
 
@@ -34,14 +37,19 @@ def _obd(ctx: ScoringContext, diag: ScoreDict) -> ScoreDict:
 
 
 def _taylor(ctx: ScoringContext, diag: ScoreDict, temperature: float) -> ScoreDict:
-    g = batch_gradient(ctx.model, ctx.params, ctx.batches, temperature=temperature)
+    g = batch_gradient(ctx.model, ctx.params, ctx.batches, temperature=temperature, loss=ctx.loss)
     return {
         name: (p.detach() * g[name] + 0.5 * p.detach().square() * diag[name]).abs()
         for name, p in ctx.params.items()
     }
 
 
-@register("ggn_diag", "exact GGN diagonal (= Hessian diagonal in ReLU/BN nets), C backwards", needs_data=True)
+@register(
+    "ggn_diag",
+    "exact GGN diagonal (= Hessian diagonal in ReLU/BN nets), C backwards",
+    needs_data=True,
+    output_hessian=True,
+)
 def ggn_diag(
     ctx: ScoringContext, *, temperature: Temperature = 1.0, chunk_size: ChunkSize = None
 ) -> ScoreDict:
@@ -51,7 +59,9 @@ def ggn_diag(
     return _ggn(ctx, temperature, chunk_size)
 
 
-@register("ggn_pruner", "OBD with the exact GGN diagonal, ½ θ² ⊙ diag(GGN)", needs_data=True)
+@register(
+    "ggn_pruner", "OBD with the exact GGN diagonal, ½ θ² ⊙ diag(GGN)", needs_data=True, output_hessian=True
+)
 def ggn_pruner(
     ctx: ScoringContext, *, temperature: Temperature = 1.0, chunk_size: ChunkSize = None
 ) -> ScoreDict:
@@ -64,6 +74,7 @@ def ggn_pruner(
     "ggn_taylor",
     "second-order Taylor with the exact GGN diagonal, |θ ⊙ g + ½ θ² ⊙ diag(GGN)|",
     needs_data=True,
+    output_hessian=True,
 )
 def ggn_taylor(
     ctx: ScoringContext, *, temperature: Temperature = 1.0, chunk_size: ChunkSize = None
@@ -74,7 +85,10 @@ def ggn_taylor(
 
 
 @register(
-    "fisher_mc_diag", "true Fisher diagonal by Monte Carlo, labels sampled from the model", needs_data=True
+    "fisher_mc_diag",
+    "true Fisher diagonal by Monte Carlo, labels sampled from the model",
+    needs_data=True,
+    output_hessian=True,
 )
 def fisher_mc_diag(
     ctx: ScoringContext, *, samples: Samples = 1, temperature: Temperature = 1.0, chunk_size: ChunkSize = None
@@ -84,7 +98,12 @@ def fisher_mc_diag(
     return _mc(ctx, samples, temperature, chunk_size)
 
 
-@register("fisher_mc_pruner", "OBD with the Monte-Carlo true Fisher diagonal, ½ θ² ⊙ F̂", needs_data=True)
+@register(
+    "fisher_mc_pruner",
+    "OBD with the Monte-Carlo true Fisher diagonal, ½ θ² ⊙ F̂",
+    needs_data=True,
+    output_hessian=True,
+)
 def fisher_mc_pruner(
     ctx: ScoringContext, *, samples: Samples = 1, temperature: Temperature = 1.0, chunk_size: ChunkSize = None
 ) -> ScoreDict:
@@ -93,7 +112,10 @@ def fisher_mc_pruner(
 
 
 @register(
-    "fisher_mc_taylor", "second-order Taylor with the MC true Fisher, |θ ⊙ g + ½ θ² ⊙ F̂|", needs_data=True
+    "fisher_mc_taylor",
+    "second-order Taylor with the MC true Fisher, |θ ⊙ g + ½ θ² ⊙ F̂|",
+    needs_data=True,
+    output_hessian=True,
 )
 def fisher_mc_taylor(
     ctx: ScoringContext, *, samples: Samples = 1, temperature: Temperature = 1.0, chunk_size: ChunkSize = None

@@ -11,7 +11,7 @@ from .registry import OptionSpec, ScoreDict, ScoringContext, Temperature, regist
 @register("grad_norm", "first order: |g|, the magnitude of the loss gradient", needs_data=True)
 def grad_norm(ctx: ScoringContext, *, temperature: Temperature = 1.0) -> ScoreDict:
     """Score = |g|, g = ∇L with L the mean cross-entropy of logits/T over the N scoring samples."""
-    g = batch_gradient(ctx.model, ctx.params, ctx.batches, temperature=temperature)
+    g = batch_gradient(ctx.model, ctx.params, ctx.batches, temperature=temperature, loss=ctx.loss)
     return {name: v.abs() for name, v in g.items()}
 
 
@@ -21,7 +21,7 @@ def snip(ctx: ScoringContext, *, temperature: Temperature = 1.0) -> ScoreDict:
 
     Sum reduction would scale every score by N, which leaves the mask unchanged.
     """
-    g = batch_gradient(ctx.model, ctx.params, ctx.batches, temperature=temperature)
+    g = batch_gradient(ctx.model, ctx.params, ctx.batches, temperature=temperature, loss=ctx.loss)
     return {name: (p.detach() * g[name]).abs() for name, p in ctx.params.items()}
 
 
@@ -62,7 +62,7 @@ def grasp(
         params = {n: p for n, p in ctx.model.named_parameters() if p.is_floating_point()}
         for p in params.values():
             p.requires_grad_(True)  # scoring_mode restores every flag afterwards
-    g = batch_gradient(ctx.model, params, ctx.batches, temperature=temperature)
-    hg = hessian_vector_product(ctx.model, params, ctx.batches, g, temperature=temperature)
+    g = batch_gradient(ctx.model, params, ctx.batches, temperature=temperature, loss=ctx.loss)
+    hg = hessian_vector_product(ctx.model, params, ctx.batches, g, temperature=temperature, loss=ctx.loss)
     sign = -1.0 if reference_sign else 1.0
     return {name: sign * p.detach() * hg[name] for name, p in ctx.params.items()}

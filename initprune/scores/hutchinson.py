@@ -29,6 +29,7 @@ def _diagonal(ctx: ScoringContext, probes: int, temperature: float, chunk_size: 
             seed=ctx.seed,
             chunk_size=chunk_size,
             probe_params=probe_params,
+            loss=ctx.loss,
         )
     except RuntimeError as exc:
         recurrent = [
@@ -105,7 +106,7 @@ def hutch_taylor(
     """HTS: |θ ⊙ g + ½ θ² ⊙ ĥ| with g = ∇L and the Hutchinson diagonal ĥ, both at the same temperature
     (T = 200 by default, as the paper's reference code). Mean reduction."""
     diag = _diagonal(ctx, probes, temperature, chunk_size, probe_scope)
-    g = batch_gradient(ctx.model, ctx.params, ctx.batches, temperature=temperature)
+    g = batch_gradient(ctx.model, ctx.params, ctx.batches, temperature=temperature, loss=ctx.loss)
     return {
         name: (p.detach() * g[name] + 0.5 * p.detach().square() * diag[name]).abs()
         for name, p in ctx.params.items()

@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import torch
 from torch import Tensor, nn
 
+from ..curvature.losses import CrossEntropy, Loss
 from ..curvature.samples import Batch
 from ..distributed import global_samples
 from ..errors import InitpruneError, suggest, unknown_choice
@@ -118,7 +119,8 @@ def option_specs(fn: Callable[..., Any]) -> dict[str, tuple[Any, OptionSpec]]:
 
 @dataclass
 class ScoringContext:
-    """What a criterion sees: the model (in eval mode), its prunable parameters, and the scoring data.
+    """What a criterion sees: the model (in eval mode), its prunable parameters, the scoring data, and the
+    per-sample loss ``loss`` (:mod:`initprune.curvature.losses`) every data-dependent criterion scores.
 
     Under torchrun ``batches`` holds this rank's part of the scoring samples and the curvature engines
     sum over every rank's part (:mod:`initprune.distributed`); a criterion needs no code of its own.
@@ -130,6 +132,7 @@ class ScoringContext:
     seed: int
     input_shape: tuple[int, ...] | None
     progress: bool = False
+    loss: Loss = field(default_factory=CrossEntropy)
     device: torch.device = field(init=False)
 
     def __post_init__(self) -> None:
@@ -155,6 +158,7 @@ class Criterion:
     needs_data: bool
     default_rounds: int = 1
     second_order: bool = False
+    output_hessian: bool = False
 
     @property
     def options(self) -> dict[str, Any]:
@@ -188,20 +192,30 @@ _REGISTRY: dict[str, Criterion] = {}
 
 
 def register(
-    name: str, description: str, *, needs_data: bool, default_rounds: int = 1, second_order: bool = False
+    name: str,
+    description: str,
+    *,
+    needs_data: bool,
+    default_rounds: int = 1,
+    second_order: bool = False,
+    output_hessian: bool = False,
 ) -> Callable[[Callable[..., ScoreDict]], Callable[..., ScoreDict]]:
     """Decorator adding a scoring function to the registry under ``name``.
 
     Every keyword-only parameter of the function is an option and must declare its type and range
     (``Annotated[type, OptionSpec(...)]``). ``second_order``: the criterion differentiates twice (Hessian-
     vector products), so it scores with the attention kernels that have a double backward.
+    ``output_hessian``: the criterion needs the loss's Hessian in the outputs in closed form (exact GGN,
+    Monte-Carlo Fisher), which a user's callable loss does not give.
     """
 
     def wrap(fn: Callable[..., ScoreDict]) -> Callable[..., ScoreDict]:
         if name in _REGISTRY:
             raise ValueError(f"criterion {name!r} is registered twice")
         option_specs(fn)  # every option declared, or fail at import
-        _REGISTRY[name] = Criterion(name, description, fn, needs_data, default_rounds, second_order)
+        _REGISTRY[name] = Criterion(
+            name, description, fn, needs_data, default_rounds, second_order, output_hessian
+        )
         return fn
 
     return wrap

@@ -4,7 +4,7 @@ leaves the model as it was, and the warning for degenerate scores."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ..curvature.losses import Loss, get_loss
 from ..curvature.samples import (
     Batch,
     Inputs,
@@ -136,14 +137,17 @@ def _named_inputs(x: Inputs) -> list[tuple[Any, Tensor]]:
     return list(x.items()) if isinstance(x, Mapping) else list(enumerate(x))
 
 
-def check_batches(model: nn.Module, batches: list[Batch]) -> None:
+def check_batches(model: nn.Module, batches: list[Batch], loss: Loss | None = None) -> None:
     """Raise :class:`InitpruneError` for scoring data the criteria cannot use, naming the batch and input.
 
-    Checks: floating inputs hold no NaN or infinity; targets are 1-D integer class indices; the model
-    accepts the inputs and returns ``(batch, C)`` logits (one sample of each distinct input shape is
-    run, in eval mode, without gradients); and every label lies in [0, C).
+    Checks: floating inputs hold no NaN or infinity; the model accepts the inputs (one sample of each
+    distinct input shape is run, in eval mode, without gradients); and the targets fit its outputs for
+    ``loss`` (default cross-entropy: 1-D integer class indices in [0, C) for ``(batch, C)`` logits;
+    ``token_cross_entropy``: ``(batch, length)`` token indices in [0, C) or its ``ignore_index``, for
+    ``(batch, length, C)`` logits).
     """
-    for i, (x, y) in enumerate(batches):
+    loss = get_loss(loss)
+    for i, (x, _) in enumerate(batches):
         for key, t in _named_inputs(x):
             if t.is_floating_point() or t.is_complex():
                 bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(1)
@@ -154,23 +158,12 @@ def check_batches(model: nn.Module, batches: list[Batch]) -> None:
                         f"scoring data: batch {i}, input {j} (of {t.shape[0]}){_input_name(x, key)} contains "
                         f"{kind}; inputs must be finite"
                     )
-        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or y.dim() != 1:
-            raise InitpruneError(
-                f"scoring data: batch {i} has targets of dtype {y.dtype} and shape {tuple(y.shape)}; "
-                "targets must be a 1-D tensor of integer class indices"
-            )
-    classes: dict[tuple, int] = {}
+    outputs: dict[tuple, Any] = {}
     for i, (x, y) in enumerate(batches):
         kind = tuple((key, tuple(t.shape[1:]), t.dtype) for key, t in _named_inputs(x))
-        if kind not in classes:  # one sample of each new input shape through the model
-            classes[kind] = _logit_count(model, x, i)
-        bad = (y < 0) | (y >= classes[kind])
-        if bool(bad.any()):
-            j = int(bad.nonzero()[0, 0])
-            raise InitpruneError(
-                f"scoring data: batch {i}, input {j} has label {int(y[j])}; valid labels are 0 to "
-                f"{classes[kind] - 1} (the model returns {classes[kind]} logits)"
-            )
+        if kind not in outputs:  # one sample of each new input shape through the model
+            outputs[kind] = _first_output(model, x, i)
+        loss.check(outputs[kind], y, i)
 
 
 def _describe(x: Inputs) -> str:
@@ -180,11 +173,11 @@ def _describe(x: Inputs) -> str:
     return ", ".join(f"{k}: {tuple(t.shape)} {t.dtype}" for k, t in _named_inputs(x))
 
 
-def _logit_count(model: nn.Module, x: Inputs, batch: int) -> int:
-    """C, the number of logits the model returns on the first sample of ``x`` (an error if it fails)."""
+def _first_output(model: nn.Module, x: Inputs, batch: int) -> Tensor:
+    """The model's logits on the first sample of ``x`` (an error naming the batch if it fails)."""
     try:
         with torch.no_grad():
-            out = run_model(model, slice_inputs(x, 0, 1))
+            return run_model(model, slice_inputs(x, 0, 1))
     except NotLogitsError as exc:
         raise InitpruneError(
             f"model {type(model).__name__} must return logits of shape (batch, classes); on one sample of "
@@ -196,13 +189,19 @@ def _logit_count(model: nn.Module, x: Inputs, batch: int) -> int:
             f"scoring data: the inputs of batch {batch} ({_describe(x)}) do not fit model "
             f"{type(model).__name__}: {first}"
         ) from None
-    if out.dim() != 2 or out.shape[0] != 1:
-        sample = tuple(x.shape[1:]) if torch.is_tensor(x) else _describe(slice_inputs(x, 0, 1))
+
+
+def check_loss(crit: Criterion, loss: str | Loss | Callable | None) -> Loss:
+    """The :class:`Loss` for ``loss``; an error if it is unknown or ``crit`` needs a closed-form output
+    Hessian (exact GGN, Monte-Carlo Fisher) that it does not have."""
+    value = get_loss(loss)
+    if crit.output_hessian and not value.has_output_hessian:
         raise InitpruneError(
-            f"model {type(model).__name__} must return logits of shape (batch, classes); on one sample of "
-            f"batch {batch} (input shape {sample}) it returned {tuple(out.shape)}"
+            f"criterion {crit.name!r} needs the loss's Hessian in the outputs, which loss {value.name!r} "
+            f"(a callable) does not give; use loss cross_entropy or token_cross_entropy, or a criterion "
+            "that needs only gradients (grad_norm, snip, grasp, fisher_*, hutch_*)"
         )
-    return int(out.shape[1])
+    return value
 
 
 @contextmanager
@@ -329,6 +328,7 @@ def score(
     exclude_first: bool = False,
     include_attention: bool = True,
     progress: bool = False,
+    loss: str | Loss | Callable[[Tensor, Tensor], Tensor] | None = "cross_entropy",
     **options: Any,
 ) -> ScoreDict:
     """Score every prunable weight of ``model`` with ``criterion``; larger scores are kept.
@@ -347,9 +347,17 @@ def score(
     long (Hutchinson). Under a process group (torchrun) ``data`` must be the same on every rank: each
     rank scores its contiguous part of the samples, the curvature sums are all-reduced, and every rank
     returns the scores one process would compute from all of them.
+
+    ``loss``: the per-sample loss ℓ_i the criteria score (:mod:`initprune.curvature.losses`):
+    ``cross_entropy`` (default; logits (B, C), class targets (B,)), ``token_cross_entropy`` (logits
+    (B, L, C), token targets (B, L), ``ignore_index`` −100 not counted, one sample = one sequence whose loss
+    is the mean over its counted tokens), or a callable ``fn(outputs, targets) -> (B,)`` (given the
+    outputs divided by the criterion's temperature) for every criterion that needs only gradients and
+    Hessian-vector products; the exact GGN and Monte-Carlo Fisher criteria refuse a callable.
     """
     crit = get_criterion(criterion)
     crit.check_options(options)
+    loss = check_loss(crit, loss)
     params = (
         dict(prunable)
         if prunable is not None
@@ -368,8 +376,8 @@ def score(
     batches = as_batches(data, device) if data is not None else None
     if batches is not None:
         with scoring_mode(model, {}):
-            check_batches(model, batches)
-    scores = score_batches(model, crit, params, batches, seed, input_shape, progress, options)
+            check_batches(model, batches, loss)
+    scores = score_batches(model, crit, params, batches, seed, input_shape, progress, options, loss)
     warn_degenerate(criterion, scores, stacklevel=2, model=model)
     return scores
 
@@ -383,6 +391,7 @@ def score_batches(
     input_shape: tuple[int, ...] | None,
     progress: bool,
     options: Mapping[str, Any],
+    loss: Loss | None = None,
 ) -> ScoreDict:
     """Run ``crit`` on checked batches and options (what :func:`score` does after its checks)."""
     if input_shape is None and batches is not None and torch.is_tensor(batches[0][0]):
@@ -390,7 +399,13 @@ def score_batches(
     # Under torchrun each rank scores its own part of the samples; the engines sum over all ranks.
     batches, shard = shard_batches(batches) if batches is not None else (None, None)
     ctx = ScoringContext(
-        model, dict(params), batches, int(seed), None if input_shape is None else tuple(input_shape), progress
+        model,
+        dict(params),
+        batches,
+        int(seed),
+        None if input_shape is None else tuple(input_shape),
+        progress,
+        get_loss(loss),
     )
     with scoring_mode(model, params), attention_backend(crit), sample_shard(shard):
         scores = crit.fn(ctx, **options)

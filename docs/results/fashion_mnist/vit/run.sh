@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Study 3, layer collapse in a ViT with and without BatchNorm statistic updates (Fashion-MNIST, vit_tiny
+# patch 7, dim 64, depth 4): the BatchNorm variant with warmup 0 / 20 batches / one pass
+# (batchnorm.yaml, 216 runs), the LayerNorm control (layernorm.yaml, 72 runs), the dense references
+# (dense.yaml, 6 runs), then `initprune report` into report/. Run folders go to batchnorm/, layernorm/ and
+# dense/ here (masks and checkpoints are not committed). Rerunning resumes where it stopped.
+#
+# Timing (README.md has the command line): one ggn_pruner run of 0.1 epoch, BatchNorm variant with a
+# 20-batch warmup (the grid's settings otherwise), took 629 s wall on this 2-core machine at load average
+# ~18 (shared): warmup 102 s, scoring 107 s, training 331 s. A training step (batch 128) is 0.072 s of CPU
+# on one thread (0.87 s wall at that load); an epoch is 430 steps (~31 s CPU), so 2 epochs + evaluations
+# are ~70 s per run and the 294 runs ~5.7 h on an idle core; ~12x longer at that load.
+#
+# Usage: docs/results/fashion_mnist/vit/run.sh [extra sweep flags, e.g. --shard 0/2]
+# LONG=1 adds the longer check: the top criteria (TOP) on seed 0 at 0.98 and 0.99 with 3× the epochs (6),
+# both variants, BatchNorm with one warmup pass, in long_batchnorm/ and long_layernorm/.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TOP=${TOP:-hutch_pruner,fisher_pruner,ggn_pruner,synflow,snip}
+initprune sweep --config "$HERE/batchnorm.yaml" --out "$HERE/batchnorm" --quiet "$@"
+initprune sweep --config "$HERE/layernorm.yaml" --out "$HERE/layernorm" --quiet "$@"
+initprune sweep --config "$HERE/dense.yaml" --out "$HERE/dense" --quiet "$@"
+if [ "${LONG:-0}" = 1 ]; then
+  for variant in batchnorm layernorm; do
+    initprune sweep --config "$HERE/$variant.yaml" --out "$HERE/long_$variant" --quiet "$@" \
+      --grid seed=0 "criterion=$TOP" sparsity=0.98,0.99 --epochs 6 \
+      $([ $variant = batchnorm ] && echo --warmup-batches none)
+  done
+fi
+initprune report "$HERE" --out "$HERE/report"
