@@ -268,7 +268,15 @@ def pair_runs(rows: Sequence[Mapping[str, Any]], comparison: Comparison) -> list
             {"seed": ra.get("seed"), "a": scale * va, "b": scale * vb, "difference": scale * (va - vb),
              "a_run": ra.get("run"), "b_run": rb.get("run"), "key": json.loads(key)}
         )  # fmt: skip
-    return sorted(pairs, key=lambda p: (str(p["key"]), _text(p["seed"])))
+    return sorted(pairs, key=_pair_order)
+
+
+def _pair_order(pair: Mapping[str, Any]) -> tuple[str, float, str]:
+    """Pairs by their other settings, then by seed as a number (0, 42, 123, not 0, 123, 42)."""
+    others = {k: v for k, v in pair["key"].items() if k != "seed"}
+    seed = pair["seed"]
+    number = float(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else math.inf
+    return json.dumps(others, sort_keys=True), number, str(seed)
 
 
 def _number(row: Mapping[str, Any], metric: str) -> float | None:
