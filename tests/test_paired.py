@@ -155,6 +155,8 @@ def test_pairs_in_numeric_seed_order():
 
 
 def test_compare_errors():
+    with pytest.raises(InitpruneError, match=r"A names 'critrion', which no run has; .*criterion"):
+        compare(ROWS, [Comparison({"critrion": "hp"}, {"criterion": "sf"})])
     with pytest.raises(InitpruneError, match="pairs no runs"):
         compare(ROWS, [Comparison({"criterion": "hp"}, {"criterion": "nope"})])
     duplicate = [*ROWS, _row("hp", 0.99, 0, 0.1)]

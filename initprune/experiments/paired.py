@@ -302,8 +302,16 @@ def compare(
         raise unknown_choice("correction", correction, CORRECTIONS)
     if not 0.0 < alpha < 1.0:
         raise InitpruneError(f"alpha must be in (0, 1), got {alpha!r}")
+    known = {k for row in rows for k in row if not k.startswith("_")}
     out = []
     for comparison in comparisons:
+        for side, selector in (("A", comparison.a), ("B", comparison.b), ("where", comparison.where)):
+            unknown = sorted(k for k in selector if k.partition(".")[0] not in known)
+            if unknown:
+                raise InitpruneError(
+                    f"comparison {comparison.label()!r}: {side} names {', '.join(map(repr, unknown))}, which "
+                    f"no run has; the runs' settings and results: {', '.join(sorted(known))}"
+                )
         pairs = pair_runs(rows, comparison)
         if not pairs:
             raise InitpruneError(
