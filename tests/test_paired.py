@@ -11,17 +11,8 @@ import yaml
 
 from initprune.cli import main
 from initprune.errors import InitpruneError
-from initprune.experiments.paired import (
-    Comparison,
-    adjust,
-    compare,
-    incomplete_beta,
-    load_comparisons,
-    paired_stats,
-    parse_selector,
-    t_cdf,
-    t_quantile,
-)
+from initprune.experiments.paired import Comparison, compare, load_comparisons, parse_selector
+from initprune.stats import adjust, incomplete_beta, paired_stats, t_cdf, t_quantile
 
 
 def _t3_cdf(t: float) -> float:
