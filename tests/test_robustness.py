@@ -29,7 +29,8 @@ from initprune.masks import Mask
 from .test_data import make_mnist_files
 
 ROOT = Path(__file__).resolve().parent.parent
-TIMING = {"warmup_seconds", "scoring_seconds", "train_seconds", "out"}
+# what differs between two makings of one run: timings, the folder, and the torch threads of the process
+TIMING = {"warmup_seconds", "scoring_seconds", "train_seconds", "out", "threads"}
 TINY = {
     "model": "lenet300",
     "model_options": {},
