@@ -11,17 +11,8 @@ import yaml
 
 from initprune.cli import main
 from initprune.errors import InitpruneError
-from initprune.experiments.paired import (
-    Comparison,
-    adjust,
-    compare,
-    incomplete_beta,
-    load_comparisons,
-    paired_stats,
-    parse_selector,
-    t_cdf,
-    t_quantile,
-)
+from initprune.experiments.paired import Comparison, compare, load_comparisons, parse_selector
+from initprune.stats import adjust, incomplete_beta, paired_stats, t_cdf, t_quantile
 
 
 def _t3_cdf(t: float) -> float:
@@ -148,7 +139,15 @@ def test_correction_can_undecide():
     assert all(m["verdict"] == "undecided" for m in many)
 
 
+def test_pairs_in_numeric_seed_order():
+    rows = [_row(c, 0.9, seed, 0.5 + 0.001 * seed) for c in ("a", "b") for seed in (123, 0, 42)]
+    (result,) = compare(rows, [Comparison({"criterion": "a"}, {"criterion": "b"})])
+    assert result["seeds"] == [0, 42, 123]
+
+
 def test_compare_errors():
+    with pytest.raises(InitpruneError, match=r"A names 'critrion', which no run has; .*criterion"):
+        compare(ROWS, [Comparison({"critrion": "hp"}, {"criterion": "sf"})])
     with pytest.raises(InitpruneError, match="pairs no runs"):
         compare(ROWS, [Comparison({"criterion": "hp"}, {"criterion": "nope"})])
     duplicate = [*ROWS, _row("hp", 0.99, 0, 0.1)]
@@ -196,6 +195,7 @@ def test_report_command_compares(tmp_path, capsys):
     saved = json.loads((root / "comparisons.json").read_text())
     assert saved[0]["n"] == 3 and saved[0]["correction"] == "bonferroni"
     assert [p["difference"] for p in saved[0]["pairs"]] == pytest.approx([-1.0, 3.0, 2.0])
+    assert saved[0]["seeds"] == [0, 1, 2]
     text = (root / "report.md").read_text()
     assert "## Paired comparisons" in text and "Bonferroni" in text and "undecided" in text
     assert main(["report", str(root), "--compare", "criterion=hutch_pruner", "criterion=grasp"]) == 2

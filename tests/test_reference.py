@@ -376,7 +376,8 @@ def test_new_run_settings_reject_bad_values(tmp_path, key, value, message):
 
 _CONFIGS = Path(__file__).parent.parent / "configs"
 _REFERENCE_KEYS = {"val_size", "model_options", "criterion_options", "round_schedule", "shortcut_bn_scales",
-                   "select_best_on_test"}  # fmt: skip
+                   "select_best_on_test", "scoring_redraw", "warmup_augment", "warmup_shuffle",
+                   "train_shuffle", "dataset_options"}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", sorted((_CONFIGS / "paper_reference").glob("*.yaml")), ids=lambda p: p.name)
@@ -389,6 +390,10 @@ def test_each_reference_preset_is_its_paper_preset_with_every_reproduction_optio
     assert ref.val_size == 0 and ref.select_best_on_test and ref.round_schedule == "sparsity"
     assert ref.model_options == ({"init": "pytorch"} if resnet else {"init": "pytorch", "conv_bias": True})
     assert ref.criterion_options == {"probe_scope": "all"} and ref.shortcut_bn_scales == resnet
+    assert ref.scoring_redraw and ref.warmup_augment and not ref.warmup_shuffle
+    assert ref.train_shuffle == (not ref.dataset.startswith("cifar"))  # its CIFAR loader does not shuffle
+    reference_std = ref.dataset in ("cifar10", "tinyimagenet")
+    assert ref.dataset_options.get("reference_std", False) == reference_std
     differing = {k for k, v in ref.to_dict().items() if paper.to_dict()[k] != v}
     assert differing <= _REFERENCE_KEYS
     assert "reference code" in path.read_text().splitlines()[0].lower()

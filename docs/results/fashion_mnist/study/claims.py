@@ -9,7 +9,7 @@ Reads every finished run below the study's folders (``main``, ``main_dense``, ``
 ``scoring_samples``, ``pat``, ``noise_floor``, ``converged``, ``converged_resnet20``, ``transplant``,
 ``iterative``) with ``initprune.experiments.report.collect``, and writes one markdown file.
 Accuracies are test accuracy in %; a difference "A − B" is taken per seed and summarised as its mean, the
-paired 95 % t-interval and n (``initprune.experiments.paired``), with a verdict from the paired t-test's
+paired 95 % t-interval and n (``initprune.stats``), with a verdict from the paired t-test's
 p-value adjusted by Holm's method for the number of comparisons in the file (:func:`decide`).
 The probes table also gives the Jaccard overlap of kept sets, read from the runs' ``mask.pt`` files where
 they are present (they are not committed) and kept in ``probes_jaccard.json`` (committed) for the rest;
@@ -145,10 +145,10 @@ def paired(
 ) -> tuple[str, str]:
     """('mean [95 % interval] n=k (per-seed min, max)' of a − b over the seeds both have, verdict).
 
-    The interval is the paired t-interval of ``initprune.experiments.paired.paired_stats``; the verdict
+    The interval is the paired t-interval of ``initprune.stats.paired_stats``; the verdict
     (held: ``labels[0]``, not held: ``labels[1]``, or undecided) is filled in by :func:`decide` once every
     comparison of the file is made, from the p-values adjusted by Holm's method for their number."""
-    from initprune.experiments.paired import paired_stats
+    from initprune.stats import paired_stats
 
     seeds = sorted(set(a) & set(b))
     if not seeds:
@@ -168,7 +168,7 @@ def paired(
 def decide(text: str) -> str:
     """``text`` with every verdict token replaced: Holm-adjusted p < α gives the direction's label, else
     undecided; an effect smaller than the measured training noise (std over data orders) says so."""
-    from initprune.experiments.paired import adjust
+    from initprune.stats import adjust
 
     adjusted = adjust([c["stats"].p for c in _COMPARISONS], CORRECTION)
     floor = NOISE.get("training")
