@@ -278,9 +278,17 @@ def _loop_chunk_sums(
                 ]
                 if not used:
                     continue  # the loss is linear in every probed parameter: H_i = 0
+                outputs = [g for _, g in used]
                 for j in range(z[names[0]].shape[1]):
-                    dot = sum(torch.dot(g.reshape(-1), z[k][i, j].reshape(-1)) for k, g in used)
-                    hz = torch.autograd.grad(dot, list(leaves.values()), retain_graph=True, allow_unused=True)
+                    # H_i z = ∇(g_i · z) = J_{g_i}ᵀ z (H_i symmetric): z enters as the cotangent of the
+                    # gradient, without a dot-product node whose backward would scale z again per layer.
+                    hz = torch.autograd.grad(
+                        outputs,
+                        list(leaves.values()),
+                        grad_outputs=[z[k][i, j] for k, _ in used],
+                        retain_graph=True,
+                        allow_unused=True,
+                    )
                     for name, h in zip(names, hz, strict=True):
                         if h is not None and name in total:
                             total[name].addcmul_(z[name][i, j], h)
