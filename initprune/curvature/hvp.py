@@ -106,10 +106,10 @@ HVP and their product, and the batched route's copies of them."""
 
 HUTCHINSON_CPU_CHUNK_BYTES = 48 * 2**20
 """On the CPU, the most bytes of probes (samples × probes × probed parameters) one batched pass takes: the
-batched route's per-sample tensors then stay near the caches. Measured with 10 probes per sample at 100
-samples (``docs/results/scoring_cpu/``): the small VGG ran fastest in chunks of 6 (35 MB of probes), 1.5-2×
-faster than in the 66 its memory budget allowed, and ResNet-20 in chunks of 4 (43 MB), 1.25× faster than
-in 36."""
+batched route's per-sample tensors then stay near the caches. With 10 probes per sample at 100 samples
+(``docs/results/scoring_cpu/``) the small VGG took 53.5 batched gradients in chunks of 8 (47 MB of probes)
+against 69.4 in the 66 its memory budget allowed, at an eighth of the memory, and ResNet-20 37.8 in
+chunks of 4 against 50.8 in 36."""
 
 HUTCHINSON_ACTIVATION_COPIES = 3
 """Activation-sized tensors per probe and sample: the double backward's batched intermediates."""
