@@ -13,8 +13,9 @@ engine. For every criterion it prints time / time(one batched gradient), the med
 back to back (``--clock cpu`` times CPU seconds of this process, steadier on a shared machine), and for
 those in ``--memory`` the peak memory / the batched gradient's; then the comparisons with the batch-1
 loop formulations, which are timed on ``--loop-samples`` samples and scaled to N:
-  - fisher_diag vs a loop of autograd.grad at batch size 1, and fisher_diag in passes of 64 samples (the
-    former default chunk) instead of the passes the memory budget gives,
+  - fisher_diag vs a loop of autograd.grad at batch size 1, and fisher_diag in passes of 64 samples (on
+    the CPU the default, CPU_PASS_SAMPLES; elsewhere the former default chunk) instead of the passes the
+    memory budget gives,
   - hutch_diag (10 independent probes per sample, reverse-over-reverse) vs a loop over samples at batch
     size 1 that builds one gradient graph per sample and reuses it for its 10 probes; also the
     route that route="auto" does not take (vmap or loop; the loop route reuses the batched route's probes),
@@ -211,7 +212,10 @@ def run(
             initprune.score(model, "fisher_diag", data, chunk_size=64)
 
         old = paired_ratio(chunked, gradient, device, repeats) * base
-        print(f"fisher_diag in passes of 64 samples (the former default): {old / base:.2f}× batched gradient")
+        print(
+            f"fisher_diag in passes of 64 samples (the CPU default; elsewhere the former default): "
+            f"{old / base:.2f}× batched gradient"
+        )
     if "hutch_diag" in times:
         loop = _loop_seconds(
             lambda d: hutchinson_loop(model, params, d, 10, 200.0), data, loop_samples, device
