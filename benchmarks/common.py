@@ -25,6 +25,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def now(device: torch.device) -> float:
+    """The current clock reading, the device synchronized first (for timing the steps of one loop)."""
+    synchronize(device)
+    return _clock()
+
+
 def timed(fn: Callable[[], object], device: torch.device) -> float:
     """Seconds of one ``fn()`` on the current clock, the device synchronized before and after."""
     synchronize(device)

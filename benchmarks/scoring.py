@@ -13,13 +13,17 @@ engine. For every criterion it prints time / time(one batched gradient), the med
 back to back (``--clock cpu`` times CPU seconds of this process, steadier on a shared machine), and for
 those in ``--memory`` the peak memory / the batched gradient's; then the comparisons with the batch-1
 loop formulations, which are timed on ``--loop-samples`` samples and scaled to N:
-  - fisher_diag vs a loop of autograd.grad at batch size 1, and fisher_diag in passes of 64 samples (the
-    former default chunk) instead of the passes the memory budget gives,
+  - fisher_diag vs a loop of autograd.grad at batch size 1, and fisher_diag in passes of 64 samples (on
+    the CPU the default, CPU_PASS_SAMPLES; elsewhere the former default chunk) instead of the passes the
+    memory budget gives,
   - hutch_diag (10 independent probes per sample, reverse-over-reverse) vs a loop over samples at batch
     size 1 that builds one gradient graph per sample and reuses it for its 10 probes; also the
     route that route="auto" does not take (vmap or loop; the loop route reuses the batched route's probes),
-    the forward-over-reverse route (method="jvp"), 10 batched HVPs of the mean loss as a floor, and the cost
-    of drawing the probes alone.
+    the forward-over-reverse route (method="jvp"), and, per network, hutch_diag against the shared-probe
+    floor (10 batched HVPs of the mean loss with one Rademacher probe shared by the batch: the cost of
+    10 probes without per-sample products) and the share of its time spent drawing the probes (drawn as
+    hutch_diag draws them: per chunk, into one reused buffer); ``--hutch-breakdown`` times hutch_diag's
+    steps (drawing, the per-sample gradient graph, the double-backward HVPs, the contraction z ⊙ Hz).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from common import median_seconds, paired_ratio, peak_memory_bytes, set_clock, vgg_small
+from common import median_seconds, now, paired_ratio, peak_memory_bytes, set_clock, vgg_small
 
 import initprune
 import initprune.curvature
@@ -49,6 +53,7 @@ from initprune.curvature import (
 )
 from initprune.curvature.ggn import ggn_vectors
 from initprune.curvature.per_sample import loss_gradient_vectors
+from initprune.curvature.probes import row_length
 from initprune.models import create_model
 from initprune.prunable import prunable_parameters
 
@@ -155,6 +160,7 @@ def run(
     hutch_forward: bool = True,
     hutch_routes: bool = True,
     batch_size: int | None = None,
+    breakdown: bool = False,
 ) -> None:
     model = build(model_name, device)
     params = prunable_parameters(model)
@@ -206,7 +212,10 @@ def run(
             initprune.score(model, "fisher_diag", data, chunk_size=64)
 
         old = paired_ratio(chunked, gradient, device, repeats) * base
-        print(f"fisher_diag in passes of 64 samples (the former default): {old / base:.2f}× batched gradient")
+        print(
+            f"fisher_diag in passes of 64 samples (the CPU default; elsewhere the former default): "
+            f"{old / base:.2f}× batched gradient"
+        )
     if "hutch_diag" in times:
         loop = _loop_seconds(
             lambda d: hutchinson_loop(model, params, d, 10, 200.0), data, loop_samples, device
@@ -230,32 +239,121 @@ def run(
             )  # fmt: skip
 
         alt = paired_ratio(other, gradient, device, 1) * base if hutch_routes else float("nan")
-        shapes = {k: p.shape for k, p in params.items()}
-        draw = _loop_seconds(
-            lambda d: rademacher_probes(
-                shapes, 10, d[0][0].shape[0], torch.Generator(), device, torch.float32
-            ),
-            data,
-            loop_samples,
-            device,
-        )
+        draw_samples = min(n, max(chunk, loop_samples))
+        draw = probe_drawing_seconds(params, data, chunk, draw_samples, device) * n / draw_samples
         with torch.enable_grad():
-            probe = {k: torch.ones_like(p) for k, p in params.items()}
+            shared = rademacher_probes(
+                {k: p.shape for k, p in params.items()}, 1, 1, 0, device, torch.float32
+            )
+            probe = {k: z[0, 0] for k, z in shared.items()}
             hvp = median_seconds(
                 lambda: hessian_vector_product(model, params, data, probe, temperature=200.0), device, repeats
             )
+        hutch, floor = times["hutch_diag"], 10 * hvp
         print(
-            f"hutch_diag (10 probes/sample): {loop / times['hutch_diag']:.1f}× faster than the batch-1 loop "
+            f"hutch_diag (10 probes/sample): {loop / hutch:.1f}× faster than the batch-1 loop "
             f"(target ≥ 20 on a GPU); loop {loop / base:.1f}× (timed on {looped} samples, "
-            f"scaled to {n}); hutch_diag {times['hutch_diag'] / base:.1f}× one batched gradient "
+            f"scaled to {n}); hutch_diag {hutch / base:.1f}× one batched gradient "
             f"(route {taken} at chunks of {chunk}, reverse-over-reverse; route {other_route} "
             + (f"{alt / base:.1f}×, {loop / alt:.1f}× faster than the loop" if hutch_routes else "not timed")
             + "; forward-over-reverse by vmap "
             + (f"{fwd / base:.1f}×" if hutch_forward else "not timed")
-            + "); "
-            f"floor 10 × one batched HVP = {10 * hvp / base:.1f}×; drawing the probes alone "
-            f"(rademacher_probes, in both routes) {draw / base:.1f}×"
+            + ")"
         )
+        print(
+            f"hutch_diag against its floor: shared-probe floor (10 batched HVPs, one probe shared by the "
+            f"batch) {floor / base:.1f}×; hutch_diag {hutch / base:.1f}× = {hutch / floor:.2f}× the floor "
+            f"(goal ≤ 2); drawing the probes (rademacher_probes, chunks of {chunk} into one buffer, timed "
+            f"on {draw_samples} samples, scaled to {n}) {draw / base:.1f}× = {100 * draw / hutch:.1f} % of "
+            f"hutch_diag (goal ≤ 10 %), {draw / floor:.2f}× the floor"
+        )
+        if breakdown:
+            parts = hutchinson_breakdown(model, params, data, taken, chunk, loop_samples, device)
+            print(
+                f"hutch_diag breakdown (route {taken}, timed on {min(loop_samples, n)} samples, scaled to "
+                f"{n}; × one batched gradient): "
+                + ", ".join(f"{name} {seconds / base:.1f}" for name, seconds in parts.items())
+                + f"; sum {sum(parts.values()) / base:.1f}"
+            )
+
+
+def probe_drawing_seconds(params: dict, data, chunk: int, samples: int, device: torch.device) -> float:
+    """Seconds to draw 10 probes for the first ``samples`` samples as hutchinson_diagonal does: in chunks of
+    ``chunk`` samples, into one reused buffer (allocated before the clock starts)."""
+    shapes = {k: p.shape for k, p in params.items()}
+    size = row_length(sum(p.numel() for p in params.values()))
+    buffer = torch.empty(min(chunk, samples) * 10 * size, device=device)
+
+    def draw() -> None:
+        for start in range(0, samples, chunk):
+            count = min(chunk, samples - start)
+            rademacher_probes(shapes, 10, count, 0, device, torch.float32, start=start, out=buffer)
+
+    return median_seconds(draw, device, 1)
+
+
+def hutchinson_breakdown(
+    model: nn.Module, params: dict, data, route: str, chunk: int, samples: int, device: torch.device
+) -> dict[str, float]:
+    """Where hutch_diag's time goes, timed on the first ``samples`` samples and scaled to all N: the route
+    ``loop`` step by step as it takes them (drawing the probes, the sample's gradient graph, its 10
+    double-backward HVPs, the contraction Σ_j z_j ⊙ H z_j), after a warm-up on one sample; the route
+    ``vmap`` as drawing and the batched pass, per chunk."""
+    from torch.func import functional_call
+
+    from initprune.curvature.hvp import _vmap_chunk_sums
+    from initprune.curvature.samples import functional_parts, per_sample_loss_fn
+
+    x, y = data[0]
+    n, m = sample_count(data), min(samples, x.shape[0])
+    shapes = {k: p.shape for k, p in params.items()}
+    names = list(params)
+    size = row_length(sum(p.numel() for p in params.values()))
+    if route == "vmap":
+        parts = {"drawing": 0.0, "batched pass": 0.0}
+        step = min(chunk, m)
+        buffer = torch.empty(step * 10 * size, device=device)
+        probed, fixed = functional_parts(model, params)
+        sums = _vmap_chunk_sums(per_sample_loss_fn(model, fixed, 200.0), probed, names, "vjp")
+        for lo in range(0, m, step):
+            xs, ys = x[lo : lo + step], y[lo : lo + step]
+            t0 = now(device)
+            z = rademacher_probes(shapes, 10, xs.shape[0], 0, device, torch.float32, start=lo, out=buffer)
+            t1 = now(device)
+            sums(xs, ys, z)
+            t2 = now(device)
+            parts["drawing"] += t1 - t0
+            parts["batched pass"] += t2 - t1
+        return {k: v * n / m for k, v in parts.items()}
+    parts = dict.fromkeys(("drawing", "gradient graph", "HVPs", "contraction"), 0.0)
+    buffer = torch.empty(10 * size, device=device)
+    _, fixed = functional_parts(model, params)
+    total = {k: torch.zeros_like(p) for k, p in params.items()}
+    for i in range(m + 1):  # sample 0 warms up and is not counted
+        counted = 1.0 if i > 0 else 0.0
+        t0 = now(device)
+        z = rademacher_probes(shapes, 10, 1, 0, device, torch.float32, start=i, out=buffer)
+        t1 = now(device)
+        leaves = {k: p.detach().requires_grad_(True) for k, p in params.items()}
+        with torch.enable_grad():
+            logits = functional_call(model, {**fixed, **leaves}, (x[i : i + 1],))
+            loss = F.cross_entropy(logits / 200.0, y[i : i + 1], reduction="sum")
+            grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True)
+        t2 = now(device)
+        parts["drawing"] += counted * (t1 - t0)
+        parts["gradient graph"] += counted * (t2 - t1)
+        for j in range(10):
+            t0 = now(device)
+            hz = torch.autograd.grad(
+                grads, list(leaves.values()), grad_outputs=[z[k][0, j] for k in names], retain_graph=True
+            )
+            t1 = now(device)
+            for k, h in zip(names, hz, strict=True):
+                total[k].addcmul_(z[k][0, j], h)
+            t2 = now(device)
+            parts["HVPs"] += counted * (t1 - t0)
+            parts["contraction"] += counted * (t2 - t1)
+    return {k: v * n / m for k, v in parts.items()}
 
 
 def main() -> None:
@@ -295,6 +393,11 @@ def main() -> None:
         dest="hutch_forward",
         action="store_false",
         help="skip timing hutch_diag's forward-over-reverse route (method='jvp')",
+    )
+    parser.add_argument(
+        "--hutch-breakdown",
+        action="store_true",
+        help="time hutch_diag's steps (drawing, gradient graph, HVPs, contraction) on --loop-samples samples",
     )
     parser.add_argument(
         "--no-hutch-routes",
@@ -344,6 +447,7 @@ def main() -> None:
                 args.hutch_forward,
                 args.hutch_routes,
                 args.batch_size,
+                args.hutch_breakdown,
             )
 
 

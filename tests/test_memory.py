@@ -97,7 +97,9 @@ def _spy_chunks(monkeypatch, module) -> list:
     return sizes
 
 
-def test_chunks_grow_with_the_budget(convnet, conv_data):
+def test_chunks_grow_with_the_budget(monkeypatch, convnet, conv_data):
+    """The memory model; the CPU's cap on the per-sample engine's passes is lifted here."""
+    monkeypatch.setattr(per_sample, "CPU_PASS_SAMPLES", 10**9)
     params = prunable_parameters(convnet.eval())
     chunks = []
     for budget in (1, 10**5, 10**6, 10**9):
@@ -117,6 +119,16 @@ def test_chunks_grow_with_the_budget(convnet, conv_data):
     assert all(c > 100 for c in chunks[-1])
     # several backward columns cache every layer's patches and need more per sample than one
     assert chunks[-1][1] < chunks[-1][0]
+
+
+def test_cpu_passes_of_the_per_sample_engine_are_capped(monkeypatch, convnet, conv_data):
+    """Whatever the budget, a CPU pass of the per-sample engine takes at most CPU_PASS_SAMPLES samples."""
+    params = prunable_parameters(convnet.eval())
+    set_memory_budget(10**9)
+    monkeypatch.setattr(per_sample, "CPU_PASS_SAMPLES", 7)
+    for vectors in (loss_gradient_vectors(), ggn_vectors()):
+        assert auto_chunk_size(convnet, params, conv_data, vectors) == 7
+        assert auto_chunk_size(convnet, params, conv_data, vectors, "vmap") == 7
 
 
 @pytest.mark.parametrize("method", ["hooks", "vmap"])
