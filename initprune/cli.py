@@ -404,9 +404,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             _print_table(criteria())
         elif args.command == "models":
-            from .models import models
+            from .models import FORMS, models
 
-            _print_table(models())
+            _print_table({**models(), **FORMS})
         elif args.command == "datasets":
             from .data import datasets
 
