@@ -330,3 +330,34 @@ def test_to_torch_prune_refuses_a_held_model() -> None:
     mask.hold(model)
     with pytest.raises(InitpruneError, match="reparametrized"):
         mask.to_torch_prune(model)
+
+
+def test_hold_on_a_hugging_face_bert_classifier() -> None:
+    """BERT (Linear projections, a tied-free encoder, a dict batch with labels) trained in a plain loop."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        num_labels=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    model = transformers.BertForSequenceClassification(config)
+    params = initprune.prunable_parameters(model)
+    scores = {n: torch.rand(p.shape, generator=torch.Generator().manual_seed(1)) for n, p in params.items()}
+    mask = initprune.make_mask(scores, 0.8)
+    handle = mask.hold(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    gen = torch.Generator().manual_seed(3)
+    batch = {
+        "input_ids": torch.randint(0, 50, (4, 6), generator=gen),
+        "attention_mask": torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 6, [1] * 3 + [0] * 3]),
+        "labels": torch.randint(0, 2, (4,), generator=gen),
+    }
+    for _ in range(3):
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        pruned = _pruned_values(model, mask)
+        assert torch.equal(pruned, torch.zeros_like(pruned))
+    handle.remove()
+    named = dict(model.named_parameters())
+    assert all(not named[n][~keep].any() for n, keep in mask.items())
