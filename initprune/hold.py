@@ -141,7 +141,8 @@ def hold(model: nn.Module, mask: Mapping[str, Tensor]) -> MaskHandle:
     registrations: list[tuple[nn.Module, str]] = []
     orders = {id(m): list(m._parameters) for use in uses.values() for _, m, _ in use}
     for name, p in params.items():
-        keep = keep_masks[name].to(p.device)
+        # in the parameter's memory format (channels_last convolutions stay channels_last)
+        keep = torch.empty_like(p, dtype=torch.bool).copy_(keep_masks[name])
         p.masked_fill_(~keep, 0.0)
         parametrization = KeepMask(keep)  # one per parameter, shared by its tied uses
         for _, module, attr in uses[name]:
