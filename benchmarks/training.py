@@ -6,9 +6,11 @@
 
 (1) Mask overhead: time of a masked training step (forward, backward, gradient masking, SGD step with
 momentum and weight decay, re-masking) over the time of the same dense step, on the same model, batch and
-device. Masked and dense steps are interleaved (alternating which goes first) and the median of many
-repetitions is reported, together with the median of the per-pair ratios and the time of the two mask calls
-alone measured directly (least sensitive to other load on the machine). Target: ≤ 1.05.
+device; and the same for the mask held by ``mask.hold(model)`` (parametrizations: every forward computes
+``where(keep, weight, 0)``, no call in the loop). Dense, masked and held steps are interleaved (each
+going first in turn) and the median of many repetitions is reported, together with the median of the
+per-pair ratios and the time of the two mask calls alone measured directly (least sensitive to other load
+on the machine). Target: ≤ 1.05.
 
 (2) Throughput of ``initprune.train.train`` in images/s (best of a few rounds) with batch 512: on the CPU
 for the Fashion-MNIST preset's network (VGG-11 at width 0.25, 1×28×28), on CUDA when available for
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import synchronize, vgg_small
 
+from initprune import Mask
 from initprune.models import create_model
 from initprune.optim import MaskHolder
 from initprune.train import TrainConfig, train
@@ -54,11 +57,13 @@ def mask_overhead(
 ) -> dict:
     """Median times of interleaved dense and masked SGD steps, and of the two mask calls alone."""
     runs = {}
-    for kind in ("dense", "masked"):
+    for kind in ("dense", "masked", "held"):
         m = copy.deepcopy(model).to(device)
         holder = MaskHolder(m, random_mask(m, 0.9)) if kind == "masked" else None
         if holder is not None:
             holder.apply()
+        if kind == "held":
+            Mask(random_mask(m, 0.9)).hold(m)
         opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
         runs[kind] = (m, opt, holder)
 
@@ -76,12 +81,13 @@ def mask_overhead(
         synchronize(device)
         return time.perf_counter() - start
 
+    kinds = ("dense", "masked", "held")
     for _ in range(3):  # warm up allocators, kernels and momentum buffers
-        step("dense")
-        step("masked")
-    times: dict[str, list[float]] = {"dense": [], "masked": []}
+        for kind in kinds:
+            step(kind)
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
     for i in range(reps):
-        order = ("dense", "masked") if i % 2 == 0 else ("masked", "dense")
+        order = kinds[i % 3 :] + kinds[: i % 3]  # each kind goes first in turn
         for kind in order:
             times[kind].append(step(kind))
     holder = runs["masked"][2]
@@ -95,7 +101,12 @@ def mask_overhead(
         mask_only.append(time.perf_counter() - start)
     dense, masked = statistics.median(times["dense"]), statistics.median(times["masked"])
     pair = statistics.median(m / d for m, d in zip(times["masked"], times["dense"], strict=True))
+    held = statistics.median(times["held"])
+    held_pair = statistics.median(h / d for h, d in zip(times["held"], times["dense"], strict=True))
     return {
+        "held_ms": held * 1e3,
+        "held_ratio": held / dense,
+        "held_pair_ratio": held_pair,
         "dense_ms": dense * 1e3,
         "masked_ms": masked * 1e3,
         "ratio": masked / dense,
@@ -225,15 +236,19 @@ def main(argv: list[str] | None = None) -> None:
             "mask ops ms",
             "1+ops/dense",
             "tensors",
+            "held ms",
+            "held ratio",
+            "held pair",
         )
-        print("  {:<10} {:>9} {:>10} {:>7} {:>10} {:>11} {:>11} {:>7}".format(*header))
+        print("  {:<10} {:>9} {:>10} {:>7} {:>10} {:>11} {:>11} {:>7} {:>8} {:>10} {:>9}".format(*header))
         for name, model in models.items():
             n = reps if name != "vgg11" or device.type == "cuda" else max(5, reps // 4)
             r = mask_overhead(model, x, y, n, device)
             print(
                 f"  {name:<10} {r['dense_ms']:9.2f} {r['masked_ms']:10.2f} {r['ratio']:7.3f} "
                 f"{r['pair_ratio']:10.3f} {r['mask_ops_ms']:11.3f} {r['direct_ratio']:11.4f} "
-                f"{r['masked_tensors']:7d}"
+                f"{r['masked_tensors']:7d} {r['held_ms']:8.2f} {r['held_ratio']:10.3f} "
+                f"{r['held_pair_ratio']:9.3f}"
             )
 
         steps = 8 if args.quick else 30

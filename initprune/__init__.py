@@ -6,6 +6,8 @@ and train the sparse network with the mask held fixed.
 """
 
 from .errors import DegenerateScoresWarning, InitpruneError, LayerCollapseWarning
+from .export import load_export, save_export
+from .hold import MaskHandle
 from .masks import Mask, make_mask
 from .prunable import prunable_parameters
 from .pruning import prune
@@ -17,11 +19,14 @@ __all__ = [
     "InitpruneError",
     "LayerCollapseWarning",
     "Mask",
+    "MaskHandle",
     "criteria",
     "get_criterion",
+    "load_export",
     "make_mask",
     "prunable_parameters",
     "prune",
+    "save_export",
     "score",
     "warmup_bn",
 ]

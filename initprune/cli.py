@@ -5,6 +5,7 @@
     initprune sweep --config grid.yaml [--launcher ray [--ray-address ADDR]] --out DIR
     initprune report DIR [--out DIR] [--at-sparsity S]
     initprune criteria | models | datasets
+    initprune export RUN_DIR OUT
     initprune analyze curvature --model M --dataset D [--samples N] [--out DIR]
 
 Bad input exits with status 2 and one line on stderr.
@@ -294,6 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("criteria", help="list the pruning criteria")
     sub.add_parser("models", help="list the models")
     sub.add_parser("datasets", help="list the datasets")
+    export = sub.add_parser(
+        "export",
+        help="write a finished run's trained sparse network as safetensors (kept values and indices)",
+        description="Write the trained sparse network of the finished run in RUN_DIR to OUT (safetensors: "
+        "the kept values and their indices per pruned layer, every other tensor whole). "
+        "initprune.load_export(OUT) gives back the dense state_dict bit for bit.",
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR", help="folder of a finished `initprune run`")
+    export.add_argument("out", metavar="OUT", help="file to write (e.g. model.safetensors)")
     _add_analyze(sub)
     return parser
 
@@ -526,13 +536,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             _print_table(criteria())
         elif args.command == "models":
-            from .models import models
+            from .models import FORMS, models
 
-            _print_table(models())
+            _print_table({**models(), **FORMS})
         elif args.command == "datasets":
             _print_datasets()
         elif args.command == "analyze":
             return _analyze(args)
+        elif args.command == "export":
+            from .experiments.export import export_run
+
+            info = export_run(args.run_dir, args.out)
+            print(
+                f"wrote {info['path']}: {info['bytes']:,} bytes at sparsity {info['sparsity']:.4f}, "
+                f"{info['bytes'] / info['dense_bytes']:.2%} of the dense model's {info['dense_bytes']:,} "
+                f"bytes (checkpoint.pt: {info['checkpoint_bytes']:,} bytes)"
+            )
         return 0
     except InitpruneError as exc:
         print(f"initprune: error: {exc}", file=sys.stderr)

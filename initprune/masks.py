@@ -13,6 +13,7 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +21,9 @@ from torch import Tensor, nn
 from .allocation import check_layer_densities
 from .atomic import atomic_torch_save
 from .errors import InitpruneError, LayerCollapseWarning, check_sparsity, unknown_choice
+
+if TYPE_CHECKING:
+    from .hold import MaskHandle
 
 SCOPES = ("global", "layerwise", "erk")
 _FORMAT = "initprune.mask"
@@ -100,10 +104,31 @@ class Mask(Mapping[str, Tensor]):
 
     @torch.no_grad()
     def apply(self, model: nn.Module) -> nn.Module:
-        """Zero the pruned weights of ``model`` in place and return it."""
+        """Zero the pruned weights of ``model`` in place (as +0.0, never -0.0) and return it.
+
+        Once only: an optimizer step can revive them. To train with the mask held, use :meth:`hold`."""
         for name, p in self._parameters_of(model).items():
-            p.mul_(self._masks[name].to(device=p.device, dtype=p.dtype))
+            p.masked_fill_(~self._masks[name].to(p.device), 0.0)
         return model
+
+    def hold(self, model: nn.Module) -> MaskHandle:
+        """Hold the mask on ``model`` in your own training loop, with any optimizer, AMP or DDP:
+        ``handle = mask.hold(model)`` ... ``handle.remove()`` (bakes the zeros in).
+
+        Every use of a masked weight (tied ones and ``nn.MultiheadAttention``'s ``out_proj`` included)
+        becomes ``where(keep, original, 0)`` through ``torch.nn.utils.parametrize``: pruned weights stay
+        exactly 0 through every step. See :mod:`initprune.hold`."""
+        from .hold import hold
+
+        return hold(model, self)
+
+    def to_torch_prune(self, model: nn.Module) -> nn.Module:
+        """Apply the mask through ``torch.nn.utils.prune.custom_from_mask`` (``weight_orig``,
+        ``weight_mask`` and the pre-hook), so that ``torch.nn.utils.prune`` tools read and extend it; tied
+        weights and ``nn.MultiheadAttention`` handled. Returns the model. See :mod:`initprune.torch_prune`."""
+        from .torch_prune import to_torch_prune
+
+        return to_torch_prune(model, self)
 
     def save(self, path: str | os.PathLike[str], *, settings_hash: str | None = None) -> None:
         """Write the mask atomically in a pickle-free format (``torch.load(weights_only=True)`` reads it);

@@ -150,9 +150,11 @@ class MaskHolder:
 
     @torch.no_grad()
     def apply(self) -> None:
-        """Zero the pruned weights in place."""
+        """Zero the pruned weights in place, as +0.0 (a negative weight times 0 is -0.0; adding 0 makes
+        it +0.0 and changes nothing else), so that a sparse export rebuilds the weights bit for bit."""
         if self.params:
             torch._foreach_mul_(self.params, self.masks)
+            torch._foreach_add_(self.params, 0.0)
 
     @torch.no_grad()
     def mask_grads(self) -> None:
@@ -162,6 +164,9 @@ class MaskHolder:
             grads, masks = zip(*pairs, strict=True)
             torch._foreach_mul_(list(grads), list(masks))
 
+    @torch.no_grad()
     def after_step(self) -> None:
-        """Re-zero the pruned weights after ``optimizer.step()``."""
-        self.apply()
+        """Re-zero the pruned weights after ``optimizer.step()``. One multiply: a step adds only zeros to
+        a pruned +0.0 (its gradient is masked), which leaves it +0.0."""
+        if self.params:
+            torch._foreach_mul_(self.params, self.masks)

@@ -49,7 +49,7 @@ from ..distributed import (
 )
 from ..errors import InitpruneError
 from ..masks import Mask
-from ..models import create_model, get_model, model_options, models
+from ..models import check_model_options, create_model, get_model, model_options, models
 from ..progress import stage_line
 from ..pruning import prune
 from ..scores import get_criterion
@@ -103,13 +103,7 @@ def validate_config(config: RunConfig) -> None:
     its option names, a given data folder and ``val_size`` (where the training set's size is known), and
     the device. Raises :class:`~initprune.errors.InitpruneError` naming the bad value."""
     get_criterion(config.criterion).check_options(dict(config.criterion_options))
-    options = model_options(config.model)
-    unknown = sorted(set(config.model_options) - set(options))
-    if unknown:
-        raise InitpruneError(
-            f"model {config.model!r} does not take option(s) {', '.join(map(repr, unknown))}; its options: "
-            f"{', '.join(options) or 'none'}"
-        )
+    check_model_options(config.model, config.model_options)
     check_dataset_settings(config.dataset, config.data_dir, config.val_size, **dict(config.dataset_options))
     if config.layer_densities is not None:
         if config.rounds is None and get_criterion(config.criterion).default_rounds != 1:

@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_write_text
 from ..data import datasets
-from ..errors import InitpruneError, suggest, unknown_choice
-from ..models import model_options
+from ..errors import InitpruneError, unknown_choice
+from ..models import check_model_options
 from ..scores import get_criterion
 from ..train_config import TrainConfig
 from .cache import CACHE_DIR
@@ -74,13 +74,7 @@ def validate_point(config: RunConfig) -> None:
     its option names, the dataset and its option names. (The device is checked where the run runs.)"""
     crit = get_criterion(config.criterion)
     crit.check_options(dict(config.criterion_options))
-    valid = model_options(config.model)
-    unknown = sorted(set(config.model_options) - set(valid))
-    if unknown:
-        raise InitpruneError(
-            f"model {config.model!r} does not take option(s) {', '.join(map(repr, unknown))}; "
-            f"{suggest(unknown[0], valid)}"
-        )
+    check_model_options(config.model, config.model_options)
     if config.dataset not in datasets():
         raise unknown_choice("dataset", config.dataset, datasets())
 

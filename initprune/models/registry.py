@@ -2,7 +2,9 @@
 
 A model builder is a function ``fn(*, num_classes, in_channels, **options) -> nn.Module`` whose other
 keyword-only parameters are the model's options, with their defaults. Every builder takes ``num_classes``
-and ``in_channels``; an option a model does not take is an error that lists the ones it does.
+and ``in_channels``; an option a model does not take is an error that lists the ones it does. Names of
+the form ``timm:NAME`` and ``tv:NAME`` are models of timm and torchvision (:mod:`.external`); they pass
+options they do not declare on to the library.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import InitpruneError, suggest, unknown_choice
+from .external import FORMS, external_builder, is_external
 
 Builder = Callable[..., nn.Module]
 _COMMON = ("num_classes", "in_channels")
@@ -26,6 +29,7 @@ class ModelEntry:
     description: str
     fn: Builder
     inputs: str = "images"  # "images" (B, C, H, W) floats, or "tokens" (B, L) integer ids
+    passthrough: bool = False  # options beyond the declared ones go on to another library (timm:, tv:)
 
     @property
     def options(self) -> dict[str, Any]:
@@ -64,11 +68,19 @@ def register_model(name: str, description: str, inputs: str = "images") -> Calla
 
 
 def get_model(name: str) -> ModelEntry:
-    """The registry entry of ``name``; an unknown name lists the valid ones."""
-    try:
+    """The registry entry of ``name`` (or of ``timm:NAME`` / ``tv:NAME``); an unknown name lists the valid
+    ones."""
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        raise unknown_choice("model", name, _REGISTRY, "`initprune models` lists them") from None
+    if isinstance(name, str) and is_external(name):
+        if name not in _EXTERNAL:
+            fn, description = external_builder(name)
+            _EXTERNAL[name] = ModelEntry(name, description, fn, passthrough=True)
+        return _EXTERNAL[name]
+    raise unknown_choice("model", name, [*_REGISTRY, *FORMS], "`initprune models` lists them")
+
+
+_EXTERNAL: dict[str, ModelEntry] = {}
 
 
 def models() -> dict[str, str]:
@@ -79,6 +91,18 @@ def models() -> dict[str, str]:
 def model_options(name: str) -> dict[str, Any]:
     """The options model ``name`` takes beyond ``num_classes`` and ``in_channels``, with their defaults."""
     return dict(get_model(name).options)
+
+
+def check_model_options(name: str, options: Any) -> None:
+    """Raise :class:`InitpruneError` if model ``name`` does not take one of the option names ``options``
+    (``timm:``/``tv:`` models take any: the library checks them when the model is built)."""
+    entry = get_model(name)
+    unknown = sorted(set(options) - set(entry.options))
+    if unknown and not entry.passthrough:
+        raise InitpruneError(
+            f"model {name!r} does not take option(s) {', '.join(map(repr, unknown))}; "
+            f"{suggest(unknown[0], entry.options)}"
+        )
 
 
 def _positive_int(what: str, value: Any) -> int:
@@ -95,12 +119,7 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwarg
     from torch's global generator, so ``torch.manual_seed`` before this call makes the model reproducible.
     """
     entry = get_model(name)
-    unknown = sorted(set(kwargs) - set(entry.options))
-    if unknown:
-        raise InitpruneError(
-            f"model {name!r} does not take option(s) {', '.join(map(repr, unknown))}; "
-            f"{suggest(unknown[0], entry.options)}"
-        )
+    check_model_options(name, kwargs)
     return entry.fn(
         num_classes=_positive_int("num_classes", num_classes),
         in_channels=_positive_int("in_channels", in_channels),
