@@ -124,6 +124,25 @@ class MaskHandle:
         return f"MaskHandle({type(self.model).__name__}, {state})"
 
 
+def masked_parameters(model: nn.Module, masks: Mapping[str, Tensor]) -> dict[str, nn.Parameter]:
+    """The parameters of ``model`` that ``masks`` (``named_parameters()`` name → keep tensor) names, or
+    :class:`InitpruneError` naming a name that is not a parameter or a shape that differs."""
+    params = dict(model.named_parameters())
+    missing = [name for name in masks if name not in params]
+    if missing:
+        raise InitpruneError(
+            f"mask names {missing} are not parameters of {type(model).__name__}; "
+            f"its parameters are: {', '.join(params)}"
+        )
+    for name, m in masks.items():
+        if params[name].shape != m.shape:
+            raise InitpruneError(
+                f"mask for {name!r} has shape {tuple(m.shape)} but the parameter has "
+                f"{tuple(params[name].shape)}"
+            )
+    return {name: params[name] for name in masks}
+
+
 @torch.no_grad()
 def hold(model: nn.Module, mask: Mapping[str, Tensor]) -> MaskHandle:
     """Hold ``mask`` (``named_parameters()`` name → bool keep tensor) on ``model`` until ``remove()``.
@@ -132,11 +151,9 @@ def hold(model: nn.Module, mask: Mapping[str, Tensor]) -> MaskHandle:
     ``where(keep, original, 0)`` (see the module docstring). Checks every name and shape before changing
     anything; a name that is not a parameter or a shape that differs raises :class:`InitpruneError`.
     """
-    from .masks import Mask
-
     _check_not_held(model, mask)
-    keep_masks = Mask(mask) if not isinstance(mask, Mask) else mask
-    params = keep_masks._parameters_of(model)  # raises naming a bad name or shape
+    keep_masks = mask
+    params = masked_parameters(model, keep_masks)  # raises naming a bad name or shape
     uses = parameter_uses(model, list(params))
     registrations: list[tuple[nn.Module, str]] = []
     orders = {id(m): list(m._parameters) for use in uses.values() for _, m, _ in use}

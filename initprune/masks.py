@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from .allocation import check_layer_densities
 from .atomic import atomic_torch_save
 from .errors import InitpruneError, LayerCollapseWarning, check_sparsity, unknown_choice
+from .hold import masked_parameters
 
 if TYPE_CHECKING:
     from .hold import MaskHandle
@@ -87,20 +88,7 @@ class Mask(Mapping[str, Tensor]):
         return Mask({name: m.to(device) for name, m in self._masks.items()})
 
     def _parameters_of(self, model: nn.Module) -> dict[str, nn.Parameter]:
-        params = dict(model.named_parameters())
-        missing = [name for name in self._masks if name not in params]
-        if missing:
-            raise InitpruneError(
-                f"mask names {missing} are not parameters of {type(model).__name__}; "
-                f"its parameters are: {', '.join(params)}"
-            )
-        for name, m in self._masks.items():
-            if params[name].shape != m.shape:
-                raise InitpruneError(
-                    f"mask for {name!r} has shape {tuple(m.shape)} but the parameter has "
-                    f"{tuple(params[name].shape)}"
-                )
-        return {name: params[name] for name in self._masks}
+        return masked_parameters(model, self._masks)
 
     @torch.no_grad()
     def apply(self, model: nn.Module) -> nn.Module:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize, prune
 
 from .errors import InitpruneError
-from .hold import parameter_uses
+from .hold import masked_parameters, parameter_uses
 
 __all__ = ["to_torch_prune"]
 
@@ -50,9 +50,7 @@ def to_torch_prune(model: nn.Module, mask: Mapping[str, Tensor]) -> nn.Module:
     The pruned entries of each parameter are set to +0.0 first, so that ``prune.remove`` leaves exact
     zeros. Every name and shape is checked before anything changes (:class:`InitpruneError`).
     """
-    from .masks import Mask
-
-    keep_masks = mask if isinstance(mask, Mask) else Mask(mask)
+    keep_masks = mask
     params = dict(model.named_parameters())
     missing = [name for name in keep_masks if name not in params]
     if missing and any(parametrize.is_parametrized(m) for m in model.modules()):
@@ -60,7 +58,7 @@ def to_torch_prune(model: nn.Module, mask: Mapping[str, Tensor]) -> nn.Module:
             f"mask names {missing[:3]} are not parameters of {type(model).__name__}: the model is "
             "reparametrized (a mask held with mask.hold? call handle.remove() first)"
         )
-    chosen = keep_masks._parameters_of(model)  # raises naming a bad name or shape
+    chosen = masked_parameters(model, keep_masks)  # raises naming a bad name or shape
     uses = parameter_uses(model, list(chosen))
     for use_list in uses.values():
         for path, module, attr in use_list:
