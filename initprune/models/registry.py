@@ -77,7 +77,7 @@ def get_model(name: str) -> ModelEntry:
             fn, description = external_builder(name)
             _EXTERNAL[name] = ModelEntry(name, description, fn, passthrough=True)
         return _EXTERNAL[name]
-    raise unknown_choice("model", name, [*_REGISTRY, *FORMS])
+    raise unknown_choice("model", name, [*_REGISTRY, *FORMS], "`initprune models` lists them")
 
 
 _EXTERNAL: dict[str, ModelEntry] = {}
