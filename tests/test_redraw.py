@@ -14,7 +14,7 @@ from initprune.data.redraw import RedrawnBatches
 from initprune.experiments import build_config, run_experiment
 from initprune.experiments.cache import cacheable, score_key
 from initprune.masks import Mask
-from initprune.scores.scoring import as_batches
+from initprune.scores.batches import as_batches
 
 
 class LoggedBatches(RedrawnBatches):

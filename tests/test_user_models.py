@@ -561,7 +561,7 @@ def test_a_layer_with_all_scores_zero_warns_with_its_name():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_a_layer_of_rounding_noise_counts_as_zero(dtype):
-    from initprune.scores.scoring import ROUNDING_ULPS, warn_degenerate
+    from initprune.scores.degenerate import ROUNDING_ULPS, warn_degenerate
 
     eps = torch.finfo(dtype).eps
     big = torch.tensor([[0.5, -0.75]], dtype=dtype)

@@ -1,6 +1,8 @@
 """Scoring: the criterion registry and :func:`score`, which runs one criterion on a model."""
 
 from . import data_free, fisher, gauss_newton, gradient, hutchinson  # noqa: F401  (registers the criteria)
+from .batches import as_batches, check_batches
+from .degenerate import warn_degenerate, zero_scale_norms
 from .registry import (
     ChunkSize,
     Criterion,
@@ -14,16 +16,7 @@ from .registry import (
     get_criterion,
     register,
 )
-from .scoring import (
-    as_batches,
-    attention_backend,
-    check_batches,
-    check_loss,
-    score,
-    score_batches,
-    scoring_mode,
-    warn_degenerate,
-)
+from .scoring import attention_backend, check_loss, score, score_batches, scoring_mode
 
 __all__ = [
     "ChunkSize",
@@ -45,4 +38,5 @@ __all__ = [
     "score_batches",
     "scoring_mode",
     "warn_degenerate",
+    "zero_scale_norms",
 ]
