@@ -365,6 +365,7 @@ def run_experiment(
     Under torchrun every rank calls it: rank 0 alone keeps the folder (its lock, identity and files) and
     tells the others whether and which run to make; then the ranks score their parts of the scoring
     samples and train one network with DistributedDataParallel on their shards of the data."""
+    source_commit()  # read now, while it is the commit of the code this process imported
     out = Path(config.out or config.default_out())
     device = None
     if launched_by_torchrun():  # this rank's device, in the process group
