@@ -61,7 +61,10 @@ def parameter_uses(model: nn.Module, names: list[str]) -> dict[str, list[tuple[s
     return uses
 
 
-def _check_not_held(model: nn.Module, mask: Mapping[str, Tensor]) -> None:
+def check_not_held(model: nn.Module, mask: Mapping[str, Tensor]) -> None:
+    """Raise :class:`InitpruneError` where ``mask`` names parameters ``model`` no longer has because it is
+    reparametrized (a mask already held): the names checked by :func:`masked_parameters` would fail with
+    a less helpful message."""
     params = dict(model.named_parameters())
     missing = [name for name in mask if name not in params]
     if missing and any(parametrize.is_parametrized(m) for m in model.modules()):
@@ -151,7 +154,7 @@ def hold(model: nn.Module, mask: Mapping[str, Tensor]) -> MaskHandle:
     ``where(keep, original, 0)`` (see the module docstring). Checks every name and shape before changing
     anything; a name that is not a parameter or a shape that differs raises :class:`InitpruneError`.
     """
-    _check_not_held(model, mask)
+    check_not_held(model, mask)
     keep_masks = mask
     params = masked_parameters(model, keep_masks)  # raises naming a bad name or shape
     uses = parameter_uses(model, list(params))

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize, prune
 
 from .errors import InitpruneError
-from .hold import masked_parameters, parameter_uses
+from .hold import check_not_held, masked_parameters, parameter_uses
 
 __all__ = ["to_torch_prune"]
 
@@ -51,13 +51,7 @@ def to_torch_prune(model: nn.Module, mask: Mapping[str, Tensor]) -> nn.Module:
     zeros. Every name and shape is checked before anything changes (:class:`InitpruneError`).
     """
     keep_masks = mask
-    params = dict(model.named_parameters())
-    missing = [name for name in keep_masks if name not in params]
-    if missing and any(parametrize.is_parametrized(m) for m in model.modules()):
-        raise InitpruneError(
-            f"mask names {missing[:3]} are not parameters of {type(model).__name__}: the model is "
-            "reparametrized (a mask held with mask.hold? call handle.remove() first)"
-        )
+    check_not_held(model, keep_masks)
     chosen = masked_parameters(model, keep_masks)  # raises naming a bad name or shape
     uses = parameter_uses(model, list(chosen))
     for use_list in uses.values():
