@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from .errors import InitpruneError
+from .hold import masked_parameters
 
 if TYPE_CHECKING:
     from .train_config import TrainConfig
@@ -124,22 +125,12 @@ class MaskHolder:
     """
 
     def __init__(self, model: nn.Module, mask: Mapping[str, Tensor]):
-        named = dict(model.named_parameters())
-        missing = [name for name in mask if name not in named]
-        if missing:
-            raise InitpruneError(
-                f"mask names {missing} are not parameters of {type(model).__name__}; "
-                f"its parameters are: {', '.join(named)}"
-            )
-        self.names = list(mask)
-        self.params: list[nn.Parameter] = [named[name] for name in self.names]
+        named = masked_parameters(model, mask)  # raises naming a bad name or shape
+        self.names = list(named)
+        self.params: list[nn.Parameter] = list(named.values())
         self.masks: list[Tensor] = []
-        for name, p in zip(self.names, self.params, strict=True):
+        for name, p in named.items():
             m = mask[name]
-            if tuple(m.shape) != tuple(p.shape):
-                raise InitpruneError(
-                    f"mask for {name!r} has shape {tuple(m.shape)} but the parameter has {tuple(p.shape)}"
-                )
             # Same memory format as the parameter (channels_last models) so the fused multiply stays cheap.
             keep = torch.empty_like(p, requires_grad=False)
             keep.copy_(m.to(device=p.device, dtype=p.dtype))
