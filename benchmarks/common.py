@@ -40,6 +40,17 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return _clock() - start
 
 
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    """The fastest of ``repeats`` wall-clock timings of ``fn``, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
     for _ in range(warmup):

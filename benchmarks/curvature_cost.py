@@ -16,28 +16,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Callable
 
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from common import best_time
 from scoring import build, scoring_data
 
 from initprune.curvature import batch_gradient, hutchinson_diagonal, per_sample_gradient_moments
 from initprune.curvature.ggn import ggn_diagonal, mc_fisher_diagonal
 from initprune.prunable import prunable_parameters
-
-
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def measure(model_name: str, repeats: int, hutchinson: bool) -> list[tuple[str, float, float]]:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from common import best_time
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from initprune.curvature import batch_gradient, hutchinson_diagonal, per_sample_gradient_moments
@@ -26,16 +27,6 @@ from initprune.curvature.losses import get_loss
 from initprune.models import create_model
 from initprune.prunable import prunable_parameters
 from initprune.scores import scoring_mode
-
-
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def once(fn: Callable[[], object]) -> float:
