@@ -6,7 +6,8 @@ has ``transformers``' ``Conv1D`` projections, whose weight is stored transposed.
 gives exact results, against per-sample loops of ``model(**sample).logits`` in float64 (the Fisher,
 Gauss-Newton and Monte-Carlo Fisher families, the gradient criteria, GraSP against central differences),
 finite deterministic ones (Hutchinson, random), or a clear error before anything changes (SynFlow: the
-models look their integer inputs up in embeddings).
+models look their integer inputs up in embeddings). GPT-2 as a language model (``GPT2LMHeadModel``) is
+scored with ``token_cross_entropy`` against the same kind of loop over its sequences.
 """
 
 from __future__ import annotations
@@ -485,3 +486,90 @@ def test_where_vmap_cannot_run_the_per_sample_loop_is_exact(criterion):
         torch.testing.assert_close(
             scores[n], expected[n], rtol=1e-9, atol=1e-9 * float(expected[n].abs().max())
         )
+
+
+# ------------------------------------------------------------------------------------------------------
+# GPT-2 as a language model, scored with the per-token loss
+
+
+def gpt2_lm() -> nn.Module:
+    torch.manual_seed(0)
+    return transformers.GPT2LMHeadModel(gpt2_config()).double()
+
+
+def lm_data() -> list[dict[str, Tensor]]:
+    """Two dict batches of padded sequences whose ``labels`` are the next tokens (-100: not counted, at the
+    last position and after the padding), as a language model's loss takes them unshifted."""
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(2, VOCAB, (5, 6), generator=gen)
+    mask = torch.ones(5, 6, dtype=torch.long)
+    mask[1, 4:] = 0
+    mask[3, 2:] = 0
+    ids[mask == 0] = 0
+    labels = torch.full_like(ids, -100)
+    labels[:, :-1] = torch.where(mask[:, 1:] == 1, ids[:, 1:], -100)
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    return [{k: v[:2] for k, v in batch.items()}, {k: v[2:] for k, v in batch.items()}]
+
+
+def lm_references() -> dict[str, dict[str, Tensor]]:
+    """grad_norm, snip and the empirical-Fisher family from a plain loop: ℓ_i = the mean CE over sequence
+    i's counted tokens, L = (1/N) Σ ℓ_i."""
+    model = gpt2_lm().eval()
+    names = list(initprune.prunable_parameters(model))
+    params = dict(model.named_parameters())
+    per_sample = []
+    for batch in lm_data():
+        for i in range(batch["labels"].shape[0]):
+            row = {k: v[i : i + 1] for k, v in batch.items() if k != "labels"}
+            y = batch["labels"][i]
+            counted = y != -100
+            loss = F.cross_entropy(model(**row).logits[0][counted], y[counted])
+            per_sample.append(
+                dict(zip(names, torch.autograd.grad(loss, [params[n] for n in names]), strict=True))
+            )
+    g, fisher = mean(per_sample), mean(per_sample, torch.square)
+    theta = {n: params[n].detach() for n in names}
+    return {
+        "grad_norm": {n: g[n].abs() for n in names},
+        "snip": {n: (theta[n] * g[n]).abs() for n in names},
+        "fisher_diag": fisher,
+        "fisher_pruner": {n: 0.5 * theta[n].square() * fisher[n] for n in names},
+        "fisher_taylor": {n: (theta[n] * g[n] + 0.5 * theta[n].square() * fisher[n]).abs() for n in names},
+    }
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::initprune.LayerCollapseWarning")
+@pytest.mark.parametrize("criterion", CRITERIA)
+def test_gpt2_language_model_with_the_token_loss(criterion):
+    """Every criterion through ``score`` and ``prune`` on GPT2LMHeadModel with ``token_cross_entropy``:
+    exact against the per-sample loop where it gives a reference, deterministic and finite otherwise,
+    SynFlow refused before anything changes; the tied lm_head stays dense."""
+    model = gpt2_lm()
+    before = state(model)
+    kwargs = dict(loss="token_cross_entropy", **options(criterion))
+    if criterion == "synflow":
+        with pytest.raises(InitpruneError, match=SYNFLOW_ERROR):
+            initprune.score(model, criterion, lm_data(), **kwargs)
+        assert_same_state(model, before)
+        return
+    scores = initprune.score(model, criterion, lm_data(), **kwargs)
+    assert_same_state(model, before)
+    params = initprune.prunable_parameters(model)
+    assert list(scores) == list(params) and "lm_head.weight" not in scores
+    assert all(s.shape == params[k].shape and bool(torch.isfinite(s).all()) for k, s in scores.items())
+    exact = lm_references().get(criterion)
+    if exact is None:
+        again = initprune.score(gpt2_lm(), criterion, lm_data(), **kwargs)
+        assert all(torch.equal(scores[k], again[k]) for k in scores)
+    else:
+        for k in exact:
+            torch.testing.assert_close(
+                scores[k], exact[k], rtol=1e-9, atol=1e-9 * float(exact[k].abs().max()) + 1e-300
+            )
+    mask = initprune.prune(model, criterion, lm_data(), sparsity=0.8, **kwargs)
+    assert mask.sparsity == pytest.approx(0.8, abs=0.01)
+    expected = initprune.make_mask(scores, 0.8)
+    assert all(torch.equal(mask[k], expected[k]) for k in mask)
+    assert all(not p[~mask[k]].any() for k, p in params.items())
