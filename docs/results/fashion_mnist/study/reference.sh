@@ -12,6 +12,10 @@
 #   protocol         all training images, best epoch on the test set (val_size=0, select_best_on_test=true),
 #                    for all three criteria
 #   all_<criterion>  everything above at once
+#   warmup_pass      the BatchNorm warmup is one pass over the training data in file order
+#                    (--warmup-batches none --no-warmup-shuffle; the testbed trains without augmentation,
+#                    so --warmup-augment and --scoring-redraw change nothing here and are not run)
+#   no_shuffle       the training loader does not shuffle (--no-train-shuffle)
 # (The shortcut BatchNorm rule, shortcut_bn_scales, is for ResNets and changes nothing on VGG.)
 # Base settings of main_grid.sh: VGG-11 at width 0.25 on Fashion-MNIST, BatchNorm warmup of 20 batches,
 # global scope, 100 scoring samples, 2 epochs of SGD (lr 0.03, cosine, batch 512); seeds outermost.
@@ -40,3 +44,5 @@ sweep protocol grasp,synflow,hutch_pruner "${PROTOCOL[@]}"
 sweep all_grasp grasp "${ALL[@]}" "${GRASP[@]}"
 sweep all_synflow synflow "${ALL[@]}"
 sweep all_hutch_pruner hutch_pruner "${ALL[@]}" --criterion-options probe_scope=all
+sweep warmup_pass grasp,synflow,hutch_pruner --warmup-batches none --no-warmup-shuffle
+sweep no_shuffle grasp,synflow,hutch_pruner --no-train-shuffle
