@@ -457,6 +457,8 @@ def reference_section(study: Path, main: pd.DataFrame, plot: Path | None = None)
         ("all_grasp", "all of the above", ["grasp"]),
         ("all_synflow", "all of the above", ["synflow"]),
         ("all_hutch_pruner", "all of the above", ["hutch_pruner"]),
+        ("warmup_pass", "alone: warmup of one pass in file order", ["grasp", "synflow", "hutch_pruner"]),
+        ("no_shuffle", "alone: the training loader does not shuffle", ["grasp", "synflow", "hutch_pruner"]),
     ]
     rows, together = [], {}
     for folder, what, criteria in variants:
