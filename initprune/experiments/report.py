@@ -39,6 +39,7 @@ import yaml
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import InitpruneError
+from .components import component_table
 from .config import default_settings
 from .paired import Comparison, compare, comparisons_json, comparisons_markdown
 from .run import CONFIG, MASK, METRICS, RESULT
@@ -266,6 +267,7 @@ def _group_section(group: str, runs: Any, out: Path, at_sparsity: float | None) 
             bad = sum(bool(a) or bool(b) for a, b in pairs)
             cells.append(f"{bad}/{len(sel)}" if len(sel) else "")
         lines.append(f"| {s:g} | " + " | ".join(cells) + " |")
+    lines += component_table(pruned, criteria, sparsities)
 
     lines += [
         "",
