@@ -11,7 +11,14 @@ import yaml
 
 from initprune.cli import main
 from initprune.errors import InitpruneError
-from initprune.experiments.paired import Comparison, compare, load_comparisons, parse_selector
+from initprune.experiments.paired import (
+    Comparison,
+    compare,
+    comparisons_markdown,
+    load_comparisons,
+    lower_is_better,
+    parse_selector,
+)
 from initprune.stats import adjust, incomplete_beta, paired_stats, t_cdf, t_quantile
 
 
@@ -200,3 +207,19 @@ def test_report_command_compares(tmp_path, capsys):
     assert "## Paired comparisons" in text and "Bonferroni" in text and "undecided" in text
     assert main(["report", str(root), "--compare", "criterion=hutch_pruner", "criterion=grasp"]) == 2
     assert "pairs no runs" in capsys.readouterr().err
+
+
+def test_lower_is_better_metrics_swap_the_verdict():
+    # perplexity: A lower than B on every seed by 1.0, 1.2, 0.8 -> A is better: held
+    rows = [{**_row("a", 0.9, s, 0.5), "test_perplexity": 10.0 - d} for s, d in enumerate([1.0, 1.2, 0.8])]
+    rows += [{**_row("b", 0.9, s, 0.5), "test_perplexity": 10.0} for s in range(3)]
+    comparison = Comparison({"criterion": "a"}, {"criterion": "b"}, metric="test_perplexity")
+    (result,) = compare(rows, [comparison])
+    assert result["mean"] == pytest.approx(-1.0) and result["p"] < 0.05
+    assert result["verdict"] == "held"
+    (reverse,) = compare(rows, [Comparison({"criterion": "b"}, {"criterion": "a"}, metric="test_perplexity")])
+    assert reverse["verdict"] == "not held"
+    assert lower_is_better("val_loss") and lower_is_better("test_bits_per_byte")
+    assert not lower_is_better("test_accuracy") and not lower_is_better("test_top5_accuracy")
+    text = "\n".join(comparisons_markdown([result]))
+    assert "smaller one for test_perplexity" in text

@@ -14,7 +14,9 @@ For the n pairs, d_i = metric(A_i) − metric(B_i) (in points for accuracies), a
 with F_ν the Student t distribution function, computed exactly from the regularized incomplete beta
 function (:mod:`initprune.stats`). The claim "A is better than B" is **held** where the p-value,
 adjusted for the number m of comparisons made together, is below α (default 0.05) and d̄ > 0, **not held**
-where it is below α and d̄ < 0 (B is better), and **undecided** otherwise (and always with n < 2).
+where it is below α and d̄ < 0 (B is better), and **undecided** otherwise (and always with n < 2). For a
+metric where lower is better (:func:`lower_is_better`: a loss, a perplexity, bits per byte, seconds) the
+signs swap: A is better where d̄ < 0.
 Adjustment (``correction``): ``holm`` (default; Holm 1979, step-down: the i-th smallest p-value is
 multiplied by m − i + 1, then made non-decreasing, capped at 1), ``bonferroni`` (p · m, capped at 1) or
 ``none``. The intervals are the unadjusted 95 % intervals of each comparison.
@@ -36,6 +38,7 @@ from ..errors import InitpruneError, unknown_choice
 from ..stats import CORRECTIONS, adjust, paired_stats
 
 VERDICTS = ("held", "not held", "undecided")
+_LOWER_IS_BETTER = ("loss", "perplexity", "bits_per_byte", "seconds")
 # settings that never pair runs: where or how a run ran
 _UNPAIRED = {"out", "device", "data_dir"}
 _SPLIT = re.compile(r",(?=\s*[A-Za-z_][A-Za-z0-9_.]*\s*=)")
@@ -157,6 +160,12 @@ def _pair_order(pair: Mapping[str, Any]) -> tuple[str, float, str]:
     return json.dumps(others, sort_keys=True), number, str(seed)
 
 
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller ``metric`` is the better result: a loss, a perplexity, bits per byte or a time
+    (``test_loss``, ``val_perplexity``, ``test_bits_per_byte``, ``scoring_seconds``)."""
+    return metric.endswith(_LOWER_IS_BETTER)
+
+
 def _number(row: Mapping[str, Any], metric: str) -> float | None:
     value = _value(row, metric)
     try:
@@ -209,9 +218,8 @@ def compare(
         c["correction"] = correction
         c["alpha"] = alpha
         decided = c["n"] >= 2 and p < alpha
-        c["verdict"] = (
-            ("held" if c["mean"] > 0 else "not held") if decided and c["mean"] != 0 else "undecided"
-        )
+        a_better = c["mean"] < 0 if lower_is_better(c["metric"]) else c["mean"] > 0
+        c["verdict"] = ("held" if a_better else "not held") if decided and c["mean"] != 0 else "undecided"
     return out
 
 
@@ -289,8 +297,10 @@ def comparisons_markdown(results: Sequence[Mapping[str, Any]]) -> list[str]:
         "",
         f"A − B per seed (runs paired by seed and every other setting); mean, paired 95 % t-interval, n; "
         f'verdict on "A is better than B" at α = {first["alpha"]:g} with {how[first["correction"]]} '
-        f"for the {len(results)} comparison(s): held (adjusted p < α, mean > 0), not held (adjusted p < α, "
-        "mean < 0), undecided (otherwise).",
+        f"for the {len(results)} comparison(s): held (adjusted p < α, A better), not held (adjusted p < α, "
+        "B better), undecided (otherwise). Better: a larger mean A − B, or a smaller one for "
+        + (", ".join(sorted({r["metric"] for r in results if lower_is_better(r["metric"])})) or "a loss")
+        + " (lower is better).",
         "",
         "| comparison | n | mean A − B | 95 % interval | p | adjusted p | verdict |",
         "|---|---|---|---|---|---|---|",
