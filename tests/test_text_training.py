@@ -128,7 +128,10 @@ def test_sweep_and_report_summarize_perplexity(tmp_path):
     assert all(math.isfinite(r["test_perplexity_mean"]) for r in rows)
     assert "test_perplexity_mean" in (tmp_path / "sweep" / "summary.md").read_text()
     report = write_report(tmp_path / "sweep", tmp_path / "report")
-    assert "Test perplexity (per byte; lower is better)" in report.read_text()
+    text = report.read_text()
+    assert "Test perplexity (per byte; lower is better)" in text
+    perplexity_plots = list((tmp_path / "report").glob("perplexity_*.png"))
+    assert len(perplexity_plots) == 1 and f"]({perplexity_plots[0].name})" in text
 
 
 def test_topic_classification_run(tmp_path):

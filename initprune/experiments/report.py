@@ -287,6 +287,9 @@ def _group_section(group: str, runs: Any, out: Path, at_sparsity: float | None) 
     at = _pick_sparsity(pruned, criteria, at_sparsity)
     plots = [_plot_accuracy(group, pruned, dense, criteria, out / f"accuracy_{slug}.png")]
     plots.append(_plot_accuracy_zoom(group, pruned, dense, out / f"zoomed_accuracy_{slug}.png"))
+    if "test_perplexity" in pruned and pruned["test_perplexity"].notna().any():
+        path = out / f"perplexity_{slug}.png"
+        plots.append(_plot_accuracy(group, pruned, dense, criteria, path, metric="test_perplexity"))
     if at is not None:
         at_runs = pruned[pruned["sparsity"] == at]
         plots.append(_plot_layer_density(group, at_runs, at, out / f"layer_density_{slug}.png"))
@@ -366,36 +369,43 @@ def _grid(plt: Any, panels: int, width: float = 5.2, height: float = 3.4) -> tup
     return fig, flat[:panels]
 
 
-def _plot_accuracy(group: str, pruned: Any, dense: Any, criteria: list[str], path: Path) -> Path:
-    """Test accuracy against the fraction remaining: small multiples of at most six criteria, each panel
-    zoomed to its means (runs at chance aside) so that 0.5–2 point differences show; legends outside."""
+def _plot_accuracy(
+    group: str, pruned: Any, dense: Any, criteria: list[str], path: Path, metric: str = "test_accuracy"
+) -> Path:
+    """Test accuracy (or ``metric``: ``test_perplexity``) against the fraction remaining: small multiples
+    of at most six criteria, each panel zoomed to its means (runs at chance aside) so that 0.5–2 point
+    differences show; legends outside."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
+    accuracy = "accuracy" in metric
+    scale, label = (100.0, "test accuracy (%)") if accuracy else (1.0, metric.replace("_", " "))
+    chance = _chance(pruned) if accuracy else -math.inf
     stats = {
-        c: pruned[pruned["criterion"] == c].groupby("sparsity")["test_accuracy"].agg(["mean", "std"])
-        for c in criteria
+        c: pruned[pruned["criterion"] == c].groupby("sparsity")[metric].agg(["mean", "std"]) for c in criteria
     }
-    dense_mean = 100 * dense["test_accuracy"].astype(float).mean() if len(dense) else None
+    dense_mean = scale * dense[metric].astype(float).mean() if len(dense) else None
     remaining = sorted({1 - s for s in pruned["sparsity"]})
     chunks = _panels(criteria)
     fig, axes = _grid(plt, len(chunks))
     for k, (ax, chunk) in enumerate(zip(axes, chunks, strict=True)):
-        means = [100 * m for c in chunk for m in stats[c]["mean"] if 100 * m > _chance(pruned)]
+        means = [scale * m for c in chunk for m in stats[c]["mean"] if scale * m > chance]
         for c in chunk:
             i = criteria.index(c)
-            ax.errorbar(1 - stats[c].index.to_numpy(), 100 * stats[c]["mean"],
-                        yerr=100 * stats[c]["std"].fillna(0.0), capsize=3, label=c,
+            ax.errorbar(1 - stats[c].index.to_numpy(), scale * stats[c]["mean"],
+                        yerr=scale * stats[c]["std"].fillna(0.0), capsize=3, label=c,
                         **_style(i))  # fmt: skip
         if dense_mean is not None:
             ax.axhline(dense_mean, color="k", ls="--", label="dense")
             means.append(dense_mean)
+        means = [m for m in means if math.isfinite(m)]
         if means:
-            ax.set_ylim(min(means) - 1.5, max(means) + 1.5)
-        ax.set(xscale="log", xlabel="fraction of weights remaining", ylabel="test accuracy (%)")
+            pad = 1.5 if accuracy else 0.05 * (max(means) - min(means)) + 0.05
+            ax.set_ylim(min(means) - pad, max(means) + pad)
+        ax.set(xscale="log", xlabel="fraction of weights remaining", ylabel=label)
         ax.set_xticks(remaining, [f"{r:.3g}" for r in remaining])
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
