@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Study 1, text LM (fortunes_lm, transformer_lm): the grid of lm/grid.yaml (12 criteria × 5 sparsities ×
-# 3 seeds), the dense reference (lm/dense.yaml), then `initprune report` into lm/report. Run folders go to
+# 3 seeds), the dense reference (lm/dense.yaml), the layerwise-scope check (lm/layerwise), then `initprune report` into lm/report. Run folders go to
 # lm/main and lm/dense (masks and checkpoints are not committed). Rerunning resumes where it stopped.
 #
 # Timing (README.md has the command line): one hutch_pruner run of 0.1 epoch (the grid's settings
@@ -17,6 +17,11 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TOP=${TOP:-hutch_pruner,fisher_pruner,fisher_mc_pruner,snip,magnitude}
 initprune sweep --config "$HERE/lm/grid.yaml" --out "$HERE/lm/main" --quiet "$@"
 initprune sweep --config "$HERE/lm/dense.yaml" --out "$HERE/lm/dense" --quiet "$@"
+# Attention kept: every data-dependent criterion leaves the q and k projections empty at initialization
+# already at 0.5 (init_saliency.md: their scores are ~100x below the rest). With the layerwise scope each
+# layer keeps 1 - s of its weights, q and k too: the top criteria and magnitude at 0.9 and 0.98 (30 runs).
+initprune sweep --config "$HERE/lm/grid.yaml" --out "$HERE/lm/layerwise" --quiet "$@" --scope layerwise \
+  --grid criterion=magnitude,snip,fisher_pruner,hutch_pruner,fisher_mc_pruner sparsity=0.9,0.98
 if [ "${LONG:-0}" = 1 ]; then
   initprune sweep --config "$HERE/lm/grid.yaml" --out "$HERE/lm/long" --quiet "$@" \
     --grid seed=0 "criterion=$TOP" sparsity=0.9,0.98 --epochs 6
