@@ -703,6 +703,26 @@ def transplant_section(study: Path, main: pd.DataFrame) -> list[str]:
         "A − B (points) [95 % interval] n",
         "verdict",
     ]
+    lines += [
+        "Does the allocation decide (same fill, other densities):",
+        "",
+        *table(header, rows),
+        "",
+        "Does the ranking within layers matter (same densities, each fill against the allocation's own "
+        "mask from the main grid):",
+        "",
+    ]
+    rows = []
+    for s in sparsities:
+        for d in sources:
+            own = {"HP": "hutch_pruner", "SynFlow": "synflow"}.get(d)
+            if own is None:
+                continue
+            own_acc = _seed_acc(_runs(main, own, s))
+            for c in fills:
+                fill = _seed_acc(_runs(frame[frame["densities"] == d], c, s))
+                rows.append([f"{s:g}", d, SHORT[c], *paired(fill, own_acc)])
+    header = ["sparsity", "densities", "filled by", "fill − own mask (points) [95 % interval] n", "verdict"]
     return [*lines, *table(header, rows), ""]
 
 
