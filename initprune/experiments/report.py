@@ -411,7 +411,8 @@ def _plot_accuracy(
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         ax.set_title(f"criteria {k + 1}/{len(chunks)}" if len(chunks) > 1 else "", fontsize=8)
-    fig.suptitle(f"{group}: mean ± std over seeds; axes from the lowest mean above chance", fontsize=9)
+    zoom = "axes from the lowest mean above chance" if accuracy else "lower is better"
+    fig.suptitle(f"{group}: mean ± std over seeds; {zoom}", fontsize=9)
     return _save(plt, fig, path)
 
 
