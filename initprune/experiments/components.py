@@ -70,19 +70,24 @@ def component_table(pruned: Any, criteria: list[str], sparsities: list[float]) -
     ]
     for s in sparsities:
         at = pruned[pruned["sparsity"] == s]
+        # each run's components, computed once: {criterion: [(per_layer_density, its components)]}
+        by_criterion = {
+            c: [(d, component_densities(d)) for d in at[at["criterion"] == c]["per_layer_density"]
+                if isinstance(d, dict)]
+            for c in criteria
+        }  # fmt: skip
         for component, layers in groups.items():
             cells = []
             for c in criteria:
-                runs = [d for d in at[at["criterion"] == c]["per_layer_density"] if isinstance(d, dict)]
-                runs = [d for d in runs if all(layer in d for layer in layers)]
-                if not runs:
+                runs = [parts for d, parts in by_criterion[c] if all(layer in d for layer in layers)]
+                stats = [parts[component] for parts in runs]
+                if not stats:
                     cells.append("")
                     continue
-                stats = [component_densities({k: d[k] for k in layers})[component] for d in runs]
                 mean = sum(m for m, _ in stats) / len(stats)
                 empty = sum(k > 0 for _, k in stats)
                 text = _percent(mean)
-                cells.append(f"{text} ∅{empty}/{len(runs)}" if empty else text)
+                cells.append(f"{text} ∅{empty}/{len(stats)}" if empty else text)
             lines.append(f"| {s:g} | {component} ({len(layers)}) | " + " | ".join(cells) + " |")
     return lines
 
