@@ -108,6 +108,25 @@ def test_pruned_weights_stay_exactly_zero(config: TrainConfig) -> None:
         assert not torch.equal(params[name].detach(), before[name]), name
 
 
+def test_channels_last_on_the_cpu_trains_the_same_network() -> None:
+    """channels_last=True changes only the memory layout: in float64 the trained weights match the
+    default layout's to rounding, masked weights stay exactly zero, and the model is handed back."""
+    x, y = images()
+    x = x.double()
+    mask = random_mask(conv_net(), ("0.weight", "3.weight"))
+    trained = {}
+    for last in (False, True):
+        model = conv_net().double()
+        config = TrainConfig(epochs=2, lr=0.1, momentum=0.9, weight_decay=5e-4, channels_last=last)
+        train(model, TensorLoader(x, y, 16), config, mask=mask, **QUIET)
+        trained[last] = {k: v.detach().contiguous() for k, v in model.named_parameters()}
+        assert (trained[last]["0.weight"][~mask["0.weight"]] == 0).all()
+    moved = max((trained[False][k] - conv_net().double().state_dict()[k]).abs().max() for k in trained[False])
+    assert moved > 1e-3  # training changed the weights, so equality below is not vacuous
+    for k, w in trained[False].items():
+        torch.testing.assert_close(trained[True][k], w, rtol=1e-10, atol=1e-12, msg=k)
+
+
 def test_mask_holder_grads_and_momentum() -> None:
     model = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 2))
     mask = random_mask(model, ("0.weight",))
