@@ -26,4 +26,13 @@ if [ "${LONG:-0}" = 1 ]; then
   initprune sweep --config "$HERE/lm/grid.yaml" --out "$HERE/lm/long" --quiet "$@" \
     --grid seed=0 "criterion=$TOP" sparsity=0.9,0.98 --epochs 6
 fi
-initprune report "$HERE/lm" --out "$HERE/lm/report"
+# The report with the paired verdicts fixed before the runs (claims.yaml), the layerwise check's own
+# comparisons (layerwise.yaml, a follow-up) in a second report, and the README's main table. A comparison
+# that pairs no runs yet (another shard still running) stops a report: rerun this script once all finish.
+initprune report "$HERE/lm" --out "$HERE/lm/report" --comparisons "$HERE/lm/claims.yaml" ||
+  echo "lm.sh: the report waits for runs still missing; rerun lm.sh when every shard has finished" >&2
+if [ -d "$HERE/lm/layerwise" ]; then
+  initprune report "$HERE/lm" --out "$HERE/lm/report_layerwise" --comparisons "$HERE/lm/layerwise.yaml" ||
+    echo "lm.sh: the layerwise report waits for runs still missing; rerun lm.sh when every shard has finished" >&2
+fi
+python "$HERE/main_table.py" lm
