@@ -10,11 +10,11 @@
 # idle core (scorings shared across sparsities by the score cache); ~12x longer at that load.
 #
 # Usage: docs/results/fortunes/lm.sh [extra sweep flags, e.g. --shard 0/2]
-# LONG=1 adds the longer check: the top criteria (TOP, default below) on seed 0 with 3× the epochs (6) at
-# sparsities 0.9 and 0.98, in lm/long.
+# LONG=1 adds the longer check: the top criteria (TOP, default below: random and magnitude lead the grid)
+# on seed 0 with 3× the epochs (6) at sparsities 0.9 and 0.98, in lm/long, and dense likewise (lm/long_dense).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-TOP=${TOP:-hutch_pruner,fisher_pruner,fisher_mc_pruner,snip,magnitude}
+TOP=${TOP:-random,hutch_pruner,fisher_pruner,fisher_mc_pruner,snip,magnitude}
 initprune sweep --config "$HERE/lm/grid.yaml" --out "$HERE/lm/main" --quiet "$@"
 initprune sweep --config "$HERE/lm/dense.yaml" --out "$HERE/lm/dense" --quiet "$@"
 # Attention kept: every data-dependent criterion leaves the q and k projections empty at initialization
@@ -25,6 +25,7 @@ initprune sweep --config "$HERE/lm/grid.yaml" --out "$HERE/lm/layerwise" --quiet
 if [ "${LONG:-0}" = 1 ]; then
   initprune sweep --config "$HERE/lm/grid.yaml" --out "$HERE/lm/long" --quiet "$@" \
     --grid seed=0 "criterion=$TOP" sparsity=0.9,0.98 --epochs 6
+  initprune sweep --config "$HERE/lm/dense.yaml" --out "$HERE/lm/long_dense" --quiet "$@" --grid seed=0 --epochs 6
 fi
 # The report with the paired verdicts fixed before the runs (claims.yaml), the layerwise check's own
 # comparisons (layerwise.yaml, a follow-up) in a second report, and the README's main table. A comparison
