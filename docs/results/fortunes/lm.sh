@@ -33,7 +33,12 @@ fi
 initprune report "$HERE/lm" --out "$HERE/lm/report" --comparisons "$HERE/lm/claims.yaml" ||
   echo "lm.sh: the report waits for runs still missing; rerun lm.sh when every shard has finished" >&2
 if [ -d "$HERE/lm/layerwise" ]; then
-  initprune report "$HERE/lm" --out "$HERE/lm/report_layerwise" --comparisons "$HERE/lm/layerwise.yaml" ||
+  if initprune report "$HERE/lm" --out "$HERE/lm/report_layerwise" --comparisons "$HERE/lm/layerwise.yaml"; then
+    # its plots are those of lm/report (the same runs): link them there instead of keeping a second copy
+    rm -f "$HERE"/lm/report_layerwise/*.png
+    sed -i 's#](\([^)/]*\.png\))#](../report/\1)#' "$HERE/lm/report_layerwise/report.md"
+  else
     echo "lm.sh: the layerwise report waits for runs still missing; rerun lm.sh when every shard has finished" >&2
+  fi
 fi
 python "$HERE/main_table.py" lm
