@@ -14,6 +14,7 @@ Bad input exits with status 2 and one line on stderr.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import re
@@ -237,9 +238,9 @@ def _add_report(sub: Any) -> None:
         help="filter shared by every --compare (e.g. sparsity=0.99); repeatable",
     )  # fmt: skip
     report.add_argument(
-        "--comparisons", default=None, metavar="FILE",
+        "--comparisons", action="append", default=[], metavar="FILE",
         help="YAML/JSON file of comparisons (comparisons: [{a, b, where, name, metric}], where, metric, "
-        "correction, alpha)",
+        "correction, alpha); repeatable: each file is one family, corrected apart",
     )  # fmt: skip
     report.add_argument(
         "--correction", default=None, choices=("holm", "bonferroni", "none"),
@@ -458,8 +459,16 @@ def _report(args: argparse.Namespace) -> int:
     from .experiments.paired import Comparison, load_comparisons, parse_selector
 
     comparisons, chosen = [], {}
-    if args.comparisons is not None:
-        comparisons, chosen = load_comparisons(args.comparisons)
+    for file in args.comparisons:  # each file one family, corrected apart, when there are several
+        loaded, options = load_comparisons(file)
+        for key, value in options.items():
+            if chosen.setdefault(key, value) != value and getattr(args, key) is None:
+                raise InitpruneError(
+                    f"the comparisons files disagree on {key}: {chosen[key]!r} and {value!r} ({file}); "
+                    f"give --{key} to choose one"
+                )
+        family = file if len(args.comparisons) > 1 else None
+        comparisons += [dataclasses.replace(c, family=family) for c in loaded]
     where: dict = {}
     for text in args.where:
         where.update(parse_selector(text, "--where"))

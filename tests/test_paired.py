@@ -223,3 +223,55 @@ def test_lower_is_better_metrics_swap_the_verdict():
     assert not lower_is_better("test_accuracy") and not lower_is_better("test_top5_accuracy")
     text = "\n".join(comparisons_markdown([result]))
     assert "smaller one for test_perplexity" in text
+
+
+def test_holm_runs_within_each_family():
+    # three comparisons: two in family "x", one in "y"; Holm within each family, not over all three
+    comparisons = [
+        Comparison({"criterion": "hp"}, {"criterion": "sf"}, {"sparsity": 0.99}, family="x"),
+        Comparison({"criterion": "sf"}, {"criterion": "hp"}, {"sparsity": 0.99}, family="x"),
+        Comparison({"criterion": "hp"}, {"criterion": "sf"}, {"sparsity": 0.99}, family="y"),
+    ]
+    results = compare(ROWS, comparisons, correction="holm")
+    p = results[0]["p"]
+    assert 0 < p < 0.5 and results[1]["p"] == pytest.approx(p)  # the same pairs, signs swapped
+    # family x: two equal p-values, Holm gives both 2p; family y alone: p unadjusted
+    assert [r["p_adjusted"] for r in results] == pytest.approx([2 * p, 2 * p, p])
+    assert [r["family_size"] for r in results] == [2, 2, 1]
+    # with no family set, all three form one family: 3p, 3p... as adjust() over all gives
+    plain = compare(ROWS, [Comparison(c.a, c.b, c.where) for c in comparisons], correction="holm")
+    assert [r["p_adjusted"] for r in plain] == pytest.approx(adjust([p, p, p], "holm"))
+    text = "\n".join(comparisons_markdown(results))
+    assert "each family apart (x: 2 comparison(s); y: 1 comparison(s))" in text
+    assert "| verdict | family |" in text and "| x |" in text and "| y |" in text
+
+
+def test_report_takes_several_comparisons_files_as_families(tmp_path, capsys):
+    root = tmp_path / "runs"
+    for criterion, values in {"hutch_pruner": [0.80, 0.84, 0.83], "snip": [0.81, 0.81, 0.81]}.items():
+        for seed, acc in enumerate(values):
+            folder = root / f"{criterion}-{seed}"
+            folder.mkdir(parents=True)
+            config = {"model": "lenet5", "dataset": "fashion_mnist", "criterion": criterion, "sparsity": 0.9,
+                      "seed": seed}  # fmt: skip
+            (folder / "config.yaml").write_text(yaml.safe_dump(config))
+            result = {**config, "target_sparsity": 0.9, "test_accuracy": acc, "scoring_seconds": 1.0,
+                      "per_layer_density": {"a.w": 0.1}}  # fmt: skip
+            (folder / "result.json").write_text(json.dumps(result))
+    one = {"comparisons": [{"a": "criterion=hutch_pruner", "b": "criterion=snip", "name": "first"}] * 2}
+    two = {"comparisons": [{"a": "criterion=snip", "b": "criterion=hutch_pruner", "name": "second"}]}
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump(one))
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(two))
+    argv = ["report", str(root), "--comparisons", str(tmp_path / "one.yaml"), "--comparisons",
+            str(tmp_path / "two.yaml")]  # fmt: skip
+    assert main(argv) == 0
+    saved = json.loads((root / "comparisons.json").read_text())
+    assert [c["family"] for c in saved] == [str(tmp_path / "one.yaml")] * 2 + [str(tmp_path / "two.yaml")]
+    p = saved[0]["p"]
+    assert [c["p_adjusted"] for c in saved] == pytest.approx([min(1.0, 2 * p)] * 2 + [p])
+    # files that disagree on the correction are refused unless --correction chooses
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump({**two, "correction": "bonferroni"}))
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump({**one, "correction": "holm"}))
+    assert main(argv) == 2
+    assert "disagree on correction" in capsys.readouterr().err
+    assert main([*argv, "--correction", "none"]) == 0

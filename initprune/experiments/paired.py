@@ -19,7 +19,9 @@ metric where lower is better (:func:`lower_is_better`: a loss, a perplexity, bit
 signs swap: A is better where d̄ < 0.
 Adjustment (``correction``): ``holm`` (default; Holm 1979, step-down: the i-th smallest p-value is
 multiplied by m − i + 1, then made non-decreasing, capped at 1), ``bonferroni`` (p · m, capped at 1) or
-``none``. The intervals are the unadjusted 95 % intervals of each comparison.
+``none``. The intervals are the unadjusted 95 % intervals of each comparison. The correction runs within
+each family of comparisons (``family``; ``initprune report`` makes each ``--comparisons`` file one family
+when it is given several), so a pre-declared family per claim is not diluted by the others.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ class Comparison:
     where: dict[str, Any] = field(default_factory=dict)
     name: str | None = None
     metric: str = "test_accuracy"
+    family: str | None = None
+    """The comparisons corrected together (:func:`compare`); ``None`` is one family of its own."""
 
     def label(self) -> str:
         if self.name:
@@ -182,9 +186,10 @@ def compare(
     correction: str = "holm",
     alpha: float = 0.05,
 ) -> list[dict[str, Any]]:
-    """Every comparison's pairs, :class:`PairedStats`, adjusted p-value and verdict (module docstring),
-    the correction taken over all ``comparisons`` together. A comparison that pairs no runs is an error
-    naming it."""
+    """Every comparison's pairs, :class:`PairedStats`, adjusted p-value and verdict (module docstring).
+    The correction is taken within each family (:attr:`Comparison.family`: the comparisons of one
+    comparisons file, say), over all ``comparisons`` when none sets one. A comparison that pairs no runs
+    is an error naming it."""
     if correction not in CORRECTIONS:
         raise unknown_choice("correction", correction, CORRECTIONS)
     if not 0.0 < alpha < 1.0:
@@ -210,9 +215,17 @@ def compare(
             k for k in pairs[0]["key"] if k != "seed" and len({_text(p["key"][k]) for p in pairs}) > 1
         )
         out.append({"name": comparison.label(), "a": comparison.a, "b": comparison.b,
-                    "where": comparison.where, "metric": comparison.metric, **stats.__dict__,
+                    "where": comparison.where, "metric": comparison.metric, "family": comparison.family,
+                    **stats.__dict__,
                     "seeds": [p["seed"] for p in pairs], "varying": varying, "pairs": pairs})  # fmt: skip
-    adjusted = adjust([c["p"] for c in out], correction)
+    families: dict[str | None, list[int]] = {}
+    for i, comparison in enumerate(comparisons):
+        families.setdefault(comparison.family, []).append(i)
+    adjusted = [math.nan] * len(out)
+    for members in families.values():
+        for i, p in zip(members, adjust([out[i]["p"] for i in members], correction), strict=True):
+            adjusted[i] = p
+            out[i]["family_size"] = len(members)
     for c, p in zip(out, adjusted, strict=True):
         c["p_adjusted"] = p
         c["correction"] = correction
@@ -292,18 +305,30 @@ def comparisons_markdown(results: Sequence[Mapping[str, Any]]) -> list[str]:
         "bonferroni": "Bonferroni's correction",
         "none": "no correction",
     }
+    sizes: dict[str | None, int] = {}
+    for r in results:
+        sizes[r.get("family")] = sizes.get(r.get("family"), 0) + 1
+    several = len(sizes) > 1
+    scope = (
+        f"the {len(results)} comparison(s)"
+        if not several
+        else "each family apart ("
+        + "; ".join(f"{name or 'the command line'}: {m} comparison(s)" for name, m in sizes.items())
+        + ")"
+    )
     lines = [
         "## Paired comparisons",
         "",
         f"A − B per seed (runs paired by seed and every other setting); mean, paired 95 % t-interval, n; "
         f'verdict on "A is better than B" at α = {first["alpha"]:g} with {how[first["correction"]]} '
-        f"for the {len(results)} comparison(s): held (adjusted p < α, A better), not held (adjusted p < α, "
+        f"for {scope}: held (adjusted p < α, A better), not held (adjusted p < α, "
         "B better), undecided (otherwise). Better: a larger mean A − B, or a smaller one for "
         + (", ".join(sorted({r["metric"] for r in results if lower_is_better(r["metric"])})) or "a loss")
         + " (lower is better).",
         "",
-        "| comparison | n | mean A − B | 95 % interval | p | adjusted p | verdict |",
-        "|---|---|---|---|---|---|---|",
+        "| comparison | n | mean A − B | 95 % interval | p | adjusted p | verdict |"
+        + (" family |" if several else ""),
+        "|---|---|---|---|---|---|---|" + ("---|" if several else ""),
     ]
     for r in results:
         interval = "–" if r["n"] < 2 else f"{_fmt(r['low'])} to {_fmt(r['high'])}"
@@ -311,6 +336,7 @@ def comparisons_markdown(results: Sequence[Mapping[str, Any]]) -> list[str]:
         lines.append(
             f"| {r['name']}{note} | {r['n']} | {_fmt(r['mean'])} | {interval} | {r['p']:.3g} | "
             f"{r['p_adjusted']:.3g} | {r['verdict']} |"
+            + (f" {r.get('family') or 'the command line'} |" if several else "")
         )
     lines += ["", "Per-seed differences (A − B):", ""]
     for r in results:

@@ -27,18 +27,12 @@ if [ "${LONG:-0}" = 1 ]; then
     --grid seed=0 "criterion=$TOP" sparsity=0.9,0.98 --epochs 6
   initprune sweep --config "$HERE/lm/dense.yaml" --out "$HERE/lm/long_dense" --quiet "$@" --grid seed=0 --epochs 6
 fi
-# The report with the paired verdicts fixed before the runs (claims.yaml), the layerwise check's own
-# comparisons (layerwise.yaml, a follow-up) in a second report, and the README's main table. A comparison
-# that pairs no runs yet (another shard still running) stops a report: rerun this script once all finish.
-initprune report "$HERE/lm" --out "$HERE/lm/report" --comparisons "$HERE/lm/claims.yaml" ||
+# The report with the paired verdicts: the claims fixed before the runs (claims.yaml) and, when its runs
+# exist, the layerwise check's comparisons (layerwise.yaml, a follow-up), each file corrected as its own
+# family; then the README's main table. A comparison that pairs no runs yet (another shard still running)
+# stops the report: rerun this script once every shard has finished.
+FAMILIES=(--comparisons "$HERE/lm/claims.yaml")
+[ -d "$HERE/lm/layerwise" ] && FAMILIES+=(--comparisons "$HERE/lm/layerwise.yaml")
+initprune report "$HERE/lm" --out "$HERE/lm/report" "${FAMILIES[@]}" ||
   echo "lm.sh: the report waits for runs still missing; rerun lm.sh when every shard has finished" >&2
-if [ -d "$HERE/lm/layerwise" ]; then
-  if initprune report "$HERE/lm" --out "$HERE/lm/report_layerwise" --comparisons "$HERE/lm/layerwise.yaml"; then
-    # its plots are those of lm/report (the same runs): link them there instead of keeping a second copy
-    rm -f "$HERE"/lm/report_layerwise/*.png
-    sed -i 's#](\([^)/]*\.png\))#](../report/\1)#' "$HERE/lm/report_layerwise/report.md"
-  else
-    echo "lm.sh: the layerwise report waits for runs still missing; rerun lm.sh when every shard has finished" >&2
-  fi
-fi
 python "$HERE/main_table.py" lm
