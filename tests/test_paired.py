@@ -255,7 +255,8 @@ def test_report_takes_several_comparisons_files_as_families(tmp_path, capsys):
             config = {"model": "lenet5", "dataset": "fashion_mnist", "criterion": criterion, "sparsity": 0.9,
                       "seed": seed}  # fmt: skip
             (folder / "config.yaml").write_text(yaml.safe_dump(config))
-            result = {**config, "target_sparsity": 0.9, "test_accuracy": acc, "scoring_seconds": 1.0,
+            # no scoring_seconds: a hand-written result, which the report must still take
+            result = {**config, "target_sparsity": 0.9, "test_accuracy": acc,
                       "per_layer_density": {"a.w": 0.1}}  # fmt: skip
             (folder / "result.json").write_text(json.dumps(result))
     one = {"comparisons": [{"a": "criterion=hutch_pruner", "b": "criterion=snip", "name": "first"}] * 2}
@@ -269,6 +270,7 @@ def test_report_takes_several_comparisons_files_as_families(tmp_path, capsys):
     assert [c["family"] for c in saved] == [str(tmp_path / "one.yaml")] * 2 + [str(tmp_path / "two.yaml")]
     p = saved[0]["p"]
     assert [c["p_adjusted"] for c in saved] == pytest.approx([min(1.0, 2 * p)] * 2 + [p])
+    assert "| hutch_pruner | – | 0 | 0 |" in (root / "report.md").read_text()  # no scoring time recorded
     # files that disagree on the correction are refused unless --correction chooses
     (tmp_path / "two.yaml").write_text(yaml.safe_dump({**two, "correction": "bonferroni"}))
     (tmp_path / "one.yaml").write_text(yaml.safe_dump({**one, "correction": "holm"}))

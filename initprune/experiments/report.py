@@ -278,8 +278,11 @@ def _group_section(group: str, runs: Any, out: Path, at_sparsity: float | None) 
     for c in criteria:
         sel = pruned[pruned["criterion"] == c]
         cached = [bool(v) and v == v for v in _col(sel, "scores_cached")]  # NaN: an older run, computed
-        computed = [float(v) for v, hit in zip(sel["scoring_seconds"], cached, strict=True) if not hit]
-        text, _ = _mean_std(computed or [float(v) for v in sel["scoring_seconds"]], scale=1.0, digits=2)
+        # a run without a recorded time (a result.json written by hand or by an older version) is left out
+        seconds = [math.nan if v is None else float(v) for v in _col(sel, "scoring_seconds")]
+        computed = [s for s, hit in zip(seconds, cached, strict=True) if not hit and not math.isnan(s)]
+        known = computed or [s for s in seconds if not math.isnan(s)]
+        text = _mean_std(known, scale=1.0, digits=2)[0] if known else "–"
         lines.append(f"| {c} | {text} | {len(computed)} | {sum(cached)} |")
 
     if not sparsities:
