@@ -179,23 +179,24 @@ def test_load_comparisons(tmp_path):
         load_comparisons(path)
 
 
-def test_report_command_compares(tmp_path, capsys):
-    root = tmp_path / "runs"
-    for criterion, values in {"snip": [0.80, 0.82, 0.81], "hutch_pruner": [0.79, 0.85, 0.83]}.items():
+def _write_runs(root, accuracies, **extra):
+    """A run folder (config.yaml, result.json) per criterion and seed, at sparsity 0.9, with the given
+    test accuracies per seed and ``extra`` result fields."""
+    for criterion, values in accuracies.items():
         for seed, acc in enumerate(values):
             folder = root / f"{criterion}-{seed}"
             folder.mkdir(parents=True)
             config = {"model": "lenet5", "dataset": "fashion_mnist", "criterion": criterion, "sparsity": 0.9,
                       "seed": seed}  # fmt: skip
             (folder / "config.yaml").write_text(yaml.safe_dump(config))
-            result = {
-                **config,
-                "target_sparsity": 0.9,
-                "test_accuracy": acc,
-                "scoring_seconds": 1.0,
-                "per_layer_density": {"a.weight": 0.1},
-            }
+            result = {**config, "target_sparsity": 0.9, "test_accuracy": acc,
+                      "per_layer_density": {"a.weight": 0.1}, **extra}  # fmt: skip
             (folder / "result.json").write_text(json.dumps(result))
+
+
+def test_report_command_compares(tmp_path, capsys):
+    root = tmp_path / "runs"
+    _write_runs(root, {"snip": [0.80, 0.82, 0.81], "hutch_pruner": [0.79, 0.85, 0.83]}, scoring_seconds=1.0)
     argv = ["report", str(root), "--compare", "criterion=hutch_pruner", "criterion=snip", "--where",
             "sparsity=0.9", "--correction", "bonferroni"]  # fmt: skip
     assert main(argv) == 0
@@ -248,17 +249,8 @@ def test_holm_runs_within_each_family():
 
 def test_report_takes_several_comparisons_files_as_families(tmp_path, capsys):
     root = tmp_path / "runs"
-    for criterion, values in {"hutch_pruner": [0.80, 0.84, 0.83], "snip": [0.81, 0.81, 0.81]}.items():
-        for seed, acc in enumerate(values):
-            folder = root / f"{criterion}-{seed}"
-            folder.mkdir(parents=True)
-            config = {"model": "lenet5", "dataset": "fashion_mnist", "criterion": criterion, "sparsity": 0.9,
-                      "seed": seed}  # fmt: skip
-            (folder / "config.yaml").write_text(yaml.safe_dump(config))
-            # no scoring_seconds: a hand-written result, which the report must still take
-            result = {**config, "target_sparsity": 0.9, "test_accuracy": acc,
-                      "per_layer_density": {"a.w": 0.1}}  # fmt: skip
-            (folder / "result.json").write_text(json.dumps(result))
+    # no scoring_seconds: a hand-written result, which the report must still take
+    _write_runs(root, {"hutch_pruner": [0.80, 0.84, 0.83], "snip": [0.81, 0.81, 0.81]})
     one = {"comparisons": [{"a": "criterion=hutch_pruner", "b": "criterion=snip", "name": "first"}] * 2}
     two = {"comparisons": [{"a": "criterion=snip", "b": "criterion=hutch_pruner", "name": "second"}]}
     (tmp_path / "one.yaml").write_text(yaml.safe_dump(one))
