@@ -4,7 +4,7 @@
     python docs/results/fortunes/main_table.py topic   # test accuracy (%), higher is better
 
 Rows are sparsities, columns the criteria of the grid; each cell is the mean ± std over the seeds that
-have finished (n shown where it is not 3), the best mean of each row in bold, and `qkK` where K of the
+have finished (n shown where it is below 3), the best mean of each row in bold, and `qkK` where K of the
 cell's runs left the attention's q and k projections of every block empty (the attention is then a
 uniform average over the prefix). The dense reference (``<study>/dense``) is given above the table. The
 table is printed and written to ``<study>/main_table.md``.
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 from pathlib import Path
 from typing import Any
 
 from initprune.atomic import atomic_write_text
 from initprune.experiments.report import collect
+from initprune.experiments.stats import mean_std, mean_std_text
 
 HERE = Path(__file__).resolve().parent
 SHORT = {
@@ -39,11 +39,10 @@ def qk_empty(run: dict[str, Any]) -> bool:
     return bool(qk) and all(v == 0 for v in qk)
 
 
-def mean_std(values: list[float], digits: int = 2) -> str:
-    """``mean ± std`` (sample std), ``(n=K)`` where K ≠ 3."""
-    mean = statistics.fmean(values)
-    text = f"{mean:.{digits}f}" + (f" ± {statistics.stdev(values):.{digits}f}" if len(values) > 1 else "")
-    return text + (f" (n={len(values)})" if len(values) != 3 else "")
+def cell(values: list[float], scale: float) -> tuple[str, float]:
+    """``mean ± std`` in units of ``1 / scale`` (``(n=K)`` where K < 3), and the mean."""
+    mean, std = mean_std(values)
+    return mean_std_text(mean, std, len(values), scale=scale), mean
 
 
 def main_table(study: str) -> list[str]:
@@ -55,10 +54,10 @@ def main_table(study: str) -> list[str]:
     sparsities = sorted({float(r["sparsity"]) for r in rows})
     lines = []
     if dense:
-        values = [float(r[metric]) * scale for r in dense]
+        values = [float(r[metric]) for r in dense]
         by_seed = sorted(dense, key=lambda r: r["seed"])
         seeds = ", ".join(f"{r['seed']}: {float(r[metric]) * scale:.2f}" for r in by_seed)
-        lines.append(f"Dense reference: {mean_std(values)} (seeds {seeds}).")
+        lines.append(f"Dense reference: {cell(values, scale)[0]} (seeds {seeds}).")
         lines.append("")
     lines += [
         "| sparsity | " + " | ".join(SHORT.get(c, c) for c in order) + " |",
@@ -68,14 +67,15 @@ def main_table(study: str) -> list[str]:
         cells, means = [], []
         for c in order:
             runs = [r for r in rows if r["criterion"] == c and math.isclose(float(r["sparsity"]), s)]
-            values = [float(r[metric]) * scale for r in runs if r.get(metric) is not None]
+            values = [float(r[metric]) for r in runs if r.get(metric) is not None]
             if not values:
                 cells.append("")
                 means.append(math.nan)
                 continue
             k = sum(qk_empty(r) for r in runs)
-            cells.append(mean_std(values) + (f" qk{k}" if k else ""))
-            means.append(statistics.fmean(values))
+            text, mean = cell(values, scale)
+            cells.append(text + (f" qk{k}" if k else ""))
+            means.append(mean)
         finite = [m for m in means if not math.isnan(m)]
         best = (max if higher else min)(finite)
         cells = [f"**{t}**" if m == best else t for t, m in zip(cells, means, strict=True)]
