@@ -48,7 +48,7 @@ def cell(values: list[float], scale: float) -> tuple[str, float]:
 def main_table(study: str) -> list[str]:
     metric, scale, higher = METRIC[study]
     rows, _ = collect(HERE / study / "main")
-    dense, _ = collect(HERE / study / "dense")
+    dense = collect(HERE / study / "dense")[0] if (HERE / study / "dense").is_dir() else []  # not run yet
     criteria = list(dict.fromkeys(r["criterion"] for r in sorted(rows, key=lambda r: r["run"])))
     order = [c for c in SHORT if c in criteria] + [c for c in criteria if c not in SHORT]
     sparsities = sorted({float(r["sparsity"]) for r in rows})
