@@ -1,0 +1,123 @@
+"""The ViT study's main tables (README's first tables), from its committed run folders.
+
+    python docs/results/fashion_mnist/vit/main_table.py
+
+Two tables, rows = variant (LayerNorm control; BatchNorm with warmup 0, 20 batches, one pass) × sparsity,
+columns = the criteria of the grid:
+
+1. test accuracy (%), mean ± std over the seeds that have finished (n shown where it is below 3), the best
+   mean of each row in bold, and ``∅k`` where k of the cell's runs have a layer left empty or cut off
+   (``collapsed_layers``, ``disconnected_layers``);
+2. the components emptied: each component (``patch_embed``, ``qkv``, ``proj``, ``fc1``, ``fc2``, ``head``:
+   :func:`initprune.experiments.components.layer_component` without its ``blocks.*`` prefix) with at least
+   one empty layer in some run, as ``component k/n`` (k of the cell's n runs), – where no run emptied any.
+
+The dense reference of each variant (``dense/``) is given above them. The tables are printed and written to
+``main_table.md`` beside this script.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from initprune.atomic import atomic_write_text
+from initprune.experiments.components import component_densities
+from initprune.experiments.report import collect
+from initprune.experiments.stats import mean_std, mean_std_text
+
+HERE = Path(__file__).resolve().parent
+SHORT = {
+    "random": "random", "magnitude": "magnitude", "snip": "SNIP", "grasp": "GraSP", "synflow": "SynFlow",
+    "fisher_pruner": "FP", "hutch_pruner": "HP", "ggn_pruner": "OBD",
+}  # fmt: skip
+VARIANTS = [("layernorm", "LayerNorm", None), ("batchnorm", "BN, no warmup", 0),
+            ("batchnorm", "BN, warmup 20", 20), ("batchnorm", "BN, one pass", "pass")]  # fmt: skip
+"""(norm, label, warmup_batches: 0, 20, or "pass" for one pass over the training data = null)"""
+
+
+def variant_of(run: dict[str, Any]) -> str | None:
+    """The label of the run's variant (None for a run of none of them)."""
+    norm = (run.get("model_options") or {}).get("norm", "layernorm")
+    warmup = run.get("warmup_batches")
+    warmup = "pass" if warmup is None else int(warmup)
+    for v_norm, label, v_warmup in VARIANTS:
+        if norm == v_norm and (v_norm == "layernorm" or warmup == v_warmup):
+            return label
+    return None
+
+
+def collapsed(run: dict[str, Any]) -> bool:
+    """Whether the run left a layer empty or cut off from the input or the output."""
+    return bool(run.get("collapsed_layers")) or bool(run.get("disconnected_layers"))
+
+
+def emptied_components(run: dict[str, Any]) -> list[str]:
+    """The components (``qkv``, ``fc1``, ``patch_embed`` ...) with at least one empty layer in the run."""
+    parts = component_densities(run.get("per_layer_density") or {})
+    return [name.removeprefix("blocks.*.").removeprefix("attn.") for name, (_, k) in parts.items() if k]
+
+
+def main_tables() -> list[str]:
+    rows = collect(HERE / "batchnorm")[0] if (HERE / "batchnorm").is_dir() else []
+    rows += collect(HERE / "layernorm")[0] if (HERE / "layernorm").is_dir() else []
+    dense = collect(HERE / "dense")[0] if (HERE / "dense").is_dir() else []
+    criteria = [c for c in SHORT if any(r["criterion"] == c for r in rows)]
+    sparsities = sorted({float(r["sparsity"]) for r in rows})
+    lines = []
+    for _, label, _ in VARIANTS[:2]:
+        values = [float(r["test_accuracy"]) for r in dense if variant_of(r) == label]
+        if values:
+            name = "LayerNorm" if label == "LayerNorm" else "BatchNorm"
+            mean, std = mean_std(values)
+            lines.append(f"Dense {name}: {mean_std_text(mean, std, len(values))}.  ")
+    if lines:
+        lines.append("")
+    header = "| variant | sparsity | " + " | ".join(SHORT[c] for c in criteria) + " |"
+    rule = "|---|---|" + "---|" * len(criteria)
+    accuracy, parts = [header, rule], [header, rule]
+    for _, label, _ in VARIANTS:
+        for s in sparsities:
+            cells, means, emptied = [], [], []
+            for c in criteria:
+                runs = [r for r in rows if variant_of(r) == label and r["criterion"] == c
+                        and math.isclose(float(r["sparsity"]), s)]  # fmt: skip
+                values = [float(r["test_accuracy"]) for r in runs]
+                if not values:
+                    cells.append("")
+                    means.append(-math.inf)
+                    emptied.append("")
+                    continue
+                mean, std = mean_std(values)
+                k = sum(collapsed(r) for r in runs)
+                cells.append(mean_std_text(mean, std, len(values)) + (f" ∅{k}" if k else ""))
+                means.append(mean)
+                counts: dict[str, int] = {}
+                for r in runs:
+                    for name in emptied_components(r):
+                        counts[name] = counts.get(name, 0) + 1
+                emptied.append(", ".join(f"{n} {k}/{len(runs)}" for n, k in counts.items()) or "–")
+            if not any(cells):
+                continue
+            best = max(means)
+            cells = [f"**{t}**" if m == best and t else t for t, m in zip(cells, means, strict=True)]
+            accuracy.append(f"| {label} | {s:g} | " + " | ".join(cells) + " |")
+            parts.append(f"| {label} | {s:g} | " + " | ".join(emptied) + " |")
+    lines += ["Test accuracy (%), mean ± std over seeds; ∅k: k runs with a layer emptied or cut off.", ""]
+    lines += accuracy
+    lines += ["", "Components emptied (k of n runs left at least one of the component's layers empty).", ""]
+    lines += parts
+    return lines
+
+
+def main() -> None:
+    lines = main_tables()
+    command = "python docs/results/fashion_mnist/vit/main_table.py"
+    text = f"<!-- made by `{command}` -->\n" + "\n".join(lines) + "\n"
+    atomic_write_text(HERE / "main_table.md", text)
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    main()
