@@ -10,16 +10,19 @@
 # run and the 111 runs ~4 h on an idle core; ~12x longer at that load.
 #
 # Usage: docs/results/fortunes/topic.sh [extra sweep flags, e.g. --shard 0/2]
-# LONG=1 adds the longer check: the top criteria (TOP, default below) on seed 0 with 3× the epochs (18) at
-# sparsities 0.98 and 0.99, in topic/long.
+# LONG=1 adds the longer check: the top criteria (TOP, default below: random and magnitude as the data-free
+# references, HP for claim 1, and the criteria it is compared with) on seed 0 with 3× the epochs (18) at
+# sparsities 0.98 and 0.99, in topic/long, and dense likewise (topic/long_dense).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-TOP=${TOP:-hutch_pruner,fisher_pruner,ggn_pruner,snip,magnitude}
+TOP=${TOP:-random,magnitude,snip,fisher_pruner,ggn_pruner,hutch_pruner}
 initprune sweep --config "$HERE/topic/grid.yaml" --out "$HERE/topic/main" --quiet "$@"
 initprune sweep --config "$HERE/topic/dense.yaml" --out "$HERE/topic/dense" --quiet "$@"
 if [ "${LONG:-0}" = 1 ]; then
   initprune sweep --config "$HERE/topic/grid.yaml" --out "$HERE/topic/long" --quiet "$@" \
     --grid seed=0 "criterion=$TOP" sparsity=0.98,0.99 --epochs 18
+  initprune sweep --config "$HERE/topic/dense.yaml" --out "$HERE/topic/long_dense" --quiet "$@" --grid seed=0 \
+    --epochs 18
 fi
 # The report with the paired verdicts fixed before the runs, one family per claim (claim1.yaml, claim3.yaml,
 # each Holm-corrected apart), then the README's main table. A comparison that pairs no runs yet (another
