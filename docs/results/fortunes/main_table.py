@@ -4,10 +4,12 @@
     python docs/results/fortunes/main_table.py topic   # test accuracy (%), higher is better
 
 Rows are sparsities, columns the criteria of the grid; each cell is the mean ± std over the seeds that
-have finished (n shown where it is below 3), the best mean of each row in bold, and `qkK` where K of the
+have finished (n shown where it is below 3), the best mean of each row in bold, `qkK` where K of the
 cell's runs left the attention's q and k projections of every block empty (the attention is then a
-uniform average over the prefix). The dense reference (``<study>/dense``) is given above the table. The
-table is printed and written to ``<study>/main_table.md``.
+uniform average over the prefix), and `∅K` where K of them left some other layer empty (an attention
+output or MLP projection: the block then adds nothing through it). The dense reference
+(``<study>/dense``) is given above the table. The table is printed and written to
+``<study>/main_table.md``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ def qk_empty(run: dict[str, Any]) -> bool:
     density = run.get("per_layer_density") or {}
     qk = [v for k, v in density.items() if k.endswith(("attn.q.weight", "attn.k.weight"))]
     return bool(qk) and all(v == 0 for v in qk)
+
+
+def other_empty(run: dict[str, Any]) -> bool:
+    """Whether the run kept no weight of some layer other than the attention's q and k projections."""
+    density = run.get("per_layer_density") or {}
+    return any(v == 0 for k, v in density.items() if not k.endswith(("attn.q.weight", "attn.k.weight")))
 
 
 def cell(values: list[float], scale: float) -> tuple[str, float]:
@@ -73,8 +81,9 @@ def main_table(study: str) -> list[str]:
                 means.append(math.nan)
                 continue
             k = sum(qk_empty(r) for r in runs)
+            other = sum(other_empty(r) for r in runs)
             text, mean = cell(values, scale)
-            cells.append(text + (f" qk{k}" if k else ""))
+            cells.append(text + (f" qk{k}" if k else "") + (f" ∅{other}" if other else ""))
             means.append(mean)
         finite = [m for m in means if not math.isnan(m)]
         best = (max if higher else min)(finite)
