@@ -2,8 +2,9 @@
 # Study 3, layer collapse in a ViT with and without BatchNorm statistic updates (Fashion-MNIST, vit_tiny
 # patch 7, dim 64, depth 4): the BatchNorm variant with warmup 0 / 20 batches / one pass
 # (batchnorm.yaml, 216 runs), the LayerNorm control (layernorm.yaml, 72 runs), the dense references
-# (dense.yaml, 6 runs), then `initprune report` into report/. Run folders go to batchnorm/, layernorm/ and
-# dense/ here (masks and checkpoints are not committed). Rerunning resumes where it stopped.
+# (dense.yaml, 6 runs), then `initprune report` into report/ and the main tables. Run folders go to
+# batchnorm/, layernorm/ and dense/ here (masks and checkpoints are not committed). Rerunning resumes where
+# it stopped.
 #
 # Timing (README.md has the command line): one ggn_pruner run of 0.1 epoch, BatchNorm variant with a
 # 20-batch warmup (the grid's settings otherwise), took 629 s wall on this 2-core machine at load average
@@ -33,3 +34,7 @@ fi
 initprune report "$HERE" --out "$HERE/report" \
   --comparisons "$HERE/claim2.yaml" --comparisons "$HERE/claim1.yaml" ||
   echo "run.sh: the report waits for runs still missing; rerun run.sh when every shard has finished" >&2
+# The README's main tables (main_table.md) and the q/k/v split of the fused qkv layers (qkv_split.md, from
+# the masks, which stay in the run folders).
+python "$HERE/main_table.py"
+python "$HERE/qkv_split.py"
