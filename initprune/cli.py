@@ -467,7 +467,11 @@ def _report(args: argparse.Namespace) -> int:
                     f"the comparisons files disagree on {key}: {chosen[key]!r} and {value!r} ({file}); "
                     f"give --{key} to choose one"
                 )
-        family = file if len(args.comparisons) > 1 else None
+        # the family's name: the file's path from the working directory when it lies below it, so that a
+        # report names its families the same wherever the repository is (a script may pass absolute paths)
+        path = Path(file).resolve()
+        family = str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else file
+        family = family if len(args.comparisons) > 1 else None
         comparisons += [dataclasses.replace(c, family=family) for c in loaded]
     where: dict = {}
     for text in args.where:

@@ -247,7 +247,7 @@ def test_holm_runs_within_each_family():
     assert "| verdict | family |" in text and "| x |" in text and "| y |" in text
 
 
-def test_report_takes_several_comparisons_files_as_families(tmp_path, capsys):
+def test_report_takes_several_comparisons_files_as_families(tmp_path, capsys, monkeypatch):
     root = tmp_path / "runs"
     # no scoring_seconds: a hand-written result, which the report must still take
     _write_runs(root, {"hutch_pruner": [0.80, 0.84, 0.83], "snip": [0.81, 0.81, 0.81]})
@@ -263,6 +263,11 @@ def test_report_takes_several_comparisons_files_as_families(tmp_path, capsys):
     p = saved[0]["p"]
     assert [c["p_adjusted"] for c in saved] == pytest.approx([min(1.0, 2 * p)] * 2 + [p])
     assert "| hutch_pruner | – | 0 | 0 |" in (root / "report.md").read_text()  # no scoring time recorded
+    # files below the working directory are named from it, however the paths were given (a script's $PWD)
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 0
+    families = [c["family"] for c in json.loads((root / "comparisons.json").read_text())]
+    assert families == ["one.yaml", "one.yaml", "two.yaml"]
     # files that disagree on the correction are refused unless --correction chooses
     (tmp_path / "two.yaml").write_text(yaml.safe_dump({**two, "correction": "bonferroni"}))
     (tmp_path / "one.yaml").write_text(yaml.safe_dump({**one, "correction": "holm"}))
