@@ -469,8 +469,8 @@ def _report(args: argparse.Namespace) -> int:
                 )
         # the family's name: the file's path from the working directory when it lies below it, so that a
         # report names its families the same wherever the repository is (a script may pass absolute paths)
-        path = Path(file).resolve()
-        family = str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else file
+        path, here = Path(file).resolve(), Path.cwd().resolve()
+        family = str(path.relative_to(here)) if path.is_relative_to(here) else file
         family = family if len(args.comparisons) > 1 else None
         comparisons += [dataclasses.replace(c, family=family) for c in loaded]
     where: dict = {}
