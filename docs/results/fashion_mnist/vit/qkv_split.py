@@ -19,13 +19,13 @@ import math
 from pathlib import Path
 
 import torch
+from main_table import SHORT, VARIANTS, variant_of  # beside this script, which Python puts on sys.path
 
 from initprune.atomic import atomic_write_text
 from initprune.experiments.report import collect
 from initprune.masks import Mask
 
 HERE = Path(__file__).resolve().parent
-MAIN_TABLE = HERE / "main_table.py"
 
 
 def split_densities(mask: Mask) -> list[tuple[float, float, float]]:
@@ -40,25 +40,19 @@ def split_densities(mask: Mask) -> list[tuple[float, float, float]]:
 
 
 def qkv_table() -> list[str]:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("vit_main_table", MAIN_TABLE)
-    assert spec and spec.loader
-    main_table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(main_table)  # the variants and short names of the main table
     rows = [r for sub in ("batchnorm", "layernorm") if (HERE / sub).is_dir() for r in collect(HERE / sub)[0]]
     rows = [r for r in rows if (Path(r["_folder"]) / "mask.pt").is_file()]
-    criteria = [c for c in main_table.SHORT if any(r["criterion"] == c for r in rows)]
+    criteria = [c for c in SHORT if any(r["criterion"] == c for r in rows)]
     sparsities = sorted({float(r["sparsity"]) for r in rows})
     lines = [
-        "| variant | sparsity | " + " | ".join(main_table.SHORT[c] for c in criteria) + " |",
+        "| variant | sparsity | " + " | ".join(SHORT[c] for c in criteria) + " |",
         "|---|---|" + "---|" * len(criteria),
     ]
-    for _, label, _ in main_table.VARIANTS:
+    for _, label, _ in VARIANTS:
         for s in sparsities:
             cells = []
             for c in criteria:
-                runs = [r for r in rows if main_table.variant_of(r) == label and r["criterion"] == c
+                runs = [r for r in rows if variant_of(r) == label and r["criterion"] == c
                         and math.isclose(float(r["sparsity"]), s)]  # fmt: skip
                 blocks = [b for r in runs for b in split_densities(Mask.load(Path(r["_folder"]) / "mask.pt"))]
                 if not blocks:
