@@ -402,8 +402,10 @@ def _print_result(result: dict[str, Any]) -> None:
 def _collapse_summary(result: dict[str, Any]) -> str:
     """Both kinds of collapse: layers left empty, and layers whose kept weights lie on no input-output
     path (disconnected)."""
+    from .collapse import collapsed_or_cut
+
     empty = list(result.get("collapsed_layers") or [])
-    cut = [name for name in result.get("disconnected_layers") or [] if name not in empty]
+    cut = collapsed_or_cut(result)[len(empty) :]
     if not empty and not cut:
         return "none"
     parts = []

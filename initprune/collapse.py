@@ -22,7 +22,9 @@ flagged.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -117,3 +119,24 @@ def disconnected_layers(
         _, reached = paths_through_weights(model, dense, input_shape, sample)
         cut = [name for name in cut if name in empty or bool((reached[name] != 0).any())]
     return cut
+
+
+def _layer_names(value: Any) -> list[str]:
+    """A result's list of layer names; None and NaN (a field a row of a table of results lacks) are none."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return []
+    return list(value)
+
+
+def collapsed_or_cut(result: Mapping[str, Any]) -> list[str]:
+    """The layers a run's result (its ``result.json`` as a dict, or a row of a table of them) left empty
+    (``collapsed_layers``), then those cut off from the input or the output (``disconnected_layers``), each
+    named once. A missing, None or NaN field counts as no layer."""
+    empty = _layer_names(result.get("collapsed_layers"))
+    return empty + [name for name in _layer_names(result.get("disconnected_layers")) if name not in empty]
+
+
+def run_collapsed(result: Mapping[str, Any]) -> bool:
+    """Whether a run left a layer empty or cut off from the input or the output: the one test of layer
+    collapse that every table (sweep summaries, ``initprune report``, the studies' scripts) counts by."""
+    return bool(collapsed_or_cut(result))

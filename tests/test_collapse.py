@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from initprune import LayerCollapseWarning, Mask, prunable_parameters, prune
-from initprune.collapse import disconnected_layers, paths_through_weights
+from initprune.collapse import collapsed_or_cut, disconnected_layers, paths_through_weights, run_collapsed
 
 
 def _mlp() -> nn.Sequential:
@@ -138,3 +138,14 @@ def test_a_real_sample_decides_as_all_ones_on_homogeneous_nets():
         _, ones = paths_through_weights(_mlp(), _mask(*masks), (3,))
         _, real = paths_through_weights(_mlp(), _mask(*masks), (3,), sample)
         assert all(torch.equal(ones[k] > 0, real[k] > 0) for k in ones)
+
+
+def test_collapsed_or_cut_names_each_layer_once_and_reads_missing_fields_as_none():
+    result = {"collapsed_layers": ["b.weight"], "disconnected_layers": ["a.weight", "b.weight"]}
+    assert collapsed_or_cut(result) == ["b.weight", "a.weight"]
+    assert run_collapsed(result)
+    assert run_collapsed({"collapsed_layers": [], "disconnected_layers": ["c.weight"]})
+    for clean in ({}, {"collapsed_layers": [], "disconnected_layers": []},
+                  {"collapsed_layers": None, "disconnected_layers": float("nan")}):  # fmt: skip
+        assert collapsed_or_cut(clean) == []
+        assert not run_collapsed(clean)

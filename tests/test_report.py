@@ -217,3 +217,16 @@ def test_sub_epoch_runs_skip_the_per_epoch_plot_with_a_line(runs, tmp_path):
         "after 0.25 epoch(s); the accuracy table has those numbers." in report
     )
     assert (out / "accuracy_lenet5_on_fashion_mnist.png").exists()
+
+
+def test_collapse_table_counts_a_missing_field_as_no_layer(runs, tmp_path):
+    """Runs written before ``disconnected_layers`` existed lack the field: the table of runs holds NaN there,
+    which is truthy, and must still count as no layer cut off."""
+    for seed in (0, 2):
+        path = runs / f"snip-0.5-{seed}" / "result.json"
+        result = json.loads(path.read_text())
+        del result["disconnected_layers"]
+        path.write_text(json.dumps(result))
+    out = tmp_path / "report"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    assert "| 0.5 | 1/3 | 1/3 |" in (out / "report.md").read_text()  # only seed 1 emptied a layer

@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from ..atomic import atomic_write_bytes, atomic_write_text
+from ..collapse import run_collapsed
 from ..errors import InitpruneError
 from .components import component_table
 from .config import default_settings
@@ -264,7 +265,7 @@ def _group_section(group: str, runs: Any, out: Path, at_sparsity: float | None) 
         for c in criteria:
             sel = pruned[(pruned["sparsity"] == s) & (pruned["criterion"] == c)]
             pairs = zip(_col(sel, "collapsed_layers"), _col(sel, "disconnected_layers"), strict=True)
-            bad = sum(bool(a) or bool(b) for a, b in pairs)
+            bad = sum(run_collapsed({"collapsed_layers": a, "disconnected_layers": b}) for a, b in pairs)
             cells.append(f"{bad}/{len(sel)}" if len(sel) else "")
         lines.append(f"| {s:g} | " + " | ".join(cells) + " |")
     lines += component_table(pruned, criteria, sparsities)

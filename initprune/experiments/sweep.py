@@ -26,6 +26,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write_text
+from ..collapse import run_collapsed
 from ..data import datasets
 from ..errors import InitpruneError, unknown_choice
 from ..models import check_model_options
@@ -261,9 +262,7 @@ def summarize(
             values = [m[f] for m in members if m.get(f) is not None]
             entry[f"{f}_mean"], entry[f"{f}_std"] = mean_std(values) if values else (None, None)
             entry[f"{f}_n"] = len(values)
-        entry["collapsed_runs"] = sum(
-            bool(m["collapsed_layers"] or m["disconnected_layers"]) for m in members
-        )
+        entry["collapsed_runs"] = sum(run_collapsed(m) for m in members)
         aggregated.append(entry)
     return aggregated + failed
 

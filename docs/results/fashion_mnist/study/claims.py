@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from initprune.atomic import atomic_write_text
+from initprune.collapse import run_collapsed
 from initprune.experiments.report import collect, jaccard
 
 SHORT = {
@@ -65,10 +66,7 @@ def load(folder: Path) -> pd.DataFrame:
     if frame.empty:
         return frame
     frame["acc"] = 100.0 * frame["test_accuracy"].astype(float)
-    frame["collapsed"] = [
-        bool(c) or bool(d)
-        for c, d in zip(frame["collapsed_layers"], frame["disconnected_layers"], strict=True)
-    ]
+    frame["collapsed"] = [run_collapsed(row) for row in rows]
     frame["sparsity"] = frame["sparsity"].astype(float).round(6)
     return frame
 

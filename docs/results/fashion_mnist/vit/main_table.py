@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from initprune.atomic import atomic_write_text
+from initprune.collapse import run_collapsed
 from initprune.experiments.components import component_densities
 from initprune.experiments.report import collect
 from initprune.experiments.stats import mean_std, mean_std_text
@@ -46,11 +47,6 @@ def variant_of(run: dict[str, Any]) -> str | None:
         if norm == v_norm and (v_norm == "layernorm" or warmup == v_warmup):
             return label
     return None
-
-
-def collapsed(run: dict[str, Any]) -> bool:
-    """Whether the run left a layer empty or cut off from the input or the output."""
-    return bool(run.get("collapsed_layers")) or bool(run.get("disconnected_layers"))
 
 
 def emptied_components(run: dict[str, Any]) -> list[str]:
@@ -90,7 +86,7 @@ def main_tables() -> list[str]:
                     emptied.append("")
                     continue
                 mean, std = mean_std(values)
-                k = sum(collapsed(r) for r in runs)
+                k = sum(run_collapsed(r) for r in runs)
                 cells.append(mean_std_text(mean, std, len(values)) + (f" ∅{k}" if k else ""))
                 means.append(mean)
                 counts: dict[str, int] = {}
