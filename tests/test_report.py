@@ -150,6 +150,62 @@ def test_an_unset_setting_is_named_null_in_a_group(runs, tmp_path):
     assert "=nan" not in report
 
 
+def test_option_dicts_name_groups_by_the_options_that_vary(runs, tmp_path):
+    """Runs that differ in one model option are grouped and named by that option alone
+    (``model_options.norm=...``), not by the whole dict that repeats every shared option; a run that
+    leaves an option out gets the model's default, named so."""
+    for name, options in (
+        ("bn", {"width": 0.25, "norm": "batchnorm"}),
+        ("ln", {"width": 0.25, "norm": "layernorm"}),
+    ):
+        for seed in range(2):
+            _write_run(runs / f"{name}-{seed}", "snip", 0.5, seed, 0.6)
+            config = yaml.safe_load((runs / f"{name}-{seed}" / "config.yaml").read_text())
+            (runs / f"{name}-{seed}" / "config.yaml").write_text(
+                yaml.safe_dump({**config, "model_options": options})
+            )
+    out = tmp_path / "r"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    groups = [line for line in report.splitlines() if line.startswith("## ")]
+    prefix = "## lenet5 on fashion_mnist, "
+    assert sorted(groups) == [
+        prefix + "model_options.norm=batchnorm, model_options.width=0.25",
+        prefix + "model_options.norm=default, model_options.width=default",
+        prefix + "model_options.norm=layernorm, model_options.width=0.25",
+    ]
+    plots = sorted(p.name for p in out.glob("accuracy_*.png"))
+    assert plots == [
+        "accuracy_lenet5_on_fashion_mnist__model_options.norm_batchnorm__model_options.width_0.25.png",
+        "accuracy_lenet5_on_fashion_mnist__model_options.norm_default__model_options.width_default.png",
+        "accuracy_lenet5_on_fashion_mnist__model_options.norm_layernorm__model_options.width_0.25.png",
+    ]
+
+
+def test_rewriting_a_report_removes_the_plots_it_no_longer_makes(runs, tmp_path):
+    """A group renamed between two reports into one folder leaves no stale plot behind; a file the
+    report never linked stays."""
+    out = tmp_path / "r"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    before = {p.name for p in out.glob("*.png")}
+    assert "accuracy_lenet5_on_fashion_mnist.png" in before
+    (out / "mine.png").write_bytes(b"not the report's")
+    for config_path in runs.glob("*/config.yaml"):
+        config = yaml.safe_load(config_path.read_text())
+        config_path.write_text(
+            yaml.safe_dump({**config, "lr": 0.5 if "snip" in config_path.parent.name else 0.1})
+        )
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    after = {p.name for p in out.glob("*.png")}
+    assert "accuracy_lenet5_on_fashion_mnist.png" not in after
+    assert {
+        "accuracy_lenet5_on_fashion_mnist__lr_0.1.png",
+        "accuracy_lenet5_on_fashion_mnist__lr_0.5.png",
+    } <= after
+    assert all("__lr_" in name for name in after - {"mine.png"})  # every plot of the first report is gone
+    assert (out / "mine.png").read_bytes() == b"not the report's"
+
+
 def test_long_group_names_make_short_distinct_file_names(runs, tmp_path):
     """A group that differs in many settings has a name of hundreds of characters; its plots still get
     a file name under the 255-byte limit, and two such groups that differ only at the end get two."""

@@ -23,6 +23,7 @@ and PNG plots. Runs are grouped by (model, dataset) and by every other setting t
   sparsity, mean over seeds.
 
 A ``result.json`` (or its ``config.yaml``) that cannot be read or lacks a result is named and skipped.
+Rewriting a report into the same folder removes the plots of the previous one that it no longer makes.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import hashlib
 import io
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -137,6 +139,29 @@ def collect(root: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     return rows, skipped
 
 
+def _varying_parts(key: str, values: Any) -> list[tuple[str, Any]]:
+    """How a setting that varies within a group of runs names their subgroups: ``(name, labels)`` pairs,
+    ``labels`` a series of texts aligned with ``values``. A setting of option dicts (``model_options``,
+    ``criterion_options``) is named by the options that vary only, as ``model_options.norm``, so that
+    the name (and the plots' file names made from it) says what differs instead of repeating the
+    options every run shares; any other setting by its whole value."""
+    import pandas as pd
+
+    def is_options(v: Any) -> bool:
+        return isinstance(v, dict) or v is None or (isinstance(v, float) and math.isnan(v))
+
+    if not all(is_options(v) for v in values) or not any(isinstance(v, dict) for v in values):
+        return [(key, values.map(_setting_text))]
+    options = [v if isinstance(v, dict) else {} for v in values]
+    parts = []
+    for option in sorted({o for d in options for o in d}):
+        texts = [json.dumps(d[option], sort_keys=True, default=str) if option in d else None for d in options]
+        if len(set(texts)) > 1:
+            labels = [_setting_text(d[option]) if option in d else "default" for d in options]
+            parts.append((f"{key}.{option}", pd.Series(labels, index=values.index)))
+    return parts
+
+
 def _setting_text(value: Any) -> Any:
     """A setting's value in a group's name; an unset setting (``null`` in config.yaml, NaN once pandas has
     read it beside numbers) as ``null``."""
@@ -216,7 +241,8 @@ def write_report(
             and members[k].map(lambda v: json.dumps(v, sort_keys=True, default=str)).nunique() > 1
         ]
         for k in varying:
-            frame.loc[members.index, "_group"] += members[k].map(lambda v, k=k: f", {k}={_setting_text(v)}")
+            for name, labels in _varying_parts(k, members[k]):
+                frame.loc[members.index, "_group"] += labels.map(lambda v, name=name: f", {name}={v}")
 
     lines = [f"# Report of {root}", "", f"{len(frame)} runs, {frame['_group'].nunique()} group(s)."]
     if skipped:
@@ -227,8 +253,20 @@ def write_report(
     for group, members in frame.groupby("_group", sort=False):
         lines += _group_section(str(group), members, out, at_sparsity)
     path = out / "report.md"
+    previous = _linked_plots(path)
     atomic_write_text(path, "\n".join(lines) + "\n")
+    for name in previous - _linked_plots(path):
+        (out / name).unlink(missing_ok=True)
     return path
+
+
+def _linked_plots(report: Path) -> set[str]:
+    """The plots a report.md shows (``![stem](name.png)``, files beside it). Rewriting a report removes
+    those of the previous one it no longer makes (groups renamed or gone), so the folder holds no stale
+    plot; files the report did not link are never touched."""
+    if not report.is_file():
+        return set()
+    return set(re.findall(r"^!\[[^\]]*\]\(([^()/\\]+\.png)\)$", report.read_text(), flags=re.MULTILINE))
 
 
 def _group_section(group: str, runs: Any, out: Path, at_sparsity: float | None) -> list[str]:
