@@ -12,8 +12,10 @@ columns = the criteria of the grid:
    :func:`initprune.experiments.components.layer_component` without its ``blocks.*`` prefix) with at least
    one empty layer in some run, as ``component k/n`` (k of the cell's n runs), – where no run emptied any.
 
-The dense reference of each variant (``dense/``) is given above them. The tables are printed and written to
-``main_table.md`` beside this script.
+The dense reference of each variant (``dense/``) is given above them. Where the longer check has run
+(``LONG=1 run.sh``: ``long_batchnorm/``, ``long_layernorm/``, ``long_dense/``, seed 0, 6 epochs), a third
+table gives each of its runs beside the same point of the grid (seed 0, 2 epochs), as ``2 ep → 6 ep``.
+The tables are printed and written to ``main_table.md`` beside this script.
 """
 
 from __future__ import annotations
@@ -55,10 +57,12 @@ def emptied_components(run: dict[str, Any]) -> list[str]:
     return [name.removeprefix("blocks.*.").removeprefix("attn.") for name, (_, k) in parts.items() if k]
 
 
+def _rows(folder: str) -> list[dict[str, Any]]:
+    return collect(HERE / folder)[0] if (HERE / folder).is_dir() else []
+
+
 def main_tables() -> list[str]:
-    rows = collect(HERE / "batchnorm")[0] if (HERE / "batchnorm").is_dir() else []
-    rows += collect(HERE / "layernorm")[0] if (HERE / "layernorm").is_dir() else []
-    dense = collect(HERE / "dense")[0] if (HERE / "dense").is_dir() else []
+    rows, dense = _rows("batchnorm") + _rows("layernorm"), _rows("dense")
     criteria = [c for c in SHORT if any(r["criterion"] == c for r in rows)]
     sparsities = sorted({float(r["sparsity"]) for r in rows})
     lines = []
@@ -107,8 +111,47 @@ def main_tables() -> list[str]:
     return lines
 
 
+def _cell(run: dict[str, Any] | None) -> str:
+    if run is None:
+        return "–"
+    return f"{100 * float(run['test_accuracy']):.2f}" + (" ∅" if run_collapsed(run) else "")
+
+
+def long_table() -> list[str]:
+    """The longer check (seed 0, 6 epochs) beside the grid's seed-0 run of the same point (2 epochs)."""
+    long = _rows("long_batchnorm") + _rows("long_layernorm")
+    long_dense = _rows("long_dense")
+    if not long and not long_dense:
+        return []
+    short = [r for r in _rows("batchnorm") + _rows("layernorm") if int(r["seed"]) == 0]
+    short_dense = [r for r in _rows("dense") if int(r["seed"]) == 0]
+    criteria = [c for c in SHORT if any(r["criterion"] == c for r in long)]
+    sparsities = sorted({float(r["sparsity"]) for r in long})
+
+    def find(runs: list[dict[str, Any]], label: str, c: str | None, s: float) -> dict[str, Any] | None:
+        return next((r for r in runs if variant_of(r) == label and (c is None or r["criterion"] == c)
+                     and math.isclose(float(r["sparsity"]), s)), None)  # fmt: skip
+
+    lines = ["", "Longer check (seed 0): test accuracy (%) after 2 epochs (the grid) → 6 epochs; ∅: a layer "
+             "emptied or cut off.", ""]  # fmt: skip
+    lines += ["| variant | sparsity | dense | " + " | ".join(SHORT[c] for c in criteria) + " |"]
+    lines += ["|---|---|---|" + "---|" * len(criteria)]
+    for _, label, _ in VARIANTS:
+        dense_label = "LayerNorm" if label == "LayerNorm" else "BN, no warmup"  # dense runs have no warmup
+        before, after = find(short_dense, dense_label, None, 0.0), find(long_dense, dense_label, None, 0.0)
+        dense = f"{_cell(before)} → {_cell(after)}"
+        for s in sparsities:
+            cells = [
+                f"{_cell(find(short, label, c, s))} → {_cell(find(long, label, c, s))}" for c in criteria
+            ]
+            if all(cell.endswith("→ –") for cell in cells):
+                continue
+            lines.append(f"| {label} | {s:g} | {dense} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
-    lines = main_tables()
+    lines = main_tables() + long_table()
     command = "python docs/results/fashion_mnist/vit/main_table.py"
     text = f"<!-- made by `{command}` -->\n" + "\n".join(lines) + "\n"
     atomic_write_text(HERE / "main_table.md", text)
