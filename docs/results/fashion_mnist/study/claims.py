@@ -131,6 +131,9 @@ def _same(a: Any, b: Any) -> bool:
 
 # Every paired comparison of the file, in the order made: its verdict waits for the correction over all.
 _COMPARISONS: list[dict[str, Any]] = []
+_COUNT_TOKEN = "\x00count\x00"
+"""Where the file says how many comparisons it makes, intervals exclude 0 and verdicts are decided
+(filled in by :func:`decide`)."""
 ALPHA = 0.05
 CORRECTION = "holm"
 NOISE: dict[str, float] = {}
@@ -180,7 +183,16 @@ def decide(text: str) -> str:
         if floor is not None and abs(stats.mean) < floor:
             verdict += f", below the training noise ({floor:.2f})"
         text = text.replace(c["token"], verdict)
-    return text
+    excluding = sum(c["stats"].n >= 2 and (c["stats"].low > 0 or c["stats"].high < 0) for c in _COMPARISONS)
+    decided = sum(
+        c["stats"].n >= 2 and p < ALPHA and c["stats"].mean != 0
+        for c, p in zip(_COMPARISONS, adjusted, strict=True)
+    )
+    count = (
+        f"{len(_COMPARISONS)} comparisons in this file: {excluding} paired 95 % intervals exclude 0, "
+        f"{decided} comparisons are decided after Holm's correction."
+    )
+    return text.replace(_COUNT_TOKEN, count)
 
 
 def ranking(means: dict[str, float]) -> str:
@@ -991,6 +1003,8 @@ def main() -> None:
         "number of comparisons in this file (p̃, given with each verdict); `A better` (the claim A > B "
         f"held) or `B better` (not held) where p̃ < {ALPHA:g}, undecided otherwise; with n = 1 nothing is "
         "decided. The best criterion of a family is picked by its mean, which favours it slightly.",
+        "",
+        _COUNT_TOKEN,
         "",
     ]
     figures = out.parent
