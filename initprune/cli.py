@@ -48,9 +48,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _none_or(kind: type) -> Any:
+class _Null:
+    """``none`` or ``null`` given for a setting on the command line: the setting is set to None (one warmup
+    pass, no gradient clipping, ...), where an absent flag (argparse's None) leaves the config file's value
+    or the default."""
+
+    def __repr__(self) -> str:
+        return "none"
+
+
+_NULL = _Null()
+
+
+def _none_or(kind: type, null: Any = None) -> Any:
+    """A parser of ``kind`` that reads ``none``/``null`` (any case) as ``null``."""
+
     def parse(text: str) -> Any:
-        return None if text.lower() in ("none", "null") else kind(text)
+        return null if text.lower() in ("none", "null") else kind(text)
 
     parse.__name__ = f"{kind.__name__} or none"
     return parse
@@ -123,7 +137,7 @@ def _add_setting(parser: argparse.ArgumentParser, name: str, kind: Any, default:
         nargs = "+" if Ellipsis in typing.get_args(base) else len(typing.get_args(base))
         parser.add_argument(flag, nargs=nargs, type=item, default=None, help=shown)
     elif base in (int, float, str):
-        parse = _none_or(base) if is_optional else base
+        parse = _none_or(base, _NULL) if is_optional else base
         parser.add_argument(flag, type=parse, default=None, help=shown)
     else:  # pragma: no cover - a new field type must be taught here
         raise TypeError(f"no command-line parser for setting {name!r} of type {kind!r}")
@@ -346,7 +360,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     mappings = {name for name, kind in _setting_types().items() if typing.get_origin(kind) is dict}
     for name in field_help():
         given = getattr(args, name)
-        if given is not None:
+        if given is _NULL:
+            values[name] = None
+        elif given is not None:
             values[name] = dict(given) if name in mappings else given
     return values
 

@@ -288,6 +288,30 @@ def test_boolean_flag_pairs_set_the_setting(tmp_path):
     assert _settings(parser.parse_args(["run", "--exclude-first"]))["exclude_first"] is True
 
 
+def test_none_on_the_command_line_sets_an_optional_setting_to_none(tmp_path):
+    """``--warmup-batches none`` means one warmup pass (None), not "flag absent": it overrides the default
+    (20) and a config file's value, in any case; an absent flag leaves them."""
+    from initprune.cli import _settings, build_parser
+    from initprune.experiments.config import build_config, default_settings
+
+    parser = build_parser()
+    assert default_settings()["warmup_batches"] == 20
+    config = tmp_path / "c.yaml"
+    config.write_text("warmup_batches: 5\ngrad_clip: 1.0\n")
+    for text in ("none", "null", "None"):
+        settings = _settings(parser.parse_args(["run", "--warmup-batches", text]))
+        assert "warmup_batches" in settings and settings["warmup_batches"] is None
+        assert build_config(settings, "test").warmup_batches is None
+    given = _settings(
+        parser.parse_args(["run", "--config", str(config), "--warmup-batches", "none", "--grad-clip", "null"])
+    )
+    assert given["warmup_batches"] is None and given["grad_clip"] is None
+    absent = _settings(parser.parse_args(["run", "--config", str(config)]))
+    assert absent["warmup_batches"] == 5 and absent["grad_clip"] == 1.0
+    assert "warmup_batches" not in _settings(parser.parse_args(["run"]))
+    assert _settings(parser.parse_args(["run", "--warmup-batches", "7"]))["warmup_batches"] == 7
+
+
 def test_cli_listings(capsys):
     for command, expected in (
         ("criteria", "hutch_pruner"),

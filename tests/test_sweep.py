@@ -127,6 +127,19 @@ def test_sweep_config_file_combines_with_grid_flags(tmp_path, monkeypatch):
     assert len(ran) == 4 and {c.lr for c in ran} == {0.05} and {c.model for c in ran} == {"lenet5"}
 
 
+def test_a_none_flag_replaces_a_config_file_axis(tmp_path, monkeypatch):
+    """``--warmup-batches none`` with a file whose warmup_batches is an axis [0, 20, null] runs one pass
+    (None) for every point, instead of the file's three values."""
+    ran = []
+    monkeypatch.setattr(launchers, "run_experiment", lambda c, **k: ran.append(c))
+    grid = _grid_file(tmp_path, {**TINY, "criterion": ["snip"], "warmup_batches": [0, 20, None]})
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--quiet", "--config", grid, "--out", str(out), "--grid", "sparsity=0.5,0.8",
+                 "--warmup-batches", "none"]) == 0  # fmt: skip
+    assert [Path(c.out).name for c in ran] == ["criterion=snip,sparsity=0.5", "criterion=snip,sparsity=0.8"]
+    assert {c.warmup_batches for c in ran} == {None}
+
+
 @pytest.mark.parametrize(
     ("grid", "extra", "message"),
     [
