@@ -4,7 +4,8 @@ runs, the paper's tables and its plots.
 Writes ``results.csv`` (one row per run: every setting of its ``config.yaml`` and every field of its
 ``result.json``; the achieved sparsity is ``achieved_sparsity``, the target ``sparsity``), ``report.md``
 and PNG plots. Runs are grouped by (model, dataset) and by every other setting that varies between them
-(criterion, sparsity and seed aside); each group gets
+(criterion, sparsity and seed aside; an options dict such as ``model_options`` by the options in it that
+vary, named ``model_options.norm=...``); each group gets
 
 - test accuracy: rows = sparsity, columns = criteria, cells = mean ± sample std over seeds
   (n shown where < 3), the best mean of each row in bold, and the dense reference (sparsity 0) where
