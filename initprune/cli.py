@@ -421,7 +421,7 @@ def _collapse_summary(result: dict[str, Any]) -> str:
     from .collapse import collapsed_or_cut
 
     empty = list(result.get("collapsed_layers") or [])
-    cut = collapsed_or_cut(result)[len(empty) :]
+    cut = [name for name in collapsed_or_cut(result) if name not in empty]
     if not empty and not cut:
         return "none"
     parts = []

@@ -303,8 +303,7 @@ def _group_section(group: str, runs: Any, out: Path, at_sparsity: float | None) 
         cells = []
         for c in criteria:
             sel = pruned[(pruned["sparsity"] == s) & (pruned["criterion"] == c)]
-            pairs = zip(_col(sel, "collapsed_layers"), _col(sel, "disconnected_layers"), strict=True)
-            bad = sum(run_collapsed({"collapsed_layers": a, "disconnected_layers": b}) for a, b in pairs)
+            bad = sum(run_collapsed(run) for run in sel.to_dict("records"))
             cells.append(f"{bad}/{len(sel)}" if len(sel) else "")
         lines.append(f"| {s:g} | " + " | ".join(cells) + " |")
     lines += component_table(pruned, criteria, sparsities)

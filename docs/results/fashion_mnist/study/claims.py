@@ -173,10 +173,12 @@ def decide(text: str) -> str:
 
     adjusted = adjust([c["stats"].p for c in _COMPARISONS], CORRECTION)
     floor = NOISE.get("training")
+    decided = 0
     for c, p in zip(_COMPARISONS, adjusted, strict=True):
         stats = c["stats"]
         if stats.n >= 2 and p < ALPHA and stats.mean != 0:
             verdict = c["labels"][0] if stats.mean > 0 else c["labels"][1]
+            decided += 1
         else:
             verdict = "undecided"
         verdict += f" (p̃ {p:.2g})" if stats.n >= 2 else " (n=1)"
@@ -184,10 +186,6 @@ def decide(text: str) -> str:
             verdict += f", below the training noise ({floor:.2f})"
         text = text.replace(c["token"], verdict)
     excluding = sum(c["stats"].n >= 2 and (c["stats"].low > 0 or c["stats"].high < 0) for c in _COMPARISONS)
-    decided = sum(
-        c["stats"].n >= 2 and p < ALPHA and c["stats"].mean != 0
-        for c, p in zip(_COMPARISONS, adjusted, strict=True)
-    )
     count = (
         f"{len(_COMPARISONS)} comparisons in this file: {excluding} paired 95 % intervals exclude 0, "
         f"{decided} comparisons are decided after Holm's correction."

@@ -20,7 +20,9 @@ The tables are printed and written to ``main_table.md`` beside this script.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +59,14 @@ def emptied_components(run: dict[str, Any]) -> list[str]:
     return [name.removeprefix("blocks.*.").removeprefix("attn.") for name, (_, k) in parts.items() if k]
 
 
-def _rows(folder: str) -> list[dict[str, Any]]:
-    return collect(HERE / folder)[0] if (HERE / folder).is_dir() else []
+@functools.cache
+def runs_in(folder: str) -> tuple[dict[str, Any], ...]:
+    """The finished runs below this study's ``folder`` (read once; none where it does not exist)."""
+    return tuple(collect(HERE / folder)[0]) if (HERE / folder).is_dir() else ()
 
 
 def main_tables() -> list[str]:
-    rows, dense = _rows("batchnorm") + _rows("layernorm"), _rows("dense")
+    rows, dense = runs_in("batchnorm") + runs_in("layernorm"), runs_in("dense")
     criteria = [c for c in SHORT if any(r["criterion"] == c for r in rows)]
     sparsities = sorted({float(r["sparsity"]) for r in rows})
     lines = []
@@ -119,16 +123,16 @@ def _cell(run: dict[str, Any] | None) -> str:
 
 def long_table() -> list[str]:
     """The longer check (seed 0, 6 epochs) beside the grid's seed-0 run of the same point (2 epochs)."""
-    long = _rows("long_batchnorm") + _rows("long_layernorm")
-    long_dense = _rows("long_dense")
+    long = runs_in("long_batchnorm") + runs_in("long_layernorm")
+    long_dense = runs_in("long_dense")
     if not long and not long_dense:
         return []
-    short = [r for r in _rows("batchnorm") + _rows("layernorm") if int(r["seed"]) == 0]
-    short_dense = [r for r in _rows("dense") if int(r["seed"]) == 0]
+    short = [r for r in runs_in("batchnorm") + runs_in("layernorm") if int(r["seed"]) == 0]
+    short_dense = [r for r in runs_in("dense") if int(r["seed"]) == 0]
     criteria = [c for c in SHORT if any(r["criterion"] == c for r in long)]
     sparsities = sorted({float(r["sparsity"]) for r in long})
 
-    def find(runs: list[dict[str, Any]], label: str, c: str | None, s: float) -> dict[str, Any] | None:
+    def find(runs: Sequence[dict[str, Any]], label: str, c: str | None, s: float) -> dict[str, Any] | None:
         return next((r for r in runs if variant_of(r) == label and (c is None or r["criterion"] == c)
                      and math.isclose(float(r["sparsity"]), s)), None)  # fmt: skip
 

@@ -19,10 +19,14 @@ import math
 from pathlib import Path
 
 import torch
-from main_table import SHORT, VARIANTS, variant_of  # beside this script, which Python puts on sys.path
+from main_table import (
+    SHORT,
+    VARIANTS,
+    runs_in,
+    variant_of,
+)  # beside this script, which Python puts on sys.path
 
 from initprune.atomic import atomic_write_text
-from initprune.experiments.report import collect
 from initprune.masks import Mask
 
 HERE = Path(__file__).resolve().parent
@@ -40,8 +44,9 @@ def split_densities(mask: Mask) -> list[tuple[float, float, float]]:
 
 
 def qkv_table() -> list[str]:
-    rows = [r for sub in ("batchnorm", "layernorm") if (HERE / sub).is_dir() for r in collect(HERE / sub)[0]]
-    rows = [r for r in rows if (Path(r["_folder"]) / "mask.pt").is_file()]
+    rows = [
+        r for r in runs_in("batchnorm") + runs_in("layernorm") if (Path(r["_folder"]) / "mask.pt").is_file()
+    ]
     criteria = [c for c in SHORT if any(r["criterion"] == c for r in rows)]
     sparsities = sorted({float(r["sparsity"]) for r in rows})
     lines = [
