@@ -139,7 +139,9 @@ def test_a_setting_absent_from_an_older_config_means_its_default(runs, tmp_path)
 
 
 def test_an_unset_setting_is_named_null_in_a_group(runs, tmp_path):
-    """``warmup_batches: null`` (one full pass) beside numbers: the group says null, not nan."""
+    """``warmup_batches: null`` (one full pass) beside numbers: the group says null, not nan, and the
+    numbers stay the integers of config.yaml (20, not the 20.0 of a column that pandas made float to
+    hold the NaN)."""
     for name, value in (("full-pass", None), ("twenty", 20)):
         _write_run(runs / name, "snip", 0.5, 7, 0.6)
         config = yaml.safe_load((runs / name / "config.yaml").read_text())
@@ -147,7 +149,8 @@ def test_an_unset_setting_is_named_null_in_a_group(runs, tmp_path):
     assert main(["report", str(runs), "--out", str(tmp_path / "r")]) == 0
     report = (tmp_path / "r" / "report.md").read_text()
     assert "## lenet5 on fashion_mnist, warmup_batches=null" in report
-    assert "=nan" not in report
+    assert "## lenet5 on fashion_mnist, warmup_batches=20\n" in report
+    assert "=nan" not in report and "=20.0" not in report
 
 
 def test_option_dicts_name_groups_by_the_options_that_vary(runs, tmp_path):
@@ -286,3 +289,16 @@ def test_collapse_table_counts_a_missing_field_as_no_layer(runs, tmp_path):
     out = tmp_path / "report"
     assert main(["report", str(runs), "--out", str(out)]) == 0
     assert "| 0.5 | 1/3 | 1/3 |" in (out / "report.md").read_text()  # only seed 1 emptied a layer
+
+
+def test_the_report_names_its_folder_relative_to_the_working_directory(runs, tmp_path, monkeypatch):
+    """Given as an absolute path below the working directory, the folder is named relative to it (as a
+    committed report should name it); a folder elsewhere keeps the path it was given."""
+    monkeypatch.chdir(runs.parent)
+    assert main(["report", str(runs.resolve()), "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "report.md").read_text().splitlines()[0] == f"# Report of {runs.name}"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["report", str(runs.resolve()), "--out", str(tmp_path / "r2")]) == 0
+    assert (tmp_path / "r2" / "report.md").read_text().splitlines()[0] == f"# Report of {runs.resolve()}"

@@ -152,6 +152,14 @@ def _varying_parts(key: str, values: Any) -> list[tuple[str, Any]]:
         return isinstance(v, dict) or v is None or (isinstance(v, float) and math.isnan(v))
 
     if not all(is_options(v) for v in values) or not any(isinstance(v, dict) for v in values):
+        if (
+            values.dtype.kind == "f"
+            and values.isna().any()
+            and all(float(v).is_integer() for v in values.dropna())
+        ):
+            # integers that pandas made float to hold a NaN (an unset setting): named as config.yaml has them
+            labels = [_setting_text(v if math.isnan(v) else int(v)) for v in values]
+            return [(key, pd.Series(labels, index=values.index, dtype=object))]
         return [(key, values.map(_setting_text))]
     options = [v if isinstance(v, dict) else {} for v in values]
     parts = []
@@ -192,6 +200,15 @@ def _mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> tup
     """``"m ± s"`` with ``(n=k)`` where k < 3 (:mod:`.stats`), and the mean (for picking the best)."""
     mean, std = mean_std(values)
     return mean_std_text(mean, std, len(values), scale, digits), mean
+
+
+def _shown_path(path: str | Path) -> str:
+    """``path`` relative to the working directory where it lies below it (a report committed with the
+    results names their folder as the repository does, not as one machine's absolute path)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def write_report(
@@ -245,7 +262,11 @@ def write_report(
             for name, labels in _varying_parts(k, members[k]):
                 frame.loc[members.index, "_group"] += labels.map(lambda v, name=name: f", {name}={v}")
 
-    lines = [f"# Report of {root}", "", f"{len(frame)} runs, {frame['_group'].nunique()} group(s)."]
+    lines = [
+        f"# Report of {_shown_path(root)}",
+        "",
+        f"{len(frame)} runs, {frame['_group'].nunique()} group(s).",
+    ]
     if skipped:
         lines += ["", "Skipped:", *[f"- {line}" for line in skipped]]
     if compared:

@@ -20,9 +20,14 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TOP=${TOP:-random,magnitude,snip,synflow,fisher_pruner,hutch_pruner,ggn_pruner}
-initprune sweep --config "$HERE/batchnorm.yaml" --out "$HERE/batchnorm" --quiet "$@"
-initprune sweep --config "$HERE/layernorm.yaml" --out "$HERE/layernorm" --quiet "$@"
-initprune sweep --config "$HERE/dense.yaml" --out "$HERE/dense" --quiet "$@"
+# Seed 0 of every variant first, so a study cut short has all of its comparisons on one seed; then the
+# whole grids (the seed-0 runs are skipped as done).
+for seeds in 0 all; do
+  for variant in batchnorm layernorm dense; do
+    initprune sweep --config "$HERE/$variant.yaml" --out "$HERE/$variant" --quiet \
+      $([ $seeds = 0 ] && echo --grid seed=0) "$@"
+  done
+done
 if [ "${LONG:-0}" = 1 ]; then
   for variant in batchnorm layernorm; do
     initprune sweep --config "$HERE/$variant.yaml" --out "$HERE/long_$variant" --quiet "$@" \
