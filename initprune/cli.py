@@ -475,6 +475,7 @@ def _report(args: argparse.Namespace) -> int:
         print(f"initprune: {line}", file=sys.stderr)
 
     from .experiments.paired import Comparison, load_comparisons, parse_selector
+    from .experiments.report import shown_path
 
     comparisons, chosen = [], {}
     for file in args.comparisons:  # each file one family, corrected apart, when there are several
@@ -485,11 +486,7 @@ def _report(args: argparse.Namespace) -> int:
                     f"the comparisons files disagree on {key}: {chosen[key]!r} and {value!r} ({file}); "
                     f"give --{key} to choose one"
                 )
-        # the family's name: the file's path from the working directory when it lies below it, so that a
-        # report names its families the same wherever the repository is (a script may pass absolute paths)
-        path, here = Path(file).resolve(), Path.cwd().resolve()
-        family = str(path.relative_to(here)) if path.is_relative_to(here) else file
-        family = family if len(args.comparisons) > 1 else None
+        family = shown_path(file) if len(args.comparisons) > 1 else None
         comparisons += [dataclasses.replace(c, family=family) for c in loaded]
     where: dict = {}
     for text in args.where:

@@ -202,9 +202,10 @@ def _mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> tup
     return mean_std_text(mean, std, len(values), scale, digits), mean
 
 
-def _shown_path(path: str | Path) -> str:
-    """``path`` relative to the working directory where it lies below it (a report committed with the
-    results names their folder as the repository does, not as one machine's absolute path)."""
+def shown_path(path: str | Path) -> str:
+    """``path`` relative to the working directory where it lies below it, as given otherwise: a report
+    names its folder and its comparison families the same wherever the repository is (a script may pass
+    absolute paths)."""
     try:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
@@ -263,7 +264,7 @@ def write_report(
                 frame.loc[members.index, "_group"] += labels.map(lambda v, name=name: f", {name}={v}")
 
     lines = [
-        f"# Report of {_shown_path(root)}",
+        f"# Report of {shown_path(root)}",
         "",
         f"{len(frame)} runs, {frame['_group'].nunique()} group(s).",
     ]
