@@ -153,6 +153,27 @@ def test_an_unset_setting_is_named_null_in_a_group(runs, tmp_path):
     assert "=nan" not in report and "=20.0" not in report
 
 
+def test_integers_stay_integers_in_a_group_whose_own_runs_all_set_them(tmp_path):
+    """The NaN that makes pandas turn a column float may come from another model's runs: the groups of a
+    model whose runs all set the integer are named by it as written too (``warmup_batches=0``, ``=20``)."""
+    root = tmp_path / "own"  # no run without the setting beside them
+    for name, model, value in (("none", "lenet5", 0), ("twenty", "lenet5", 20), ("pass", "vgg11", None)):
+        _write_run(root / name, "snip", 0.5, 7, 0.6)
+        config = yaml.safe_load((root / name / "config.yaml").read_text())
+        (root / name / "config.yaml").write_text(
+            yaml.safe_dump({**config, "model": model, "warmup_batches": value})
+        )
+        result = json.loads((root / name / "result.json").read_text())
+        (root / name / "result.json").write_text(json.dumps({**result, "model": model}))
+    assert main(["report", str(root), "--out", str(tmp_path / "r")]) == 0
+    groups = [
+        line for line in (tmp_path / "r" / "report.md").read_text().splitlines() if line.startswith("## ")
+    ]
+    assert "## lenet5 on fashion_mnist, warmup_batches=0" in groups
+    assert "## lenet5 on fashion_mnist, warmup_batches=20" in groups
+    assert not any("20.0" in g or "=0.0" in g for g in groups)
+
+
 def test_option_dicts_name_groups_by_the_options_that_vary(runs, tmp_path):
     """Runs that differ in one model option are grouped and named by that option alone
     (``model_options.norm=...``), not by the whole dict that repeats every shared option; a run that

@@ -152,14 +152,6 @@ def _varying_parts(key: str, values: Any) -> list[tuple[str, Any]]:
         return isinstance(v, dict) or v is None or (isinstance(v, float) and math.isnan(v))
 
     if not all(is_options(v) for v in values) or not any(isinstance(v, dict) for v in values):
-        if (
-            values.dtype.kind == "f"
-            and values.isna().any()
-            and all(float(v).is_integer() for v in values.dropna())
-        ):
-            # integers that pandas made float to hold a NaN (an unset setting): named as config.yaml has them
-            labels = [_setting_text(v if math.isnan(v) else int(v)) for v in values]
-            return [(key, pd.Series(labels, index=values.index, dtype=object))]
         return [(key, values.map(_setting_text))]
     options = [v if isinstance(v, dict) else {} for v in values]
     parts = []
@@ -169,6 +161,27 @@ def _varying_parts(key: str, values: Any) -> list[tuple[str, Any]]:
             labels = [_setting_text(d[option]) if option in d else "default" for d in options]
             parts.append((f"{key}.{option}", pd.Series(labels, index=values.index)))
     return parts
+
+
+def _as_written(settings: Any) -> Any:
+    """``settings`` (a frame of the runs' settings) with each column of integers that pandas made float to
+    hold an unset setting (``null``, NaN beside numbers) given back as the integers config.yaml has, so
+    that groups are named ``warmup_batches=20``, not ``20.0``, in every group of a report that has a
+    ``null`` anywhere. A column of floats, or of integers with no NaN, is left as it is."""
+    import pandas as pd
+
+    out = settings.copy()
+    for key in out:
+        values = out[key]
+        if (
+            values.dtype.kind == "f"
+            and values.isna().any()
+            and all(float(v).is_integer() for v in values.dropna())
+        ):
+            out[key] = pd.Series(
+                [None if math.isnan(v) else int(v) for v in values], index=values.index, dtype=object
+            )
+    return out
 
 
 def _setting_text(value: Any) -> Any:
@@ -251,16 +264,20 @@ def write_report(
 
     # a group: one (model, dataset) and one value of every other setting that varies between its runs
     frame["_group"] = frame["model"].astype(str) + " on " + frame["dataset"].astype(str)
+    named = _as_written(frame[[k for k in config_keys if k in frame]])
     for _, members in frame.groupby("_group", sort=False):
         varying = [
             k
             for k in config_keys
             if k not in _NOT_GROUPING
             and k in members
-            and members[k].map(lambda v: json.dumps(v, sort_keys=True, default=str)).nunique() > 1
+            and named.loc[members.index, k]
+            .map(lambda v: json.dumps(v, sort_keys=True, default=str))
+            .nunique()
+            > 1
         ]
         for k in varying:
-            for name, labels in _varying_parts(k, members[k]):
+            for name, labels in _varying_parts(k, named.loc[members.index, k]):
                 frame.loc[members.index, "_group"] += labels.map(lambda v, name=name: f", {name}={v}")
 
     lines = [
