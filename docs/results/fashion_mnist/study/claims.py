@@ -205,6 +205,8 @@ def ranking(means: dict[str, float]) -> str:
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    if not rows:  # a section whose runs have started but not yet paired
+        return ["No rows yet: the runs this table compares have not finished."]
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
         "| " + " | ".join(r) + " |" for r in rows
     ]
