@@ -266,18 +266,16 @@ def write_report(
     frame["_group"] = frame["model"].astype(str) + " on " + frame["dataset"].astype(str)
     named = _as_written(frame[[k for k in config_keys if k in frame]])
     for _, members in frame.groupby("_group", sort=False):
+        settings = named.loc[members.index]
         varying = [
             k
             for k in config_keys
             if k not in _NOT_GROUPING
-            and k in members
-            and named.loc[members.index, k]
-            .map(lambda v: json.dumps(v, sort_keys=True, default=str))
-            .nunique()
-            > 1
+            and k in settings
+            and settings[k].map(lambda v: json.dumps(v, sort_keys=True, default=str)).nunique() > 1
         ]
         for k in varying:
-            for name, labels in _varying_parts(k, named.loc[members.index, k]):
+            for name, labels in _varying_parts(k, settings[k]):
                 frame.loc[members.index, "_group"] += labels.map(lambda v, name=name: f", {name}={v}")
 
     lines = [
