@@ -323,3 +323,41 @@ def test_the_report_names_its_folder_relative_to_the_working_directory(runs, tmp
     monkeypatch.chdir(elsewhere)
     assert main(["report", str(runs.resolve()), "--out", str(tmp_path / "r2")]) == 0
     assert (tmp_path / "r2" / "report.md").read_text().splitlines()[0] == f"# Report of {runs.resolve()}"
+
+
+def _set(folder, **settings):
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    (folder / "config.yaml").write_text(yaml.safe_dump({**config, **settings}))
+
+
+def test_dense_runs_are_the_reference_of_groups_differing_in_pruning_settings_alone(runs, tmp_path):
+    """The dense runs (warmup 0 here) are the reference of the warmup-20 group too, named so; a group that
+    differs in a training setting (lr) gets none of them, and a dense run of its own wins over shared ones."""
+    for folder in runs.iterdir():
+        _set(folder, warmup_batches=0)
+    for seed, accuracy in enumerate([0.60, 0.62, 0.64]):
+        _write_run(runs / f"warm-{seed}", "snip", 0.5, seed, accuracy)
+        _set(runs / f"warm-{seed}", warmup_batches=20)
+        _write_run(runs / f"lr-{seed}", "snip", 0.5, seed, accuracy)
+        _set(runs / f"lr-{seed}", warmup_batches=20, lr=0.5)
+    _write_run(runs / "lr-dense", "dense", 0.0, 0, 0.5)
+    _set(runs / "lr-dense", warmup_batches=20, lr=0.5)
+    assert main(["report", str(runs), "--out", str(tmp_path / "r")]) == 0
+    report = (tmp_path / "r" / "report.md").read_text()
+    sections = {s.splitlines()[0]: s for s in report.split("\n## ")[1:]}
+    dense = _cell(ACCURACY["dense", 0.0])
+    assert sorted(sections) == [
+        "lenet5 on fashion_mnist, lr=0.1, warmup_batches=0",
+        "lenet5 on fashion_mnist, lr=0.1, warmup_batches=20",
+        "lenet5 on fashion_mnist, lr=0.5, warmup_batches=20",
+    ]
+    own = sections["lenet5 on fashion_mnist, lr=0.1, warmup_batches=0"]
+    assert f"Dense reference (sparsity 0): {dense}.\n" in own
+    shared = sections["lenet5 on fashion_mnist, lr=0.1, warmup_batches=20"]
+    assert (
+        f"Dense reference (sparsity 0): {dense}, the dense runs with warmup_batches=0 "
+        "(a setting of the pruning alone)." in shared
+    )
+    other_lr = sections["lenet5 on fashion_mnist, lr=0.5, warmup_batches=20"]
+    assert "Dense reference (sparsity 0): 50.00 (n=1).\n" in other_lr
+    assert dense not in other_lr

@@ -9,7 +9,8 @@ vary, named ``model_options.norm=...``); each group gets
 
 - test accuracy: rows = sparsity, columns = criteria, cells = mean ± sample std over seeds
   (n shown where < 3), the best mean of each row in bold, and the dense reference (sparsity 0) where
-  there is one;
+  there is one: the group's own dense runs, or else those of its model and dataset that differ from it
+  only in settings of the pruning alone (warmup, scope, rounds, probe seed...), named beside it;
 - layer collapse (runs with an empty or disconnected layer / runs) and scoring time per criterion;
 - ``accuracy_<group>.png``: test accuracy against the fraction of weights remaining (log scale, error
   bars one std over seeds), small multiples of at most six criteria a panel, legends outside;
@@ -61,6 +62,15 @@ _RENAMED = {
 }
 # settings that are not a group's identity: the table's axes, and where or how a run ran
 _NOT_GROUPING = {"criterion", "sparsity", "seed", "out", "device", "data_dir"}
+# settings of the pruning alone: a dense run (sparsity 0) keeps every weight whatever they say (the
+# BatchNorm statistics of a warmup decay away in training), so it is the dense reference of every
+# group of its model and dataset that differs from it in these settings only
+_PRUNING_ONLY = {
+    "criterion_options", "scope", "rounds", "warmup_batches", "warmup_cumulative", "scoring_per_class",
+    "scoring_augment", "include_classifier", "exclude_first", "include_attention", "shortcut_bn_scales",
+    "round_schedule", "probe_seed", "layer_densities", "scoring_redraw", "warmup_augment", "warmup_shuffle",
+    "scoring_sequences",
+}  # fmt: skip
 
 
 _MARKERS = "osD^vP*Xh<>p"
@@ -288,8 +298,9 @@ def write_report(
     if compared:
         lines += ["", *comparisons_markdown(compared)]
         atomic_write_text(out / "comparisons.json", comparisons_json(compared))
+    shared = _shared_dense(frame, named, config_keys)
     for group, members in frame.groupby("_group", sort=False):
-        lines += _group_section(str(group), members, out, at_sparsity)
+        lines += _group_section(str(group), members, out, at_sparsity, shared.get(str(group)))
     path = out / "report.md"
     previous = _linked_plots(path)
     atomic_write_text(path, "\n".join(lines) + "\n")
@@ -307,7 +318,41 @@ def _linked_plots(report: Path) -> set[str]:
     return set(re.findall(r"^!\[[^\]]*\]\(([^()/\\]+\.png)\)$", report.read_text(), flags=re.MULTILINE))
 
 
-def _group_section(group: str, runs: Any, out: Path, at_sparsity: float | None) -> list[str]:
+def _shared_dense(frame: Any, named: Any, config_keys: list[str]) -> dict[str, tuple[Any, str]]:
+    """For each group of pruned runs without dense runs of its own: the dense runs (sparsity 0) of its model
+    and dataset that differ from it only in :data:`_PRUNING_ONLY` settings, and the text naming those
+    settings as the dense runs have them (``warmup_batches=0``). Groups no dense run matches are absent."""
+    sparsity = frame["sparsity"].astype(float)
+    keys = [k for k in config_keys if k in named and k not in _NOT_GROUPING and k not in _PRUNING_ONLY]
+    text = named.map(lambda v: json.dumps(v, sort_keys=True, default=str))
+    pair = frame["model"].astype(str) + "\x00" + frame["dataset"].astype(str)
+    shared: dict[str, tuple[Any, str]] = {}
+    for group, members in frame.groupby("_group", sort=False):
+        if (sparsity[members.index] == 0.0).any():
+            continue
+        first = members.index[0]
+        same = (pair == pair[first]) & (sparsity == 0.0)
+        for k in keys:
+            same &= text[k] == text.at[first, k]
+        dense = frame[same]
+        if not len(dense):
+            continue
+        settings = named.loc[dense.index]
+        differing = []
+        for k in sorted(_PRUNING_ONLY & set(settings)):
+            values = set(text.loc[dense.index, k])
+            if values != {text.at[first, k]}:
+                shown = sorted({_setting_text(v) for v in settings[k]}, key=str)
+                differing.append(f"{k}={'/'.join(map(str, shown))}")
+        shared[str(group)] = (dense, ", ".join(differing))
+    return shared
+
+
+def _group_section(
+    group: str, runs: Any, out: Path, at_sparsity: float | None, shared_dense: tuple[Any, str] | None = None
+) -> list[str]:
+    """One group's tables and plots; ``shared_dense`` (dense runs, the pruning settings they ran with) is
+    the dense reference of a group that has no dense run of its own (:func:`_shared_dense`)."""
     slug = _slug(group)
     runs = runs.assign(sparsity=runs["sparsity"].astype(float))
     dense = runs[runs["sparsity"] == 0.0]
@@ -319,6 +364,14 @@ def _group_section(group: str, runs: Any, out: Path, at_sparsity: float | None) 
     if len(dense):
         text, _ = _mean_std(list(dense["test_accuracy"].astype(float)))
         lines += ["", f"Dense reference (sparsity 0): {text}."]
+    elif shared_dense is not None:
+        dense, differing = shared_dense
+        text, _ = _mean_std(list(dense["test_accuracy"].astype(float)))
+        lines += [
+            "",
+            f"Dense reference (sparsity 0): {text}"
+            + (f", the dense runs with {differing} (a setting of the pruning alone)." if differing else "."),
+        ]
     lines += ["", "| sparsity | remaining | " + " | ".join(criteria) + " |"]
     lines.append("|---|---|" + "---|" * len(criteria))
     for s in sparsities:
