@@ -182,7 +182,9 @@ def decide(text: str) -> str:
         else:
             verdict = "undecided"
         verdict += f" (p̃ {p:.2g})" if stats.n >= 2 else " (n=1)"
-        if floor is not None and abs(stats.mean) < floor:
+        if stats.mean == 0.0 and (stats.n < 2 or stats.std == 0.0):
+            verdict += ", the same accuracy on every seed"  # two runs at chance: says nothing of noise
+        elif floor is not None and abs(stats.mean) < floor:
             verdict += f", below the training noise ({floor:.2f})"
         text = text.replace(c["token"], verdict)
     excluding = sum(c["stats"].n >= 2 and (c["stats"].low > 0 or c["stats"].high < 0) for c in _COMPARISONS)
