@@ -224,14 +224,24 @@ def best_of(frame: pd.DataFrame, criteria: list[str], sparsity: float) -> tuple[
 
 
 def accuracy_table(frame: pd.DataFrame, criteria: list[str]) -> list[str]:
-    """Test accuracy per sparsity (rows) and criterion (columns), mean ± std over seeds with cK/tK."""
-    rows = [
-        [f"{s:g}"] + [_cell(_runs(frame, c, s)) for c in criteria] for s in sorted(set(frame["sparsity"]))
-    ]
+    """Test accuracy per sparsity (rows) and criterion (columns), mean ± std over seeds with cK/tK; the
+    best mean of each row in bold."""
+    rows = []
+    for s in sorted(set(frame["sparsity"])):
+        runs = [_runs(frame, c, s) for c in criteria]
+        means = [float(r["acc"].mean()) if len(r) else -math.inf for r in runs]
+        best = max(means)
+        rows.append(
+            [f"{s:g}"]
+            + [
+                f"**{_cell(r)}**" if m == best and len(r) else _cell(r)
+                for r, m in zip(runs, means, strict=True)
+            ]
+        )
     return [
-        "Test accuracy (%), mean ± std over seeds; `cK`: K runs collapsed (a layer empty, or its kept "
-        "weights on no input-output path); `tK`: K runs not collapsed that stayed at chance "
-        f"(≤ {CHANCE:g} %).",
+        "Test accuracy (%), mean ± std over seeds, the best mean of each row in bold; `cK`: K runs "
+        "collapsed (a layer empty, or its kept weights on no input-output path); `tK`: K runs not "
+        f"collapsed that stayed at chance (≤ {CHANCE:g} %).",
         "",
         *table(["sparsity"] + [SHORT.get(c, c) for c in criteria], rows),
         "",
