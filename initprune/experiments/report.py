@@ -324,7 +324,7 @@ def _shared_dense(frame: Any, named: Any, config_keys: list[str]) -> dict[str, t
     settings as the dense runs have them (``warmup_batches=0``). Groups no dense run matches are absent."""
     sparsity = frame["sparsity"].astype(float)
     keys = [k for k in config_keys if k in named and k not in _NOT_GROUPING and k not in _PRUNING_ONLY]
-    text = named.map(lambda v: json.dumps(v, sort_keys=True, default=str))
+    text = named.apply(lambda col: col.map(lambda v: json.dumps(v, sort_keys=True, default=str)))
     pair = frame["model"].astype(str) + "\x00" + frame["dataset"].astype(str)
     shared: dict[str, tuple[Any, str]] = {}
     for group, members in frame.groupby("_group", sort=False):
