@@ -166,7 +166,7 @@ def _varying_parts(key: str, values: Any) -> list[tuple[str, Any]]:
     options = [v if isinstance(v, dict) else {} for v in values]
     parts = []
     for option in sorted({o for d in options for o in d}):
-        texts = [json.dumps(d[option], sort_keys=True, default=str) if option in d else None for d in options]
+        texts = [_setting_key(d[option]) if option in d else None for d in options]
         if len(set(texts)) > 1:
             labels = [_setting_text(d[option]) if option in d else "default" for d in options]
             parts.append((f"{key}.{option}", pd.Series(labels, index=values.index)))
@@ -192,6 +192,12 @@ def _as_written(settings: Any) -> Any:
                 [None if math.isnan(v) else int(v) for v in values], index=values.index, dtype=object
             )
     return out
+
+
+def _setting_key(value: Any) -> str:
+    """A setting's value as a text that is equal for equal settings (dicts whatever their key order): what
+    groups of runs are told apart by."""
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _setting_text(value: Any) -> Any:
@@ -280,9 +286,7 @@ def write_report(
         varying = [
             k
             for k in config_keys
-            if k not in _NOT_GROUPING
-            and k in settings
-            and settings[k].map(lambda v: json.dumps(v, sort_keys=True, default=str)).nunique() > 1
+            if k not in _NOT_GROUPING and k in settings and settings[k].map(_setting_key).nunique() > 1
         ]
         for k in varying:
             for name, labels in _varying_parts(k, settings[k]):
@@ -324,7 +328,7 @@ def _shared_dense(frame: Any, named: Any, config_keys: list[str]) -> dict[str, t
     settings as the dense runs have them (``warmup_batches=0``). Groups no dense run matches are absent."""
     sparsity = frame["sparsity"].astype(float)
     keys = [k for k in config_keys if k in named and k not in _NOT_GROUPING and k not in _PRUNING_ONLY]
-    text = named.apply(lambda col: col.map(lambda v: json.dumps(v, sort_keys=True, default=str)))
+    text = named.apply(lambda col: col.map(_setting_key))
     pair = frame["model"].astype(str) + "\x00" + frame["dataset"].astype(str)
     shared: dict[str, tuple[Any, str]] = {}
     for group, members in frame.groupby("_group", sort=False):
@@ -361,17 +365,14 @@ def _group_section(
     sparsities = sorted(set(pruned["sparsity"]))
     lines = ["", f"## {group}", ""]
     lines.append(f"Test accuracy (%), {CONVENTION}; the best of each row in bold.")
+    differing = ""
+    if not len(dense) and shared_dense is not None:
+        dense, differing = shared_dense
     if len(dense):
         text, _ = _mean_std(list(dense["test_accuracy"].astype(float)))
+        if differing:
+            text += f", the dense runs with {differing} (a setting of the pruning alone)"
         lines += ["", f"Dense reference (sparsity 0): {text}."]
-    elif shared_dense is not None:
-        dense, differing = shared_dense
-        text, _ = _mean_std(list(dense["test_accuracy"].astype(float)))
-        lines += [
-            "",
-            f"Dense reference (sparsity 0): {text}"
-            + (f", the dense runs with {differing} (a setting of the pruning alone)." if differing else "."),
-        ]
     lines += ["", "| sparsity | remaining | " + " | ".join(criteria) + " |"]
     lines.append("|---|---|" + "---|" * len(criteria))
     for s in sparsities:
