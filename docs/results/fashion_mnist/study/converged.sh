@@ -2,7 +2,7 @@
 # Converged training: 15 epochs with the same learning-rate warmup for every run (1 epoch, linear; the
 # 15-epoch random run diverged at lr 0.03 without one). random, magnitude, SNIP, SynFlow, HD, HP, FP and
 # exact OBD (ggn_pruner) at 0.99, 0.995 and 0.998, and a dense run with the same recipe; seeds outermost.
-# Then (converged_resnet20.sh) ResNet-20, and later (run_all.sh) seeds 7 and 99 at 0.99:
+# Then (run_all.sh) seeds 7 and 99 at 0.99, and later (converged_resnet20.sh) ResNet-20; seeds 7, 99:
 # SEEDS=7,99 SPARSITIES=0.99 converged.sh.
 # Base settings of main_grid.sh unless said: VGG-11 at width 0.25 on Fashion-MNIST, BatchNorm warmup of 20
 # batches, global scope, 100 scoring samples, SGD (lr 0.03, cosine, batch 512).
