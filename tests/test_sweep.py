@@ -68,6 +68,33 @@ def test_sweep_runs_every_point_once_and_summarizes_over_seeds(tmp_path, monkeyp
     assert len(json.loads((tmp_path / "summary.json").read_text())) == 2
 
 
+def test_a_sweep_extended_into_its_folder_summarizes_every_grid(tmp_path):
+    base = {**SMALL, "epochs": 0.25, "criterion": "magnitude"}
+    run_sweep(base, {"seed": [0, 1], "sparsity": [0.5, 0.8]}, tmp_path, progress=False)
+    rows = run_sweep(base, {"seed": [2], "sparsity": [0.5]}, tmp_path, progress=False)  # one more seed
+    assert [(r["sparsity"], r["seeds"]) for r in rows] == [(0.5, 3), (0.8, 2)]
+    accuracies = [
+        json.loads((tmp_path / f"seed={seed},sparsity=0.5" / "result.json").read_text())["test_accuracy"]
+        for seed in (0, 1, 2)
+    ]
+    assert rows[0]["test_accuracy_mean"] == pytest.approx(sum(accuracies) / 3, abs=1e-12)
+    stored = json.loads((tmp_path / "sweep.json").read_text())
+    assert stored["grid"] == {"seed": [2], "sparsity": [0.5]}
+    assert stored["grids"] == [{"seed": [0, 1], "sparsity": [0.5, 0.8]}, {"seed": [2], "sparsity": [0.5]}]
+    # the first grid again: nothing runs, the list keeps each grid once, the summary is the same
+    again = run_sweep(base, {"seed": [0, 1], "sparsity": [0.5, 0.8]}, tmp_path, progress=False)
+    assert [(r["sparsity"], r["seeds"]) for r in again] == [(0.5, 3), (0.8, 2)]
+    assert len(json.loads((tmp_path / "sweep.json").read_text())["grids"]) == 2
+    # other axes, or other base settings, start anew: their summary is their own grid
+    rows = run_sweep(base, {"sparsity": [0.5], "seed": [0]}, tmp_path, progress=False)
+    assert len(rows) == 1 and rows[0]["seeds"] == 1
+    assert json.loads((tmp_path / "sweep.json").read_text())["grids"] == [{"sparsity": [0.5], "seed": [0]}]
+    other = tmp_path / "other"
+    run_sweep(base, {"seed": [0]}, other, progress=False)
+    rows = run_sweep({**base, "sparsity": 0.8}, {"seed": [1]}, other, progress=False)
+    assert len(rows) == 1 and rows[0]["seeds"] == 1
+
+
 def test_sweep_command(tmp_path, capsys):
     args = ["sweep", "--quiet", "--out", str(tmp_path), "--grid", "sparsity=0.5,0.8"]
     for key, value in SMALL.items():

@@ -46,6 +46,7 @@ SUMMARY_FIELDS = (
 # Runs with a per-token loss (language models) also report these, in nats per token and per byte.
 TOKEN_FIELDS = ("val_perplexity", "test_perplexity", "test_bits_per_byte")
 ERRORS = "errors.json"
+SWEEP = "sweep.json"  # the base settings and every grid run into the folder
 
 
 def _sequence_keys() -> set[str]:
@@ -177,12 +178,14 @@ def run_sweep(
     ray_options: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run this shard's grid points (skipping finished ones) and write ``out/summary.{md,csv,json}`` over
-    every point finished so far; a failed point is recorded with its error (``errors.json`` and the
-    summary) and does not stop the others. ``score_cache``: share the scores of single-round criteria
-    across points in ``out/score_cache``. ``launcher``: ``local`` (one point after the other in this
-    process) or ``ray`` (one Ray task per point; ``ray_options`` as for
-    :func:`initprune.experiments.launchers.run_ray`). ``progress`` prints points done / total and the
-    time left, and shows the runs' bars. Returns the summary rows."""
+    every point finished so far, of the earlier grids run into ``out`` with the same base settings and axes
+    and of this one (``out/sweep.json`` lists them: a sweep extended by more seeds summarizes them all); a
+    failed point is recorded with its error (``errors.json`` and the summary) and does not stop the
+    others. ``score_cache``: share the scores of single-round criteria across points in
+    ``out/score_cache``. ``launcher``: ``local`` (one point after the other in this process) or ``ray``
+    (one Ray task per point; ``ray_options`` as for :func:`initprune.experiments.launchers.run_ray`).
+    ``progress`` prints points done / total and the time left, and shows the runs' bars. Returns the
+    summary rows."""
     if launcher not in LAUNCHERS:
         raise unknown_choice("launcher", launcher, LAUNCHERS)
     index, count = parse_shard(shard)
@@ -194,7 +197,10 @@ def run_sweep(
         if is_finished(config):  # returns its result, or refuses a folder made with other settings
             run_experiment(config, progress=False)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "sweep.json", json.dumps({"base": dict(base), "grid": dict(grid)}, indent=2))
+    grids, earlier = _grids_run(out, base, grid)
+    atomic_write_text(
+        out / SWEEP, json.dumps({"base": _as_json(base), "grid": grids[-1], "grids": grids}, indent=2)
+    )
     tracker = SweepProgress(len(mine), len(mine) - len(todo), enabled=progress)
     try:
         errors = LAUNCHERS[launcher](
@@ -206,9 +212,54 @@ def run_sweep(
     finally:
         tracker.close()
     _record_errors(out, mine, errors)
-    rows = summarize(configs, list(configs[0][0]), errors=_load_errors(out))
+    everything = _union([*earlier, configs])
+    rows = summarize(everything, list(configs[0][0]), errors=_load_errors(out))
     write_summary(rows, out)
     return rows
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples as lists), so settings compare with a stored sweep.json."""
+    return json.loads(json.dumps(value))
+
+
+def _grids_run(
+    out: Path, base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]]
+) -> tuple[list[dict], list[list[tuple[dict, RunConfig]]]]:
+    """(every grid run into ``out`` with these base settings and these axes (in this order), this one
+    last; the points of the earlier ones): a sweep extended with more seeds or sparsities into the same
+    folder summarizes all its points. A grid with other base settings or other axes starts the list anew;
+    an earlier grid that no longer makes valid points (a criterion since renamed) is left out."""
+    try:
+        stored = json.loads((out / SWEEP).read_text())
+    except (OSError, ValueError):
+        stored = {}
+    grid = _as_json(dict(grid))
+    earlier: list = []
+    if isinstance(stored, dict) and stored.get("base") == _as_json(dict(base)):
+        earlier = stored.get("grids") or [stored.get("grid")]
+    kept, points = [], []
+    for earlier_grid in earlier:
+        if not isinstance(earlier_grid, dict) or list(earlier_grid) != list(grid) or earlier_grid == grid:
+            continue
+        try:
+            points.append(sweep_configs(base, earlier_grid, out))
+        except (InitpruneError, TypeError, ValueError):
+            continue
+        kept.append(earlier_grid)
+    return [*kept, grid], points
+
+
+def _union(grids: Sequence[Sequence[tuple[dict, RunConfig]]]) -> list[tuple[dict, RunConfig]]:
+    """The points of every grid, each folder once, in the order of the grids."""
+    seen: set[str] = set()
+    union = []
+    for configs in grids:
+        for point, config in configs:
+            if point_folder(point) not in seen:
+                seen.add(point_folder(point))
+                union.append((point, config))
+    return union
 
 
 def _record_errors(out: Path, points: Sequence[tuple[dict, RunConfig]], errors: Mapping[str, str]) -> None:
