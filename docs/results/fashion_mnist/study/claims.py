@@ -51,6 +51,8 @@ SHORT = {
 }
 HUTCHINSON = ["hutch_diag", "hutch_pruner", "hutch_taylor"]
 FIRST_ORDER = ["grad_norm", "snip"]
+CURVATURE = ["fisher_pruner", "ggn_pruner"]
+"""The second-order criteria of the converged runs besides Hutchinson's: empirical-Fisher and exact OBD."""
 SECOND_ORDER = ["fisher_diag", "fisher_pruner", "fisher_taylor", "hutch_diag", "hutch_pruner", "hutch_taylor"]
 HIGH = [0.98, 0.99, 0.995, 0.998]
 COMMAND = "docs/results/fashion_mnist/study/claims.py"
@@ -673,8 +675,9 @@ def noise_floor_section(study: Path, main: pd.DataFrame) -> list[str]:
 
 
 def converged_section(study: Path, folder: str, criteria: list[str], title: str, plot: Path) -> list[str]:
-    """The 15-epoch runs (``folder``, lr warmup of one epoch): accuracy, dense, and the claim-1 comparisons
-    (best Hutchinson against the best other, HP and HD against each other criterion)."""
+    """The 15-epoch runs (``folder``, lr warmup of one epoch): accuracy, dense, the claim-1 comparisons
+    (best Hutchinson against the best other, HP and HD against each other criterion) and claim 3's (FP and
+    exact OBD against SNIP)."""
     lines = [f"## {title}", ""]
     frame, dense = load(study / folder), load(study / f"{folder}_dense")
     if frame.empty:
@@ -703,6 +706,11 @@ def converged_section(study: Path, folder: str, criteria: list[str], title: str,
                 if b != a and not (b in hutch and present.index(b) < present.index(a)):
                     acc_a, acc_b = accuracies(frame, a, s), accuracies(frame, b, s)
                     rows.append([f"{s:g}", SHORT[a], SHORT[b], *paired(acc_a, acc_b)])
+        for a in (c for c in present if c in CURVATURE and c not in hutch):  # claim 3 (Hutchinson's: above)
+            for b in (c for c in present if c in FIRST_ORDER):
+                rows.append(
+                    [f"{s:g}", SHORT[a], SHORT[b], *paired(accuracies(frame, a, s), accuracies(frame, b, s))]
+                )
     header = ["sparsity", "A", "B", "A − B (points) [95 % interval] n", "verdict"]
     if folder == "converged":
         lines += [
