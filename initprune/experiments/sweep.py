@@ -199,7 +199,7 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     grids, earlier = _grids_run(out, base, grid)
     atomic_write_text(
-        out / SWEEP, json.dumps({"base": _as_json(base), "grid": grids[-1], "grids": grids}, indent=2)
+        out / SWEEP, json.dumps({"base": _as_json(dict(base)), "grid": grids[-1], "grids": grids}, indent=2)
     )
     tracker = SweepProgress(len(mine), len(mine) - len(todo), enabled=progress)
     try:
