@@ -252,14 +252,11 @@ def _grids_run(
 
 def _union(grids: Sequence[Sequence[tuple[dict, RunConfig]]]) -> list[tuple[dict, RunConfig]]:
     """The points of every grid, each folder once, in the order of the grids."""
-    seen: set[str] = set()
-    union = []
+    union: dict[str, tuple[dict, RunConfig]] = {}
     for configs in grids:
         for point, config in configs:
-            if point_folder(point) not in seen:
-                seen.add(point_folder(point))
-                union.append((point, config))
-    return union
+            union.setdefault(point_folder(point), (point, config))
+    return list(union.values())
 
 
 def _record_errors(out: Path, points: Sequence[tuple[dict, RunConfig]], errors: Mapping[str, str]) -> None:

@@ -691,6 +691,7 @@ def converged_section(study: Path, folder: str, criteria: list[str], title: str,
     lines += [f"![{title}]({plot.name})", ""]
     hutch = [c for c in present if c in HUTCHINSON]
     others = [c for c in present if c not in HUTCHINSON]
+    primary = folder == "converged"  # holds claim 1's primary test (primary_section)
     rows = []
     for s in sparsities:
         h, h_acc = best_of(frame, hutch, s)
@@ -701,7 +702,7 @@ def converged_section(study: Path, folder: str, criteria: list[str], title: str,
             )
         for a in hutch:
             for b in present:
-                if folder == "converged" and s == PRIMARY_SPARSITY and (a, b) in PRIMARY_PAIRS:
+                if primary and s == PRIMARY_SPARSITY and (a, b) in PRIMARY_PAIRS:
                     continue  # the primary test's (primary_section), not corrected with these
                 if b != a and not (b in hutch and present.index(b) < present.index(a)):
                     acc_a, acc_b = accuracies(frame, a, s), accuracies(frame, b, s)
@@ -712,7 +713,7 @@ def converged_section(study: Path, folder: str, criteria: list[str], title: str,
                     [f"{s:g}", SHORT[a], SHORT[b], *paired(accuracies(frame, a, s), accuracies(frame, b, s))]
                 )
     header = ["sparsity", "A", "B", "A − B (points) [95 % interval] n", "verdict"]
-    if folder == "converged":
+    if primary:
         lines += [
             f"HD − SynFlow and HP − SynFlow at {PRIMARY_SPARSITY:g} are the primary test of claim 1 "
             "([above](#claim-1-the-primary-test)); the rest are exploratory.",
