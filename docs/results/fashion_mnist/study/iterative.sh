@@ -5,6 +5,8 @@
 # Iterative scorings are not cached: HP's 100 rounds cost 100 HP scorings (the longest runs of the study).
 # Base settings of main_grid.sh unless said: VGG-11 at width 0.25 on Fashion-MNIST, BatchNorm warmup of 20
 # batches, global scope, 100 scoring samples, 2 epochs of SGD (lr 0.03, cosine, batch 512).
+# The 10-round grid runs first for every seed, then the 100-round one into the same folder (one summary
+# over both): a study cut short has the cheaper question answered at n = 3.
 # Usage: iterative.sh [OUT] [extra sweep flags, e.g. --shard 0/2]. Rerunning resumes.
 set -euo pipefail
 SEEDS=${SEEDS:-0,42,123}  # comma-separated
@@ -12,5 +14,7 @@ OUT=${1:-docs/results/fashion_mnist/study/iterative}
 EXTRA=("${@:2}")
 COMMON=(--quiet --model vgg11 --model-options width=0.25 --dataset fashion_mnist --warmup-batches 20
         --scope global --scoring-per-class 10 --epochs 2 --lr 0.03 --schedule cosine --batch-size 512)
-initprune sweep "${COMMON[@]}" "${EXTRA[@]}" --out "$OUT" --grid "seed=$SEEDS" rounds=10,100 \
-  criterion=fisher_pruner,ggn_pruner,hutch_pruner sparsity=0.995,0.998
+for rounds in 10 100; do
+  initprune sweep "${COMMON[@]}" "${EXTRA[@]}" --out "$OUT" --grid "seed=$SEEDS" "rounds=$rounds" \
+    criterion=fisher_pruner,ggn_pruner,hutch_pruner sparsity=0.995,0.998
+done
