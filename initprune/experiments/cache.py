@@ -41,6 +41,7 @@ CACHE_DIR = "score_cache"
 _SCORE_FREE = frozenset(
     {"sparsity", "scope", "rounds", "out", "device", "epochs", "lr", "schedule"}
     | {"train_seed", "train_shuffle", "layer_densities"}  # the training's data order; the mask's allocation
+    | {"round_warmup"}  # acts between rounds only
     | {name for name in TrainConfig.__dataclass_fields__}
 )
 

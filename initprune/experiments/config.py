@@ -148,6 +148,14 @@ class RunConfig:
             "reading and mask rule (round 0 prunes to s^(1/R), 0.999 for synflow at 0.9: a collapsed network)"
         ),
     )
+    round_warmup: bool = field(
+        default=False,
+        metadata=_help(
+            "Iterative schedules: run the BatchNorm warmup (warmup_batches, same data) again before every "
+            "round after the first, so each round scores with the statistics of the network pruned so far "
+            "(false: every round uses the first warmup's)"
+        ),
+    )
     select_best_on_test: bool = field(
         default=False,
         metadata=_help(
@@ -259,10 +267,16 @@ class RunConfig:
             raise unknown_choice("round_schedule", self.round_schedule, ROUND_SCHEDULES)
         for name in (
             "prune_after_training", "shortcut_bn_scales", "select_best_on_test", "warmup_augment",
-            "warmup_shuffle", "train_shuffle", "scoring_redraw",
+            "warmup_shuffle", "train_shuffle", "scoring_redraw", "round_warmup",
         ):  # fmt: skip
             if not isinstance(getattr(self, name), bool):
                 raise InitpruneError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.round_warmup and (self.warmup_batches == 0 or self.prune_after_training):
+            why = "prune_after_training scores without one" if self.prune_after_training else "it is 0"
+            raise InitpruneError(
+                f"round_warmup runs the BatchNorm warmup (warmup_batches) again before every round, but "
+                f"{why}: set warmup_batches to a count >= 1 or none (one pass), or round_warmup to false"
+            )
         for name in ("train_seed", "probe_seed"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < SEED_LIMIT:

@@ -69,7 +69,7 @@ _PRUNING_ONLY = {
     "criterion_options", "scope", "rounds", "warmup_batches", "warmup_cumulative", "scoring_per_class",
     "scoring_augment", "include_classifier", "exclude_first", "include_attention", "shortcut_bn_scales",
     "round_schedule", "probe_seed", "layer_densities", "scoring_redraw", "warmup_augment", "warmup_shuffle",
-    "scoring_sequences",
+    "scoring_sequences", "round_warmup",
 }  # fmt: skip
 
 

@@ -228,6 +228,9 @@ def _prune(
         exclude_first=config.exclude_first,
         shortcut_bn_scales=config.shortcut_bn_scales,
         round_schedule=config.round_schedule,
+        round_warmup_batches=warmup_batches if config.round_warmup else 0,
+        warmup_data=warmup_data,
+        warmup_cumulative=config.warmup_cumulative,
         include_attention=config.include_attention,
         scorer=scorer,
         layer_densities=densities,
@@ -571,6 +574,8 @@ def _run(
             result[f"{split}_bits_per_byte"] = values.get("bits_per_byte")
     if config.shortcut_bn_scales or config.round_schedule != "density":
         result.update(shortcut_bn_scales=config.shortcut_bn_scales, round_schedule=config.round_schedule)
+    if config.round_warmup:
+        result["round_warmup"] = True
     if config.layer_densities is not None:
         result.update(
             layer_densities_source=config.layer_densities,
