@@ -8,9 +8,10 @@
 # Iterative scorings are not cached: HP's 100 rounds cost 100 HP scorings (the longest runs of the study).
 # Base settings of main_grid.sh unless said: VGG-11 at width 0.25 on Fashion-MNIST, BatchNorm warmup of 20
 # batches, global scope, 100 scoring samples, 2 epochs of SGD (lr 0.03, cosine, batch 512).
-# Order: 10 rounds for every seed (default, then with the round warmup), then 100 rounds (the same two),
-# each into its folder (one summary per folder over its grids): a study cut short has the cheaper
-# question answered at n = 3.
+# Order: 10 rounds for every seed (default, then with the round warmup), then FP and exact OBD in 100
+# rounds (the same two), then HP in 100 rounds (100 HP scorings a run, the longest), each into its
+# folder (one summary per folder over its grids): a study cut short has the cheaper questions answered
+# at n = 3.
 # Usage: iterative.sh [OUT] [extra sweep flags, e.g. --shard 0/2]. Rerunning resumes.
 set -euo pipefail
 SEEDS=${SEEDS:-0,42,123}  # comma-separated
@@ -18,10 +19,12 @@ OUT=${1:-docs/results/fashion_mnist/study/iterative}
 EXTRA=("${@:2}")
 COMMON=(--quiet --model vgg11 --model-options width=0.25 --dataset fashion_mnist --warmup-batches 20
         --scope global --scoring-per-class 10 --epochs 2 --lr 0.03 --schedule cosine --batch-size 512)
-for rounds in 10 100; do
+# (rounds, criteria) in this order; each grid once per variant, into the variant's folder
+for part in "10 fisher_pruner,ggn_pruner,hutch_pruner" "100 fisher_pruner,ggn_pruner" "100 hutch_pruner"; do
+  read -r rounds criteria <<< "$part"
   for variant in default round_warmup; do
     if [ "$variant" = default ]; then out=$OUT; flags=(); else out=${OUT}_round_warmup; flags=(--round-warmup); fi
     initprune sweep "${COMMON[@]}" "${flags[@]}" "${EXTRA[@]}" --out "$out" --grid "seed=$SEEDS" \
-      "rounds=$rounds" criterion=fisher_pruner,ggn_pruner,hutch_pruner sparsity=0.995,0.998
+      "rounds=$rounds" "criterion=$criteria" sparsity=0.995,0.998
   done
 done
