@@ -404,6 +404,7 @@ def accuracy_plot(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     from initprune.atomic import atomic_write_bytes
 
@@ -418,7 +419,7 @@ def accuracy_plot(
                  if v > CHANCE]  # fmt: skip
         low = min(above) - 1.0 if above else 0.0
         high = max(above) + 1.0 if above else 100.0
-        for g, (label, accs) in enumerate(groups.items()):
+        for g, accs in enumerate(groups.values()):
             color = f"C{g}"
             for i, c in enumerate(criteria):
                 values = list(accs.get((c, s), {}).values())
@@ -431,8 +432,7 @@ def accuracy_plot(
                     ax.errorbar(
                         [x], [mean], yerr=[_std(shown)], fmt="_", color=color, markersize=12, capsize=3
                     )
-                    ax.scatter([x] * len(shown), shown, s=12, color=color, alpha=0.7,
-                               label=label if i == 0 and k == 0 else None)  # fmt: skip
+                    ax.scatter([x] * len(shown), shown, s=12, color=color, alpha=0.7)
                 hidden = len(values) - len(shown)
                 if hidden:
                     ax.scatter([x], [low], marker="v", s=30, color=color, clip_on=False)
@@ -445,7 +445,11 @@ def accuracy_plot(
             ax.set_ylabel("test accuracy (%)")
     for k in range(len(sparsities), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    # one entry per group, whether or not any of its runs is above chance in the first panel
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color=f"C{g}", markersize=4) for g in range(len(groups))
+    ]
+    labels = list(groups)
     note = f"\nbars: mean ± std of the runs above chance; ▼ n: n runs at chance (≤ {CHANCE:g} %)"
     fig.suptitle(title + note, fontsize=9)
     if len(groups) > 1:
