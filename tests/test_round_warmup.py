@@ -17,6 +17,7 @@ from initprune.pruning import round_densities
 from initprune.scores import score
 
 from .conftest import tiny_convnet
+from .test_experiments import SMALL as EXPERIMENT
 
 BN = (1, 5)  # the BatchNorm layers of tiny_convnet
 SPARSITY = 0.6  # 3 rounds, no layer emptied
@@ -124,21 +125,7 @@ def test_round_warmup_of_a_data_free_criterion_needs_data():
         )
 
 
-SMALL = {
-    "model": "resnet20",
-    "model_options": {"width": 0.25},
-    "dataset": "synthetic",
-    "dataset_options": {"input_shape": [1, 8, 8], "train_size": 200, "test_size": 50, "num_classes": 4},
-    "val_size": 40,
-    "criterion": "fisher_pruner",
-    "sparsity": 0.9,
-    "rounds": 3,
-    "warmup_batches": 2,
-    "scoring_per_class": 3,
-    "batch_size": 40,
-    "epochs": 0.2,
-    "device": "cpu",
-}
+SMALL = {**EXPERIMENT, "rounds": 3, "epochs": 0.2}  # a tiny ResNet-20 run on synthetic data, 3 rounds
 
 
 def test_a_run_with_round_warmup_passes_its_warmup_to_every_round_and_records_it(tmp_path, monkeypatch):
