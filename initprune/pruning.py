@@ -73,10 +73,10 @@ def prune(
     BatchNorm statistics first (0: no warmup, None: one pass); ``warmup_cumulative`` averages them
     cumulatively (see :func:`initprune.warmup.warmup_bn`). ``round_warmup_batches`` batches of the same data
     (re-iterable: a list or a loader) warm them up again before every round after the first (None: one
-    pass), so that each round scores the
-    pruned network with statistics of its own activations; at 0 (default) every round uses the first
-    warmup's statistics, which, in eval mode, no longer match a network pruned 10 or 100 times (on the
-    study's VGG-11 the curvature criteria then empty whole layers). ``options`` go to the criterion;
+    pass), so that each round scores the pruned network with statistics of its own activations; at 0
+    (default) every round uses the first warmup's statistics, which, in eval mode, no longer match a
+    network pruned 10 or 100 times (on the study's VGG-11 FP and exact OBD then empty whole layers).
+    ``options`` go to the criterion;
     ``progress`` shows bars on a terminal. ``shortcut_bn_scales``: see :func:`prunable_parameters`.
     ``prunable`` (name → parameter, as ``model.named_parameters()`` names them) overrides the default
     choice of the weights to prune, as in :func:`initprune.score`. ``data``: see
