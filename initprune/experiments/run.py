@@ -164,6 +164,27 @@ def _stage(progress: bool, text: str) -> None:
     stage_line(text, enabled=progress)
 
 
+def pruning_data(config: RunConfig, splits: Any) -> tuple[Any, list]:
+    """(the BatchNorm warmup's loader, the scoring batches) of ``config``'s run on ``splits``: the data
+    every warmup and every scoring round of the run sees."""
+    warmup_data = splits.loader(
+        "train",
+        batch_size=config.batch_size,
+        shuffle=config.warmup_shuffle,
+        augment=config.warmup_augment,
+        seed=config.seed,
+    )
+    batches = scoring_batches(
+        splits,
+        per_class=config.scoring_per_class,
+        seed=config.seed,
+        augment=config.scoring_augment,
+        redraw=config.scoring_redraw,
+        sequences=config.scoring_sequences,
+    )
+    return warmup_data, batches
+
+
 def _prune(
     config: RunConfig,
     model: torch.nn.Module,
@@ -181,21 +202,7 @@ def _prune(
         return restored
     crit = get_criterion(config.criterion)
     crit.check_options(config.criterion_options)
-    warmup_data = splits.loader(
-        "train",
-        batch_size=config.batch_size,
-        shuffle=config.warmup_shuffle,
-        augment=config.warmup_augment,
-        seed=config.seed,
-    )
-    batches = scoring_batches(
-        splits,
-        per_class=config.scoring_per_class,
-        seed=config.seed,
-        augment=config.scoring_augment,
-        redraw=config.scoring_redraw,
-        sequences=config.scoring_sequences,
-    )
+    warmup_data, batches = pruning_data(config, splits)
     warmup_batches = 0 if config.prune_after_training else config.warmup_batches
     densities = None if config.layer_densities is None else read_layer_densities(config.layer_densities)
     start = time.perf_counter()

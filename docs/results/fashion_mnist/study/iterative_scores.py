@@ -24,9 +24,8 @@ import torch
 
 from initprune import prune
 from initprune.atomic import atomic_write_text
-from initprune.data import scoring_batches
 from initprune.experiments.config import build_config, load_config_file
-from initprune.experiments.run import _data_and_model
+from initprune.experiments.run import _data_and_model, pruning_data
 from initprune.masks import Mask
 from initprune.scores import score
 
@@ -55,11 +54,7 @@ def prune_and_record(criterion: str, options: dict[str, Any]) -> tuple[dict, lis
         {**load_config_file(folder / "config.yaml"), "criterion_options": options, "out": None}
     )
     splits, model = _data_and_model(config, torch.device("cpu"))
-    warmup = splits.loader(
-        "train", batch_size=config.batch_size, shuffle=config.warmup_shuffle, augment=config.warmup_augment,
-        seed=config.seed,
-    )  # fmt: skip
-    batches = scoring_batches(splits, per_class=config.scoring_per_class, seed=config.seed)
+    warmup, batches = pruning_data(config, splits)  # the run's own warmup loader and scoring samples
     negative: list[dict[str, float]] = []
 
     def recording(model: torch.nn.Module, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
